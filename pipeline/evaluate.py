@@ -1,0 +1,19 @@
+"""DVC stage evaluate: whole-split mIoU under each inference strategy, tables and figures."""
+
+from pathlib import Path
+
+from deeplab.cli import stage_main
+from deeplab.config import load_params
+from deeplab.report import run_evaluate_stage
+
+
+@stage_main
+def main() -> None:
+    params = load_params(sections=("evaluate", "mlflow"))
+    metrics = run_evaluate_stage(params, Path("models/finetune.pt"),
+                                 Path("data/processed/voc_val.csv"), Path("reports"))
+    print(f"evaluate: val mIoU {metrics['miou']:.4f} (best strategy {metrics['best_strategy_miou']:.4f})")
+
+
+if __name__ == "__main__":
+    main()

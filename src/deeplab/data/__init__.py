@@ -1,0 +1,1 @@
+"""Datasets: synthetic generator, downloads, COCO/VOC/SBD preprocessing, training loader."""

@@ -1,0 +1,74 @@
+"""COCO instance annotations -> 21-class VOC-style semantic masks (pycocotools).
+
+Rules:
+- the 20 VOC categories map to their VOC ids, every other category to background (0);
+- overlapping instances: instances are painted from the largest to the smallest (by
+  decoded pixel count, ties by annotation id), so a smaller object lying on a larger
+  one keeps its pixels;
+- crowd regions (`iscrowd=1`) of VOC categories become 255 (ignored), painted last;
+- images whose VOC-labeled pixels number fewer than `min_pixels` are dropped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+import numpy as np
+
+from .palette import IGNORE
+from .samples import BadSampleError
+
+# COCO category ids of the VOC classes 1..20, in VOC order.
+COCO_IDS_OF_VOC = (5, 2, 16, 9, 44, 6, 3, 17, 62, 21, 67, 18, 19, 4, 1, 64, 20, 63, 7, 72)
+VOC_ID_OF_COCO = {coco_id: voc_id for voc_id, coco_id in enumerate(COCO_IDS_OF_VOC, start=1)}
+
+
+def load_coco(annotation_file: Path):
+    """pycocotools COCO index; a missing or malformed file raises an error naming it."""
+    from pycocotools.coco import COCO
+
+    if not annotation_file.is_file():
+        raise FileNotFoundError(f"{annotation_file}: COCO annotation file not found")
+    try:
+        data = json.loads(annotation_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadSampleError(f"{annotation_file}: not valid JSON ({exc})") from exc
+    missing = [k for k in ("images", "annotations", "categories") if k not in data]
+    if not isinstance(data, dict) or missing:
+        raise BadSampleError(f"{annotation_file}: not a COCO instances file (missing {missing})")
+    coco = COCO()
+    coco.dataset = data
+    with contextlib.redirect_stdout(io.StringIO()):
+        try:
+            coco.createIndex()
+        except (KeyError, TypeError) as exc:
+            raise BadSampleError(f"{annotation_file}: malformed COCO annotations ({exc!r})") from exc
+    return coco
+
+
+def semantic_mask(coco, image_info: dict, annotation_file: Path) -> np.ndarray:
+    """The VOC-id mask of one COCO image, following the module's rules."""
+    h, w = int(image_info["height"]), int(image_info["width"])
+    label = np.zeros((h, w), dtype=np.uint8)
+    anns = coco.loadAnns(coco.getAnnIds(imgIds=image_info["id"], iscrowd=None))
+    painted, crowds = [], []
+    for ann in anns:
+        voc_id = VOC_ID_OF_COCO.get(ann["category_id"])
+        if voc_id is None:
+            continue
+        try:
+            m = coco.annToMask(ann).astype(bool)
+        except Exception as exc:  # noqa: BLE001 - pycocotools raises assorted types
+            raise BadSampleError(f"{annotation_file}: annotation {ann.get('id')} of image "
+                                 f"{image_info['id']} has an undecodable segmentation ({exc})") from exc
+        if m.shape != (h, w):
+            raise BadSampleError(f"{annotation_file}: annotation {ann.get('id')} decodes to "
+                                 f"{m.shape[1]}x{m.shape[0]}, image is {w}x{h}")
+        (crowds if ann.get("iscrowd", 0) else painted).append((int(m.sum()), ann["id"], voc_id, m))
+    for _, _, voc_id, m in sorted(painted, key=lambda t: (-t[0], t[1])):
+        label[m] = voc_id
+    for *_, m in crowds:
+        label[m] = IGNORE
+    return label

@@ -1,0 +1,195 @@
+"""Backbones with atrous output stride: ResNet-50/101, aligned Xception-65, MobileNetV2.
+
+Each backbone returns `(low, high)`: stride-4 low-level features for the decoder and the
+encoder features at the configured output stride. The library networks (torchvision,
+timm) are built at their native stride 32; `set_output_stride` then removes the stride of
+the last stages and dilates their 3x3 convolutions in place, so the same parameters serve
+every output stride.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torchvision
+from torch import nn
+
+from .layers import set_dilation
+
+BACKBONES = ("resnet50", "resnet101", "xception65", "mobilenetv2")
+
+
+class Backbone(nn.Module):
+    """Common part: a stride-4 `stem`, then `stages` that each halve the resolution."""
+
+    low_channels: int
+    high_channels: int
+    stem_stride = 4
+
+    def __init__(self, stem: nn.Module, stages: Sequence[nn.Module],
+                 multi_grid: Sequence[int] = (1,)) -> None:
+        super().__init__()
+        self.stem = stem
+        self.stages = nn.ModuleList(stages)
+        self.multi_grid = tuple(multi_grid)
+        # Convs that carry stride 2 at the native output stride (3x3 and 1x1 shortcuts).
+        self._strided = [[m for m in s.modules() if isinstance(m, nn.Conv2d) and m.stride == (2, 2)]
+                         for s in self.stages]
+        if any(not convs for convs in self._strided):
+            raise RuntimeError(f"{type(self).__name__}: every stage must start with a stride-2 conv")
+        self.output_stride = self.stem_stride * 2 ** len(self.stages)
+
+    def units(self, stage: int) -> list[nn.Module]:
+        """The residual units of a stage (multi-grid assigns one rate per unit)."""
+        return list(self.stages[stage].children())
+
+    def set_output_stride(self, output_stride: int) -> None:
+        """Stride 1 + dilation for the stages past `output_stride`; parameters unchanged."""
+        native = self.stem_stride * 2 ** len(self.stages)
+        if output_stride not in (8, 16, 32) or output_stride > native:
+            raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
+        stride, rate = self.stem_stride, 1
+        last = len(self.stages) - 1
+        for i in range(len(self.stages)):
+            if stride < output_stride:
+                stride *= 2
+                step = 2
+            else:
+                rate *= 2
+                step = 1
+            for conv in self._strided[i]:
+                conv.stride = (step, step)
+            grid = self.multi_grid if i == last else (1,)
+            for u, unit in enumerate(self.units(i)):
+                unit_rate = rate * grid[u % len(grid)]
+                for m in unit.modules():
+                    if isinstance(m, nn.Conv2d) and m.kernel_size[0] > 1:
+                        set_dilation(m, unit_rate)
+        self.output_stride = output_stride
+
+    def dilations(self) -> list[list[int]]:
+        """Dilation of every 3x3 conv, per stage (for inspection and tests)."""
+        return [[m.dilation[0] for m in s.modules() if isinstance(m, nn.Conv2d) and m.kernel_size[0] > 1]
+                for s in self.stages]
+
+
+class ResNetBackbone(Backbone):
+    """torchvision ResNet; low-level features = layer1 output (stride 4, 256 channels)."""
+
+    low_channels, high_channels = 256, 2048
+
+    def __init__(self, net: torchvision.models.ResNet, multi_grid: Sequence[int]) -> None:
+        stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1)
+        super().__init__(stem, [net.layer2, net.layer3, net.layer4], multi_grid)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        low = self.stem(x)
+        high = low
+        for stage in self.stages:
+            high = stage(high)
+        return low, high
+
+
+class MobileNetV2Backbone(Backbone):
+    """torchvision MobileNetV2; low = features[3] (stride 4, 24 ch), high = features[17] (320 ch)."""
+
+    low_channels, high_channels = 24, 320
+
+    def __init__(self, net: torchvision.models.MobileNetV2) -> None:
+        f = net.features
+        super().__init__(f[:4], [f[4:7], f[7:14], f[14:18]])
+
+    forward = ResNetBackbone.forward
+
+
+class XceptionBackbone(Backbone):
+    """timm's modified aligned Xception-65.
+
+    Low-level features are the DeepLab entry-flow tap: inside entry block 2, before its
+    strided separable conv (stride 4, 256 channels).
+    """
+
+    low_channels, high_channels = 256, 2048
+
+    def __init__(self, net: nn.Module) -> None:
+        blocks = list(net.blocks.children())
+        stem = nn.Sequential(net.stem, blocks[0])
+        super().__init__(stem, [blocks[1], nn.Sequential(*blocks[2:19]), nn.Sequential(*blocks[19:])])
+
+    def units(self, stage: int) -> list[nn.Module]:
+        return [self.stages[stage]] if stage == 0 else super().units(stage)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        high, low = self.stages[0].forward_with_tap(self.stem(x))
+        for stage in self.stages[1:]:
+            high = stage(high)
+        return low, high
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise FileNotFoundError(f"pretrained backbone file not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file gets the same clear message
+        raise ValueError(f"{path}: not a readable PyTorch weights file ({exc})") from exc
+    for key in ("state_dict", "model"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict):
+        raise ValueError(f"{path}: expected a state dict, got {type(obj).__name__}")
+    return obj
+
+
+def load_library_weights(net: nn.Module, path: str | Path, ignore_prefixes: tuple[str, ...]) -> None:
+    """Load a local file of the library network's ImageNet weights (classifier keys ignored)."""
+    path = Path(path)
+    state = {k: v for k, v in _read_state_dict(path).items() if not k.startswith(ignore_prefixes)}
+    own = {k: v for k, v in net.state_dict().items() if not k.startswith(ignore_prefixes)}
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or wrong:
+        parts = []
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong)):
+            if keys:
+                parts.append(f"{len(keys)} {label} keys (e.g. {keys[0]})")
+        raise ValueError(f"{path}: does not match the {type(net).__name__} backbone: " + "; ".join(parts))
+    net.load_state_dict(state, strict=False)
+
+
+def build_backbone(name: str, output_stride: int = 16, multi_grid: Sequence[int] = (1, 2, 4),
+                   pretrained: str | None = None) -> Backbone:
+    """Build a backbone at `output_stride`.
+
+    `pretrained`: None (random init), "imagenet" (the library's own weight API; needs the
+    internet or a warm cache) or the path of a local weights file in the library's format.
+    """
+    online = pretrained == "imagenet"
+    if name in ("resnet50", "resnet101"):
+        weights = "IMAGENET1K_V2" if online else None
+        net = getattr(torchvision.models, name)(weights=weights)
+        ignore: tuple[str, ...] = ("fc.",)
+    elif name == "mobilenetv2":
+        net = torchvision.models.mobilenet_v2(weights="IMAGENET1K_V2" if online else None)
+        ignore = ("classifier.",)
+    elif name == "xception65":
+        import timm  # the well-kept port of the DeepLab authors' aligned Xception
+
+        # tf_in1k: the DeepLab authors' ImageNet weights, ported to PyTorch by timm
+        net = timm.create_model("xception65.tf_in1k", pretrained=online, num_classes=0)
+        ignore = ("head.",)
+    else:
+        raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
+    if pretrained is not None and not online:
+        load_library_weights(net, pretrained, ignore)
+    if name == "mobilenetv2":
+        backbone: Backbone = MobileNetV2Backbone(net)
+    elif name == "xception65":
+        backbone = XceptionBackbone(net)
+    else:
+        backbone = ResNetBackbone(net, multi_grid)
+    backbone.set_output_stride(output_stride)
+    return backbone

@@ -1,0 +1,141 @@
+"""The evaluate stage: inference strategies, the Table 5-style table, figures and metrics."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from .checkpoint import load_model, read_model_file  # noqa: E402
+from .config import VOC_CLASSES  # noqa: E402
+from .data.dataset import read_list  # noqa: E402
+from .data.palette import colorize  # noqa: E402
+from .evaluation import evaluate  # noqa: E402
+from .flops import count_madds  # noqa: E402
+from .io import atomic_path, write_json  # noqa: E402
+from .train import select_device  # noqa: E402
+
+log = logging.getLogger(__name__)
+NUM_CLASSES = len(VOC_CLASSES)
+
+
+def strategies(cfg: dict[str, Any]) -> list[dict[str, Any]]:
+    """(eval OS, multi-scale, flip) combinations declared in `params.evaluate`."""
+    ms_options = [False, True] if len(cfg["scales"]) > 1 else [False]
+    return [{"eval_os": os_, "ms": ms, "flip": flip}
+            for os_, ms, flip in itertools.product(cfg["output_strides"], ms_options, cfg["flip"])]
+
+
+def strategy_madds(model, size: int, scales: list[float], flip: bool) -> int:
+    """Multiply-adds of one image at `size` x `size` under a strategy (all scales and flips)."""
+    total = sum(count_madds(model, (max(1, round(size * s)),) * 2) for s in scales)
+    return total * (2 if flip else 1)
+
+
+def _overlay(image: np.ndarray, label: np.ndarray, alpha: float = 0.55) -> np.ndarray:
+    return (image * (1 - alpha) + colorize(label) * alpha).astype(np.uint8)
+
+
+def _save_png(path: Path, array: np.ndarray) -> None:
+    with atomic_path(path) as tmp:
+        Image.fromarray(array).save(tmp, format="PNG")
+
+
+def _save_figure(path: Path, fig) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def confusion_figure(cm: np.ndarray):
+    norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(8, 7))
+    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(NUM_CLASSES), VOC_CLASSES, rotation=90, fontsize=7)
+    ax.set_yticks(range(NUM_CLASSES), VOC_CLASSES, fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("ground truth")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    ax.set_title("confusion matrix (row-normalised)")
+    return fig
+
+
+def run_evaluate_stage(params: dict[str, Any], model_file: Path, val_list: Path, reports: Path
+                       ) -> dict[str, Any]:
+    """Evaluate the finetuned model under every strategy; write tables, plots and metrics."""
+    import mlflow
+
+    from .tracking import start_stage_run
+
+    cfg = params["evaluate"]
+    device = select_device("auto")
+    info = read_model_file(model_file)
+    mcfg = info["config"]
+    rows = read_list(val_list)
+    reports.mkdir(parents=True, exist_ok=True)
+    table = []
+    main = None
+    for strat in strategies(cfg):
+        scales = list(cfg["scales"]) if strat["ms"] else [1.0]
+        model = load_model(model_file, device, output_stride=strat["eval_os"])
+        is_main = strat["eval_os"] == mcfg["output_stride"] and not strat["ms"] and not strat["flip"]
+        res = evaluate(model, rows, NUM_CLASSES, device, scales, strat["flip"],
+                       cfg["trimap_widths"] if is_main else (),
+                       desc=f"OS{strat['eval_os']} ms={strat['ms']} flip={strat['flip']}",
+                       keep_predictions=cfg["sample_images"] if is_main else 0)
+        madds = strategy_madds(model, cfg["madds_size"], scales, strat["flip"])
+        table.append({"variant": "main", "train_os": mcfg["output_stride"], **strat,
+                      "decoder": mcfg["decoder"], "sc": mcfg["separable"],
+                      "coco": str(info["info"].get("init", "")).startswith("pretrain"),
+                      "miou": round(res["miou"], 4), "madds_b": round(madds / 1e9, 2)})
+        if is_main:
+            main = res
+        log.info("%s -> mIoU %.4f, %.1fB madds", strat, res["miou"], madds / 1e9)
+    if main is None:
+        raise ValueError(f"evaluate.output_strides must include the training output stride "
+                         f"{mcfg['output_stride']} to produce the main metrics")
+    df = pd.DataFrame(table)
+    df.to_csv(reports / "ablations.csv", index=False)
+    (reports / "ablations.md").write_text(df.to_markdown(index=False) + "\n"
+                                          if _has_tabulate() else df.to_string(index=False) + "\n")
+    pd.DataFrame({"class": VOC_CLASSES, "iou": np.nan_to_num(main["iou"])}).to_csv(
+        reports / "per_class_iou.csv", index=False)
+    pd.DataFrame({"band_width": list(main["trimap"]), "miou": list(main["trimap"].values())}).to_csv(
+        reports / "trimap.csv", index=False)
+    _save_figure(reports / "confusion.png", confusion_figure(main["cm"]))
+    samples = reports / "samples"
+    samples.mkdir(exist_ok=True)
+    for k, (image, label, pred) in enumerate(main["samples"]):
+        _save_png(samples / f"sample_{k:02d}.png", np.concatenate(
+            [image, _overlay(image, np.where(label == 255, 0, label)), _overlay(image, pred)], axis=1))
+    metrics = {"miou": round(main["miou"], 4), "pixel_acc": round(main["pixel_acc"], 4),
+               "mean_acc": round(main["mean_acc"], 4), "fwiou": round(main["fwiou"], 4),
+               "best_strategy_miou": float(df["miou"].max()),
+               "madds_b": float(df.loc[(df["eval_os"] == mcfg["output_stride"]) & ~df["ms"] & ~df["flip"],
+                                       "madds_b"].iloc[0]),
+               "trimap": {str(k): round(v, 4) for k, v in main["trimap"].items()}}
+    write_json(reports / "metrics.json", metrics)
+    with start_stage_run("evaluate", params, params["mlflow"]["experiment"], [val_list]):
+        mlflow.log_metrics({k: v for k, v in metrics.items() if not isinstance(v, dict)})
+        mlflow.log_metrics({f"trimap_{k}": v for k, v in metrics["trimap"].items()})
+        for name in ("ablations.csv", "ablations.md", "per_class_iou.csv", "trimap.csv", "confusion.png"):
+            mlflow.log_artifact(str(reports / name))
+        mlflow.log_artifacts(str(samples), "samples")
+    return metrics
+
+
+def _has_tabulate() -> bool:
+    try:
+        import tabulate  # noqa: F401
+        return True
+    except ImportError:
+        return False

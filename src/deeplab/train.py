@@ -1,0 +1,202 @@
+"""The training engine used by both pretrain and finetune.
+
+SGD + momentum + weight decay with the "poly" schedule, cross-entropy (ignore 255) on
+logits at the label size, BN trained. Checkpoints every `checkpoint_every` iterations hold
+model, optimizer, scheduler, grad scaler, RNG states and the iteration; a run restarted
+with the same settings resumes from its checkpoint and ends with the same weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from .data.dataset import IterationSampler, SegmentationDataset
+from .data.palette import IGNORE
+from .io import atomic_path
+
+log = logging.getLogger(__name__)
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+def select_device(name: str = "auto") -> torch.device:
+    """`auto` picks CUDA when present, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("train.device is 'cuda' but no CUDA device is available")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def fingerprint(settings: dict[str, Any]) -> str:
+    """Stable hash of the settings a checkpoint must match to be resumed."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def poly_lambda(total: int, power: float) -> Callable[[int], float]:
+    """lr factor `(1 - it / total) ** power`."""
+    return lambda it: max(0.0, 1.0 - it / total) ** power
+
+
+def _rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@dataclass
+class TrainResult:
+    iterations: int
+    resumed_from: int
+    seconds: float
+    images_per_s: float
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    return model.module if hasattr(model, "module") else model
+
+
+def train(model: nn.Module, dataset: SegmentationDataset, sched: dict[str, Any], runtime: dict[str, Any],
+          checkpoint: Path, seed: int, fingerprint_settings: dict[str, Any],
+          on_log: Callable[[int, dict[str, float]], None] | None = None,
+          on_validate: Callable[[nn.Module, int], dict[str, float]] | None = None,
+          device: torch.device | None = None, rank: int = 0, world_size: int = 1,
+          stop_after: int | None = None) -> TrainResult:
+    """Train `model` for `sched["iterations"]` iterations, resuming from `checkpoint` if it matches.
+
+    `stop_after` ends the run early after that many iterations (a checkpoint is written
+    first); it exists to test interruption and resume.
+    """
+    device = device or select_device(runtime["device"])
+    total = sched["iterations"]
+    seed_everything(seed)
+    model.to(device)
+    if device.type == "cuda" and runtime["channels_last"]:
+        model.to(memory_format=torch.channels_last)
+    params_decay = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.SGD(params_decay, lr=sched["lr"], momentum=sched["momentum"],
+                                weight_decay=sched["weight_decay"])
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, poly_lambda(total, sched["lr_power"]))
+    amp = runtime["amp"] if device.type == "cuda" else "off"
+    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16")
+
+    key = fingerprint(fingerprint_settings)
+    start = 0
+    history: list[dict[str, float]] = []
+    if checkpoint.is_file():
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        if state.get("fingerprint") == key and state.get("iteration", 0) <= total:
+            unwrap(model).load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            scheduler.load_state_dict(state["scheduler"])
+            scaler.load_state_dict(state["scaler"])
+            _set_rng_state(state["rng"])
+            start = state["iteration"]
+            history = state.get("history", [])
+            log.info("resuming from %s at iteration %d", checkpoint, start)
+        else:
+            log.info("%s was written with other settings; starting from iteration 0", checkpoint)
+
+    def save(iteration: int) -> None:
+        if rank != 0:
+            return
+        state = {"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
+                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                 "rng": _rng_state(), "iteration": iteration, "fingerprint": key,
+                 "history": history}
+        with atomic_path(checkpoint) as tmp:
+            torch.save(state, tmp)
+
+    sampler = IterationSampler(len(dataset), sched["batch_size"], total, seed, start, rank, world_size)
+    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=runtime["workers"],
+                        pin_memory=device.type == "cuda", persistent_workers=False)
+    step_fn = torch.compile(model) if runtime["compile"] and device.type == "cuda" else model
+    model.train()
+    t0 = time.perf_counter()
+    seen = 0
+    end = total if stop_after is None else min(total, start + stop_after)
+    bar = tqdm(total=total, initial=start, desc="train", unit="it", disable=rank != 0,
+               dynamic_ncols=True)
+    it = start
+    for images, labels in loader:
+        images = images.to(device, non_blocking=True).float().div_(255)
+        labels = labels.to(device, non_blocking=True)
+        if device.type == "cuda" and runtime["channels_last"]:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            logits = step_fn(images)
+            if logits.shape[-2:] != labels.shape[-2:]:
+                logits = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear",
+                                       align_corners=True)
+            loss = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE)
+        if not torch.isfinite(loss):
+            bar.close()
+            raise TrainingDivergedError(
+                f"loss is {loss.item()} at iteration {it + 1}; the last good checkpoint "
+                f"({checkpoint}, iteration {_saved_iteration(checkpoint)}) is kept. Lower the "
+                f"learning rate or check the data")
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        it += 1
+        seen += images.shape[0] * world_size
+        speed = seen / (time.perf_counter() - t0)
+        record = {"loss": float(loss.detach()), "lr": optimizer.param_groups[0]["lr"],
+                  "images_per_s": speed}
+        bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}", img_s=f"{speed:.1f}")
+        bar.update(1)
+        if it % runtime["log_every"] == 0 or it == total:
+            history.append({"iteration": it, **record})
+            if on_log and rank == 0:
+                on_log(it, record)
+        if on_validate and sched["val_every"] and it % sched["val_every"] == 0 and it < total:
+            on_validate(unwrap(model), it)
+            model.train()
+        if it % sched["checkpoint_every"] == 0 or it == end:
+            save(it)
+        if it >= end:
+            break
+    bar.close()
+    seconds = time.perf_counter() - t0
+    return TrainResult(it, start, seconds, seen / seconds if seconds else 0.0, history)
+
+
+def _saved_iteration(checkpoint: Path) -> int:
+    if not checkpoint.is_file():
+        return 0
+    return int(torch.load(checkpoint, map_location="cpu", weights_only=False).get("iteration", 0))

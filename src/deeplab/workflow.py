@@ -1,0 +1,104 @@
+"""What the pretrain and finetune stages do, shared: one function with the stage as parameter."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from .checkpoint import read_model_file, save_model
+from .config import VOC_CLASSES
+from .data.dataset import SegmentationDataset, read_list
+from .evaluation import evaluate
+from .io import write_json
+from .model import DeepLabV3Plus
+from .tracking import files_hash, start_stage_run
+from .train import select_device, train
+
+log = logging.getLogger(__name__)
+NUM_CLASSES = len(VOC_CLASSES)
+
+
+def build_model(cfg: dict[str, Any], pretrained_backbone: str | None = None) -> DeepLabV3Plus:
+    """The network described by `params.model`."""
+    return DeepLabV3Plus(
+        num_classes=NUM_CLASSES, backbone=cfg["backbone"], output_stride=cfg["output_stride"],
+        decoder=cfg["decoder"], separable=cfg["separable"], pretrained_backbone=pretrained_backbone,
+        multi_grid=cfg["multi_grid"], aspp_channels=cfg["aspp_channels"],
+        decoder_channels=cfg["decoder_channels"], low_level_channels=cfg["low_level_channels"],
+        dropout=cfg["dropout"])
+
+
+def initial_model(stage: str, params: dict[str, Any], init_file: Path | None) -> tuple[DeepLabV3Plus, str]:
+    """The model a stage starts from, and a description of where its weights came from."""
+    model_cfg = params["model"]
+    init = params["finetune"]["init"] if stage == "finetune" else "imagenet"
+    if init == "pretrain":
+        model = build_model(model_cfg)
+        state = read_model_file(init_file)
+        model.load_weights(state["state_dict"], source=str(init_file))
+        return model, f"pretrain checkpoint {init_file}"
+    if init == "imagenet" and model_cfg["pretrained_backbone"]:
+        return build_model(model_cfg, model_cfg["pretrained_backbone"]), \
+            f"backbone {model_cfg['pretrained_backbone']}"
+    if stage == "finetune" and init == "imagenet":
+        raise ValueError("finetune.init is 'imagenet' but model.pretrained_backbone is null; set it "
+                         "to 'imagenet' or a weights file")
+    return build_model(model_cfg), "random initialisation"
+
+
+def run_training_stage(stage: str, params: dict[str, Any], train_list: Path, val_list: Path,
+                       out_model: Path, checkpoint: Path, reports: Path,
+                       init_file: Path | None = None, hard_list: Path | None = None) -> dict[str, Any]:
+    """Train for one stage, validate on full images, write the model, curves and metrics."""
+    import mlflow
+
+    sched, runtime = params[stage], params["train"]
+    torch.set_num_threads(runtime["threads"] or torch.get_num_threads())
+    repeat_ids: list[str] = []
+    if hard_list is not None and sched.get("bootstrap_factor", 1) > 1:
+        repeat_ids = hard_list.read_text().split()
+    rows = read_list(train_list, repeat_ids, sched.get("bootstrap_factor", 1))
+    val_rows = read_list(val_list)
+    dataset = SegmentationDataset(rows, sched["crop_size"], sched["scale_range"], sched["flip"])
+    model, origin = initial_model(stage, params, init_file)
+    device = select_device(runtime["device"])
+    data_files = [train_list, val_list] + ([hard_list] if hard_list else [])
+    log.info("%s: %d training samples (%d hard repeats), init from %s, device %s", stage,
+             len(rows), len(rows) - len(read_list(train_list)), origin, device)
+    fp = {"stage": stage, "params": {k: params[k] for k in ("seed", "model", stage)},
+          "data": files_hash(data_files),
+          "init": files_hash([init_file]) if init_file and origin.startswith("pretrain") else origin}
+    val_curve: list[dict[str, float]] = []
+
+    def validate(m: torch.nn.Module, it: int) -> dict[str, float]:
+        miou = evaluate(m, val_rows, NUM_CLASSES, device, desc="val")["miou"]
+        val_curve.append({"iteration": it, "val_miou": miou})
+        mlflow.log_metric("val_miou", miou, step=it)
+        return {"val_miou": miou}
+
+    with start_stage_run(stage, params, params["mlflow"]["experiment"], data_files):
+        mlflow.set_tag("init", origin)
+        result = train(model, dataset, sched, runtime, checkpoint, params["seed"], fp,
+                       on_log=lambda it, rec: mlflow.log_metrics(rec, step=it),
+                       on_validate=validate, device=device)
+        final = evaluate(model, val_rows, NUM_CLASSES, device, desc="val")
+        validate_miou = final["miou"]
+        val_curve.append({"iteration": result.iterations, "val_miou": validate_miou})
+        metrics = {"val_miou": validate_miou, "val_pixel_acc": final["pixel_acc"],
+                   "iterations": result.iterations, "train_seconds": round(result.seconds, 1),
+                   "train_images_per_s": round(result.images_per_s, 2),
+                   "resumed_from": result.resumed_from}
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+        save_model(out_model, model.cpu(), stage=stage, val_miou=validate_miou, init=origin,
+                   iterations=result.iterations)
+        reports.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame(result.history).to_csv(reports / "curve.csv", index=False)
+        pd.DataFrame(val_curve).to_csv(reports / "val_curve.csv", index=False)
+        write_json(reports / "metrics.json", metrics)
+    log.info("%s: val mIoU %.4f after %d iterations (%.1f img/s)", stage, validate_miou,
+             result.iterations, result.images_per_s)
+    return metrics
