@@ -141,8 +141,10 @@ def train(model: nn.Module, dataset: SegmentationDataset, sched: dict[str, Any],
             torch.save(state, tmp)
 
     sampler = IterationSampler(len(dataset), sched["batch_size"], total, seed, start, rank, world_size)
+    # Its own generator: the loader must not draw from the global RNG that checkpoints restore.
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=runtime["workers"],
-                        pin_memory=device.type == "cuda", persistent_workers=False)
+                        pin_memory=device.type == "cuda",
+                        generator=torch.Generator().manual_seed(seed))
     step_fn = torch.compile(model) if runtime["compile"] and device.type == "cuda" else model
     model.train()
     t0 = time.perf_counter()

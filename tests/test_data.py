@@ -1,0 +1,134 @@
+"""Synthetic data in real formats, COCO masks vs pycocotools, VOC/SBD, bad inputs, augmentation."""
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from pycocotools.coco import COCO
+
+from deeplab.data.coco import COCO_IDS_OF_VOC, VOC_ID_OF_COCO
+from deeplab.data.dataset import IterationSampler, augment
+from deeplab.data.palette import read_label_png, save_label_png
+from deeplab.data.preprocess import preprocess
+from deeplab.data.samples import BadSampleError
+from deeplab.data.synthetic import generate
+
+CFG = dict(seed=3, image_size=48, coco_train_images=12, coco_val_images=4, voc_train_images=6,
+           voc_val_images=4, sbd_images=5)
+PRE = dict(min_pixels=10, hard_classes=["bicycle", "chair", "diningtable", "pottedplant", "sofa"],
+           on_bad_sample="error")
+
+
+@pytest.fixture(scope="module")
+def raw(tmp_path_factory):
+    root = tmp_path_factory.mktemp("raw")
+    generate(root, CFG)
+    return root
+
+
+def roots(raw):
+    return {"coco_root": str(raw / "coco"), "voc_root": str(raw / "VOC2012"), "sbd_root": str(raw / "SBD")}
+
+
+def independent_mask(coco, image_id, h, w):
+    """The documented rules, computed directly with pycocotools."""
+    anns = [a for a in coco.loadAnns(coco.getAnnIds(imgIds=image_id)) if a["category_id"] in VOC_ID_OF_COCO]
+    out = np.zeros((h, w), np.uint8)
+    normal = sorted((a for a in anns if not a["iscrowd"]), key=lambda a: (-int(coco.annToMask(a).sum()), a["id"]))
+    for a in normal:
+        out[coco.annToMask(a) > 0] = VOC_ID_OF_COCO[a["category_id"]]
+    for a in anns:
+        if a["iscrowd"]:
+            out[coco.annToMask(a) > 0] = 255
+    return out
+
+
+def test_synthetic_formats(raw):
+    data = json.loads((raw / "coco/annotations/instances_train2017.json").read_text())
+    kinds = {type(a["segmentation"]).__name__ + ("-crowd" if a["iscrowd"] else "") for a in data["annotations"]}
+    assert {"list", "dict-crowd"} <= kinds
+    cats = {c["id"] for c in data["categories"]}
+    assert set(COCO_IDS_OF_VOC) < cats and len(cats) > 20
+    with Image.open(next((raw / "VOC2012/SegmentationClass").iterdir())) as m:
+        assert m.mode == "P"
+    assert (raw / "SBD/dataset/cls").is_dir()
+    again = raw.parent / "again"
+    generate(again, CFG)
+    a = raw / "VOC2012/JPEGImages/2012_t00000.jpg"
+    assert a.read_bytes() == (again / "VOC2012/JPEGImages/2012_t00000.jpg").read_bytes()
+
+
+def test_preprocess_matches_pycocotools(raw, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    summary = preprocess(roots(raw), tmp_path / "processed", PRE)
+    coco = COCO(str(raw / "coco/annotations/instances_train2017.json"))
+    rows = pd.read_csv(tmp_path / "processed/coco_train.csv", dtype=str)
+    assert len(rows) + summary["dropped_min_pixels"]["coco_train"] == CFG["coco_train_images"]
+    saw_crowd = False
+    for _, row in rows.iterrows():
+        image_id = int(row["id"])
+        info = coco.loadImgs(image_id)[0]
+        got = read_label_png(row["mask"])
+        want = independent_mask(coco, image_id, info["height"], info["width"])
+        assert np.array_equal(got, want), row["id"]
+        saw_crowd |= (got == 255).any()
+    train = pd.read_csv(tmp_path / "processed/voc_train_aug.csv", dtype=str)
+    assert len(train) == CFG["voc_train_images"] + CFG["sbd_images"]
+    stats = pd.read_csv(tmp_path / "processed/class_stats.csv")
+    assert set(stats["split"]) == {"coco_train", "coco_val", "voc_train_aug", "voc_val"}
+    hard = (tmp_path / "processed/hard_images.txt").read_text().split()
+    assert set(hard) <= set(train["id"])
+
+
+def _copy(raw, tmp_path):
+    dst = tmp_path / "raw"
+    shutil.copytree(raw, dst)
+    return dst
+
+
+@pytest.mark.parametrize("breakage, message", [
+    (lambda r: (r / "VOC2012/JPEGImages/2012_v00001.jpg").write_bytes(b"not a jpeg"), "corrupt or unreadable image"),
+    (lambda r: Image.new("P", (10, 10)).save(r / "VOC2012/SegmentationClass/2012_v00001.png"), "mask is 10x10 but its image is 48x48"),
+    (lambda r: save_label_png(r / "VOC2012/SegmentationClass/2012_v00001.png", np.full((48, 48), 30, np.uint8)), "label ids [30] outside"),
+    (lambda r: (r / "VOC2012/SegmentationClass/2012_v00001.png").unlink(), "mask file not found"),
+    (lambda r: (r / "coco/annotations/instances_val2017.json").write_text("{ broken"), "not valid JSON"),
+])
+def test_bad_input_is_named_and_nothing_is_written(raw, tmp_path, monkeypatch, breakage, message):
+    monkeypatch.chdir(tmp_path)
+    broken = _copy(raw, tmp_path)
+    breakage(broken)
+    out = tmp_path / "processed"
+    with pytest.raises(BadSampleError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        preprocess(roots(broken), out, PRE)
+    assert not out.exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".processed")]
+
+
+def test_skip_policy_counts(raw, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    broken = _copy(raw, tmp_path)
+    (broken / "VOC2012/JPEGImages/2012_v00001.jpg").write_bytes(b"junk")
+    summary = preprocess(roots(broken), tmp_path / "processed", {**PRE, "on_bad_sample": "skip"})
+    assert summary["skipped_bad_samples"] == 1
+    assert summary["samples"]["voc_val"] == CFG["voc_val_images"] - 1
+
+
+def test_augment_pads_label_with_ignore():
+    image = torch.full((3, 20, 20), 7, dtype=torch.uint8)
+    label = torch.ones(20, 20, dtype=torch.int64)
+    img, lab = augment(image, label, np.random.default_rng(0), crop=41, scale_range=(1.0, 1.0), flip=False)
+    assert img.shape == (3, 41, 41) and lab.shape == (41, 41)
+    assert (lab == 255).sum() == 41 * 41 - 400 and (lab == 1).sum() == 400
+    assert set(img[0][lab == 255].unique().tolist()) == {124}
+
+
+def test_sampler_is_a_pure_function_of_iteration():
+    full = list(IterationSampler(10, 4, 6, seed=1))
+    resumed = list(IterationSampler(10, 4, 6, seed=1, start=3))
+    assert full[3:] == resumed
+    ranks = [IterationSampler(10, 4, 6, seed=1, rank=r, world_size=2).batch(2) for r in (0, 1)]
+    assert sorted(ranks[0] + ranks[1]) == sorted(full[2])

@@ -1,0 +1,55 @@
+"""Metrics against an independent computation (scikit-learn), boundary bands, inference."""
+
+import numpy as np
+import torch
+from sklearn.metrics import confusion_matrix as sk_confusion
+
+from deeplab.inference import predict_probs
+from deeplab.metrics import boundary_band, confusion_matrix, scores
+
+
+def test_confusion_and_miou_match_sklearn():
+    rng = np.random.default_rng(0)
+    target = rng.integers(0, 6, size=(4, 30, 30))
+    target[rng.random(target.shape) < 0.1] = 255
+    pred = np.where(rng.random(target.shape) < 0.6, target, rng.integers(0, 6, target.shape)) % 6
+    cm = torch.zeros(6, 6, dtype=torch.long)
+    for t, p in zip(target, pred):  # accumulated over the split, not averaged per image
+        cm += confusion_matrix(torch.from_numpy(p), torch.from_numpy(t), 6)
+    keep = target != 255
+    ref = sk_confusion(target[keep], pred[keep], labels=list(range(6)))
+    assert np.array_equal(cm.numpy(), ref)
+    iou = np.diag(ref) / (ref.sum(0) + ref.sum(1) - np.diag(ref))
+    s = scores(cm)
+    assert np.isclose(s["miou"], iou.mean())
+    assert np.isclose(s["pixel_acc"], np.diag(ref).sum() / ref.sum())
+    freq = ref.sum(1) / ref.sum()
+    assert np.isclose(s["fwiou"], (freq * iou).sum())
+
+
+def test_absent_class_is_not_averaged():
+    cm = np.array([[5, 0, 0], [0, 5, 0], [0, 0, 0]])
+    assert scores(cm)["miou"] == 1.0
+
+
+def test_boundary_band_width():
+    label = np.zeros((20, 20), dtype=np.uint8)
+    label[:, 10:] = 1
+    band = boundary_band(label, 2)
+    assert band[:, 7:13].all() and not band[:, :7].any() and not band[:, 13:].any()
+
+
+def test_flip_and_multiscale_average():
+    class Constant(torch.nn.Module):
+        def forward(self, x):
+            out = torch.zeros(x.shape[0], 2, *x.shape[-2:])
+            out[:, 1] = x[:, 0] * 10  # logit follows the red channel
+            return out
+
+    x = torch.zeros(1, 3, 8, 8)
+    x[..., :4] = 1.0
+    p = predict_probs(Constant(), x, scales=(1.0,), flip=True)
+    assert torch.allclose(p.sum(1), torch.ones(1, 8, 8))
+    assert (p[0, 1, :, :3] > 0.99).all() and torch.allclose(p[0, 1, :, 5:], torch.tensor(0.5))
+    assert torch.allclose(p, predict_probs(Constant(), x, scales=(1.0,), flip=False))
+    assert predict_probs(Constant(), x, scales=(0.5, 1.0), flip=False).shape == (1, 2, 8, 8)

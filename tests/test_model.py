@@ -1,0 +1,143 @@
+"""The DeepLabV3+ module: shapes, output stride, dilations, ASPP rates, BN at batch 1, weights."""
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from deeplab.flops import count_madds
+from deeplab.model import DeepLabV3Plus, aspp_rates
+
+
+def small(backbone="resnet50", os_=16, **kw):
+    kw.setdefault("aspp_channels", 32)
+    kw.setdefault("decoder_channels", 32)
+    return DeepLabV3Plus(num_classes=5, backbone=backbone, output_stride=os_, **kw)
+
+
+@pytest.mark.parametrize("backbone", ["resnet50", "resnet101", "mobilenetv2", "xception65"])
+@pytest.mark.parametrize("os_", [8, 16, 32])
+def test_output_shape_and_feature_stride(backbone, os_):
+    model = small(backbone, os_).eval()
+    with torch.no_grad():
+        for h, w in [(65, 65), (33, 47)]:
+            x = torch.rand(1, 3, h, w)
+            assert model(x).shape == (1, 5, h, w)
+        low, high = model.backbone(torch.rand(1, 3, 64, 64))
+    assert low.shape[-1] == 64 // 4
+    assert high.shape[-1] == 64 // os_
+    assert low.shape[1] == model.backbone.low_channels and high.shape[1] == model.backbone.high_channels
+
+
+def test_odd_paper_sizes():
+    model = small("mobilenetv2").eval()
+    with torch.no_grad():
+        for s in (513, 321):
+            assert model(torch.rand(1, 3, s, s)).shape == (1, 5, s, s)
+
+
+def test_aspp_rates_follow_output_stride():
+    assert aspp_rates(16) == (6, 12, 18)
+    assert aspp_rates(8) == (12, 24, 36)
+
+
+def test_resnet_dilations_and_multigrid():
+    model = small("resnet50", 16)
+    layer4 = model.backbone.dilations()[-1]
+    assert layer4 == [2, 4, 8]  # multi-grid (1, 2, 4) x rate 2
+    assert set(model.backbone.dilations()[1]) == {1}
+    model.set_output_stride(8)
+    assert set(model.backbone.dilations()[1]) == {2}
+    assert model.backbone.dilations()[-1] == [4, 8, 16]
+    assert model.aspp.rates == (12, 24, 36)
+    strided = [m.stride for m in model.backbone.stages[2].modules() if isinstance(m, nn.Conv2d)]
+    assert (2, 2) not in strided
+
+
+def test_set_output_stride_keeps_parameters_and_matches_fresh_build():
+    torch.manual_seed(0)
+    model = small("resnet50", 16).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    ids = [id(p) for p in model.parameters()]
+    model.set_output_stride(8)
+    after = model.state_dict()
+    assert [id(p) for p in model.parameters()] == ids
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    fresh = small("resnet50", 8).eval()
+    fresh.load_state_dict(after)
+    x = torch.rand(1, 3, 49, 49)
+    with torch.no_grad():
+        assert torch.allclose(model(x), fresh(x), atol=1e-5)
+        _, high = model.backbone(torch.rand(1, 3, 64, 64))
+    assert high.shape[-1] == 8
+    model.set_output_stride(16)
+    assert model.aspp.rates == (6, 12, 18) and model.backbone.dilations()[-1] == [2, 4, 8]
+
+
+def test_train_step_at_batch_size_one():
+    model = small("mobilenetv2").train()
+    out = model(torch.rand(1, 3, 65, 65))
+    loss = nn.functional.cross_entropy(out, torch.randint(0, 5, (1, 65, 65)))
+    loss.backward()
+    assert torch.isfinite(loss)
+
+
+@pytest.mark.parametrize("separable", [False, True])
+def test_separable_structure(separable):
+    model = small("mobilenetv2", separable=separable)
+    branch = model.aspp.branches[1]
+    if separable:
+        assert branch[0].groups == branch[0].in_channels and branch[0].kernel_size == (3, 3)
+        assert isinstance(branch[1], nn.BatchNorm2d) and isinstance(branch[2], nn.ReLU)
+        assert branch[3].kernel_size == (1, 1) and isinstance(branch[4], nn.BatchNorm2d)
+    else:
+        assert branch[0].groups == 1 and branch[0].kernel_size == (3, 3)
+
+
+def test_decoder_layout():
+    model = small("resnet50", decoder=True, low_level_channels=48)
+    assert model.head.reduce[0].out_channels == 48
+    assert len(model.head.fuse) == 2
+    assert model.head.fuse[0].spatial_conv.kernel_size == (3, 3)
+    plain = small("resnet50", decoder=False)
+    assert not hasattr(plain.head, "reduce")
+
+
+def test_count_madds_against_hand_count():
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(),
+                        nn.Conv2d(8, 8, 3, padding=2, dilation=2, groups=8),
+                        nn.Conv2d(8, 4, 1, stride=2), nn.Flatten(), nn.Linear(4 * 5 * 5, 7))
+    hand = 10 * 10 * 8 * 3 * 9 + 10 * 10 * 8 * 1 * 9 + 5 * 5 * 4 * 8 + 100 * 7
+    assert count_madds(net, (10, 10)) == hand
+
+
+def test_separable_saves_madds():
+    dense = count_madds(small("mobilenetv2", separable=False, aspp_channels=256, decoder_channels=256), (129, 129))
+    sep = count_madds(small("mobilenetv2", separable=True, aspp_channels=256, decoder_channels=256), (129, 129))
+    assert sep < 0.7 * dense
+
+
+def test_checkpoint_with_other_class_count():
+    src = small("mobilenetv2")
+    dst = DeepLabV3Plus(num_classes=7, backbone="mobilenetv2", aspp_channels=32, decoder_channels=32)
+    with pytest.raises(ValueError, match="trained for 5 classes, the model has 7"):
+        dst.load_weights(src.state_dict(), source="x.pt")
+    skipped = dst.load_weights(src.state_dict(), reinit_classifier=True)
+    assert skipped == ["head.classifier.bias", "head.classifier.weight"] or sorted(skipped) == [
+        "head.classifier.bias", "head.classifier.weight"]
+    assert torch.equal(dst.aspp.branches[0][0].weight, src.aspp.branches[0][0].weight)
+
+
+def test_pretrained_backbone_from_local_file(tmp_path):
+    torch.manual_seed(1)
+    net = torchvision.models.mobilenet_v2()
+    path = tmp_path / "mnv2.pth"
+    torch.save(net.state_dict(), path)
+    model = small("mobilenetv2", pretrained_backbone=str(path))
+    assert torch.equal(model.backbone.stem[0][0].weight, net.features[0][0].weight)
+    bad = tmp_path / "bad.pth"
+    torch.save({"foo": torch.zeros(1)}, bad)
+    with pytest.raises(ValueError, match="does not match"):
+        small("mobilenetv2", pretrained_backbone=str(bad))
+    with pytest.raises(FileNotFoundError):
+        small("mobilenetv2", pretrained_backbone=str(tmp_path / "missing.pth"))

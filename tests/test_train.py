@@ -1,0 +1,78 @@
+"""Training engine: resume equivalence, poly LR, NaN guard."""
+
+import pandas as pd
+import pytest
+import torch
+
+from deeplab.data.dataset import SegmentationDataset
+from deeplab.data.preprocess import preprocess
+from deeplab.data.synthetic import generate
+from deeplab.model import DeepLabV3Plus
+from deeplab.train import TrainingDivergedError, poly_lambda, train
+
+SCHED = dict(iterations=6, batch_size=2, crop_size=33, lr=0.01, lr_power=0.9, momentum=0.9,
+             weight_decay=4e-5, scale_range=[0.5, 2.0], flip=True, checkpoint_every=2, val_every=0)
+RUNTIME = dict(device="cpu", amp="off", channels_last=False, compile=False, workers=0, threads=2,
+               log_every=1)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("d")
+    generate(root / "raw", dict(seed=0, image_size=40, coco_train_images=2, coco_val_images=1,
+                                voc_train_images=6, voc_val_images=2, sbd_images=0))
+    import os
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        preprocess({"coco_root": "raw/coco", "voc_root": "raw/VOC2012", "sbd_root": None},
+                   root / "processed", dict(min_pixels=0, hard_classes=[], on_bad_sample="error"))
+        rows = pd.read_csv(root / "processed/voc_train_aug.csv", dtype=str)
+        rows["image"] = [str(root / p) for p in rows["image"]]
+        rows["mask"] = [str(root / p) for p in rows["mask"]]
+    finally:
+        os.chdir(cwd)
+    return SegmentationDataset(rows, SCHED["crop_size"], SCHED["scale_range"], True)
+
+
+def model():
+    torch.manual_seed(0)
+    return DeepLabV3Plus(21, "mobilenetv2", 16, aspp_channels=16, decoder_channels=16)
+
+
+def test_poly_schedule():
+    f = poly_lambda(100, 0.9)
+    assert f(0) == 1.0 and f(100) == 0.0 and abs(f(50) - 0.5 ** 0.9) < 1e-12
+
+
+def test_interrupted_run_resumes_to_identical_weights(dataset, tmp_path):
+    straight = model()
+    r = train(straight, dataset, SCHED, RUNTIME, tmp_path / "a.ckpt", seed=5, fingerprint_settings={"x": 1})
+    assert r.iterations == 6 and r.resumed_from == 0
+
+    interrupted = model()
+    part = train(interrupted, dataset, SCHED, RUNTIME, tmp_path / "b.ckpt", seed=5,
+                 fingerprint_settings={"x": 1}, stop_after=3)
+    assert part.iterations == 3
+    resumed = model()  # a fresh process: new model, state comes from the checkpoint
+    r2 = train(resumed, dataset, SCHED, RUNTIME, tmp_path / "b.ckpt", seed=5, fingerprint_settings={"x": 1})
+    assert r2.resumed_from == 3 and r2.iterations == 6
+    for (k, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), k
+    assert [h["iteration"] for h in r2.history] == [1, 2, 3, 4, 5, 6]
+
+
+def test_checkpoint_of_other_settings_is_not_resumed(dataset, tmp_path):
+    train(model(), dataset, SCHED, RUNTIME, tmp_path / "c.ckpt", seed=5, fingerprint_settings={"x": 1},
+          stop_after=2)
+    r = train(model(), dataset, {**SCHED, "iterations": 2}, RUNTIME, tmp_path / "c.ckpt", seed=5,
+              fingerprint_settings={"x": 2})
+    assert r.resumed_from == 0
+
+
+def test_nan_loss_stops_with_clear_message(dataset, tmp_path):
+    bad = model()
+    with torch.no_grad():
+        bad.head.classifier.weight.fill_(float("nan"))
+    with pytest.raises(TrainingDivergedError, match="loss is nan at iteration 1"):
+        train(bad, dataset, SCHED, RUNTIME, tmp_path / "d.ckpt", seed=5, fingerprint_settings={})
