@@ -1,0 +1,79 @@
+"""The whole DVC pipeline end to end on tiny settings, in a temporary copy of the repo."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+BIN = Path(sys.executable).parent
+
+
+def run(args, cwd, check=True):
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "TQDM_DISABLE": "1"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    if check and proc.returncode:
+        raise AssertionError(f"{args} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def tiny(params):
+    params["data"]["synthetic"].update(image_size=48, coco_train_images=12, coco_val_images=4,
+                                       voc_train_images=8, voc_val_images=4, sbd_images=4)
+    params["preprocess"]["min_pixels"] = 10
+    for stage in ("pretrain", "finetune"):
+        params[stage].update(iterations=3, batch_size=2, crop_size=33, checkpoint_every=2, val_every=2)
+    params["model"].update(aspp_channels=16, decoder_channels=16)
+    params["train"]["workers"] = 0
+    params["evaluate"].update(scales=[1.0, 1.5], trimap_widths=[2], sample_images=2, madds_size=65)
+    return params
+
+
+@pytest.mark.slow
+def test_dvc_repro_end_to_end(tmp_path, repo_root):
+    work = tmp_path / "repo"
+    work.mkdir()
+    for name in ("dvc.yaml", ".dvcignore", "pipeline", "src"):
+        src = repo_root / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, work / name)
+    shutil.copytree(repo_root / ".dvc", work / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache"))
+    params = tiny(yaml.safe_load((repo_root / "params.yaml").read_text()))
+    (work / "params.yaml").write_text(yaml.safe_dump(params))
+    run(["git", "init", "-q"], work)
+
+    out = run(["dvc", "repro"], work).stdout
+    for stage in ("fetch", "preprocess", "pretrain", "finetune", "evaluate", "register"):
+        assert f"Running stage '{stage}'" in out
+    metrics = json.loads((work / "reports/metrics.json").read_text())
+    assert 0.0 <= metrics["miou"] <= 1.0 and "2" in metrics["trimap"]
+    table = (work / "reports/ablations.csv").read_text().splitlines()
+    assert table[0].startswith("variant,train_os,eval_os,ms,flip,decoder,sc,coco,miou,madds_b")
+    assert len(table) == 1 + 2 * 2 * 2  # eval OS 16/8 x MS off/on x flip off/on
+
+    from mlflow import MlflowClient
+    client = MlflowClient(tracking_uri=f"sqlite:///{work / 'mlflow.db'}")
+    champion = client.get_model_version_by_alias("deeplabv3plus", "champion")
+    assert champion.version == "1"
+    runs = client.search_runs([client.get_experiment_by_name("deeplabv3plus").experiment_id])
+    assert {r.data.tags["dvc.stage"] for r in runs} >= {"pretrain", "finetune", "evaluate", "register"}
+
+    again = run(["dvc", "repro"], work).stdout
+    assert "Running stage" not in again
+
+    params["evaluate"]["flip"] = [False]
+    (work / "params.yaml").write_text(yaml.safe_dump(params))
+    changed = run(["dvc", "repro"], work).stdout
+    assert "Running stage 'evaluate'" in changed
+    assert "Running stage 'finetune'" not in changed and "Running stage 'pretrain'" not in changed
+    assert len((work / "reports/ablations.csv").read_text().splitlines()) == 1 + 2 * 2
+
+    params["pretrain"]["lrr"] = params["pretrain"].pop("lr")
+    (work / "params.yaml").write_text(yaml.safe_dump(params))
+    bad = run([sys.executable, "pipeline/pretrain.py"], work, check=False)
+    assert bad.returncode == 2
+    assert "pretrain.lrr: unknown key (did you mean 'lr'?)" in bad.stderr
