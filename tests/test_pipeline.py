@@ -58,7 +58,7 @@ def test_dvc_repro_end_to_end(tmp_path, repo_root):
     from mlflow import MlflowClient
     client = MlflowClient(tracking_uri=f"sqlite:///{work / 'mlflow.db'}")
     champion = client.get_model_version_by_alias("deeplabv3plus", "champion")
-    assert champion.version == "1"
+    assert int(champion.version) == 1
     runs = client.search_runs([client.get_experiment_by_name("deeplabv3plus").experiment_id])
     assert {r.data.tags["dvc.stage"] for r in runs} >= {"pretrain", "finetune", "evaluate", "register"}
 
