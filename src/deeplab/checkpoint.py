@@ -31,12 +31,17 @@ def read_model_file(path: str | Path) -> dict[str, Any]:
     return state
 
 
+def model_from_state(state: dict[str, Any], source: str = "model file") -> DeepLabV3Plus:
+    """Rebuild the network from the contents of a model file."""
+    model = DeepLabV3Plus(**state["config"])
+    model.load_weights(state["state_dict"], source=source)
+    return model
+
+
 def load_model(path: str | Path, device: str | torch.device = "cpu",
                output_stride: int | None = None) -> DeepLabV3Plus:
     """Rebuild the network from a model file, in eval mode, optionally at another output stride."""
-    state = read_model_file(path)
-    model = DeepLabV3Plus(**state["config"])
-    model.load_weights(state["state_dict"], source=str(path))
+    model = model_from_state(read_model_file(path), str(path))
     if output_stride is not None:
         model.set_output_stride(output_stride)
     return model.to(device).eval()

@@ -15,7 +15,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from .checkpoint import load_model, read_model_file  # noqa: E402
+from .checkpoint import model_from_state, read_model_file  # noqa: E402
 from .config import VOC_CLASSES  # noqa: E402
 from .data.dataset import read_list  # noqa: E402
 from .data.palette import colorize  # noqa: E402
@@ -80,13 +80,14 @@ def run_evaluate_stage(params: dict[str, Any], model_file: Path, val_list: Path,
     device = select_device("auto")
     info = read_model_file(model_file)
     mcfg = info["config"]
+    model = model_from_state(info, str(model_file)).to(device).eval()
     rows = read_list(val_list)
     reports.mkdir(parents=True, exist_ok=True)
     table = []
     main = None
     for strat in strategies(cfg):
         scales = list(cfg["scales"]) if strat["ms"] else [1.0]
-        model = load_model(model_file, device, output_stride=strat["eval_os"])
+        model.set_output_stride(strat["eval_os"])
         is_main = strat["eval_os"] == mcfg["output_stride"] and not strat["ms"] and not strat["flip"]
         res = evaluate(model, rows, NUM_CLASSES, device, scales, strat["flip"],
                        cfg["trimap_widths"] if is_main else (),
@@ -105,8 +106,7 @@ def run_evaluate_stage(params: dict[str, Any], model_file: Path, val_list: Path,
                          f"{mcfg['output_stride']} to produce the main metrics")
     df = pd.DataFrame(table)
     df.to_csv(reports / "ablations.csv", index=False)
-    (reports / "ablations.md").write_text(df.to_markdown(index=False) + "\n"
-                                          if _has_tabulate() else df.to_string(index=False) + "\n")
+    (reports / "ablations.md").write_text(df.to_markdown(index=False) + "\n")
     pd.DataFrame({"class": VOC_CLASSES, "iou": np.nan_to_num(main["iou"])}).to_csv(
         reports / "per_class_iou.csv", index=False)
     pd.DataFrame({"band_width": list(main["trimap"]), "miou": list(main["trimap"].values())}).to_csv(
@@ -131,11 +131,3 @@ def run_evaluate_stage(params: dict[str, Any], model_file: Path, val_list: Path,
             mlflow.log_artifact(str(reports / name))
         mlflow.log_artifacts(str(samples), "samples")
     return metrics
-
-
-def _has_tabulate() -> bool:
-    try:
-        import tabulate  # noqa: F401
-        return True
-    except ImportError:
-        return False

@@ -11,7 +11,7 @@ import torch
 
 from .checkpoint import read_model_file, save_model
 from .config import VOC_CLASSES
-from .data.dataset import SegmentationDataset, read_list
+from .data.dataset import SegmentationDataset, read_list, repeat_rows
 from .evaluation import evaluate
 from .io import write_json
 from .model import DeepLabV3Plus
@@ -58,17 +58,16 @@ def run_training_stage(stage: str, params: dict[str, Any], train_list: Path, val
 
     sched, runtime = params[stage], params["train"]
     torch.set_num_threads(runtime["threads"] or torch.get_num_threads())
-    repeat_ids: list[str] = []
-    if hard_list is not None and sched.get("bootstrap_factor", 1) > 1:
-        repeat_ids = hard_list.read_text().split()
-    rows = read_list(train_list, repeat_ids, sched.get("bootstrap_factor", 1))
+    base = read_list(train_list)
+    hard_ids = hard_list.read_text().split() if hard_list is not None else []
+    rows = repeat_rows(base, hard_ids, sched.get("bootstrap_factor", 1))
     val_rows = read_list(val_list)
     dataset = SegmentationDataset(rows, sched["crop_size"], sched["scale_range"], sched["flip"])
     model, origin = initial_model(stage, params, init_file)
     device = select_device(runtime["device"])
     data_files = [train_list, val_list] + ([hard_list] if hard_list else [])
     log.info("%s: %d training samples (%d hard repeats), init from %s, device %s", stage,
-             len(rows), len(rows) - len(read_list(train_list)), origin, device)
+             len(rows), len(rows) - len(base), origin, device)
     fp = {"stage": stage, "params": {k: params[k] for k in ("seed", "model", stage)},
           "data": files_hash(data_files),
           "init": files_hash([init_file]) if init_file and origin.startswith("pretrain") else origin}
@@ -86,19 +85,18 @@ def run_training_stage(stage: str, params: dict[str, Any], train_list: Path, val
                        on_log=lambda it, rec: mlflow.log_metrics(rec, step=it),
                        on_validate=validate, device=device)
         final = evaluate(model, val_rows, NUM_CLASSES, device, desc="val")
-        validate_miou = final["miou"]
-        val_curve.append({"iteration": result.iterations, "val_miou": validate_miou})
-        metrics = {"val_miou": validate_miou, "val_pixel_acc": final["pixel_acc"],
+        val_curve.append({"iteration": result.iterations, "val_miou": final["miou"]})
+        metrics = {"val_miou": final["miou"], "val_pixel_acc": final["pixel_acc"],
                    "iterations": result.iterations, "train_seconds": round(result.seconds, 1),
                    "train_images_per_s": round(result.images_per_s, 2),
                    "resumed_from": result.resumed_from}
         mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
-        save_model(out_model, model.cpu(), stage=stage, val_miou=validate_miou, init=origin,
+        save_model(out_model, model.cpu(), stage=stage, val_miou=final["miou"], init=origin,
                    iterations=result.iterations)
         reports.mkdir(parents=True, exist_ok=True)
         pd.DataFrame(result.history).to_csv(reports / "curve.csv", index=False)
         pd.DataFrame(val_curve).to_csv(reports / "val_curve.csv", index=False)
         write_json(reports / "metrics.json", metrics)
-    log.info("%s: val mIoU %.4f after %d iterations (%.1f img/s)", stage, validate_miou,
+    log.info("%s: val mIoU %.4f after %d iterations (%.1f img/s)", stage, metrics["val_miou"],
              result.iterations, result.images_per_s)
     return metrics

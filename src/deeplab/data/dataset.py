@@ -24,18 +24,23 @@ from .palette import IGNORE, read_label_png
 MEAN_PIXEL = (124, 116, 104)  # ImageNet mean in uint8: padded image pixels normalise to ~0
 
 
-def read_list(path: str | Path, repeat_ids: Sequence[str] = (), repeat: int = 1) -> pd.DataFrame:
-    """A processed split list (id,image,mask); rows whose id is in `repeat_ids` appear `repeat` times."""
+def read_list(path: str | Path) -> pd.DataFrame:
+    """A processed split list (id,image,mask)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: split list not found (run the preprocess stage)")
     rows = pd.read_csv(path, dtype=str)
     if list(rows.columns[:3]) != ["id", "image", "mask"]:
         raise ValueError(f"{path}: expected columns id,image,mask, got {','.join(rows.columns)}")
-    if repeat > 1 and len(repeat_ids):
-        extra = rows[rows["id"].isin(set(repeat_ids))]
-        rows = pd.concat([rows] + [extra] * (repeat - 1), ignore_index=True)
     return rows
+
+
+def repeat_rows(rows: pd.DataFrame, ids: Sequence[str], times: int) -> pd.DataFrame:
+    """Hard-image bootstrapping: rows whose id is in `ids` appear `times` times in all."""
+    if times <= 1 or not len(ids):
+        return rows
+    extra = rows[rows["id"].isin(set(ids))]
+    return pd.concat([rows] + [extra] * (times - 1), ignore_index=True)
 
 
 def load_sample(image_path: str, mask_path: str) -> tuple[torch.Tensor, torch.Tensor]:

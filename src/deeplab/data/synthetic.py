@@ -166,10 +166,9 @@ def render_scene(rng: np.random.Generator, size: int) -> tuple[np.ndarray, list[
         look = class_look(15)
         tex = _texture(rng, size, look.hue, look.texture, sat=0.8)
         img[crowd] = tex[crowd]
-        rle = mask_utils.encode(np.asfortranarray(crowd.astype(np.uint8)))
-        counts = _uncompressed_counts(crowd)
         instances.append(Instance(COCO_IDS_OF_VOC[14], 15, crowd,
-                                  {"counts": counts, "size": list(rle["size"])}, iscrowd=1))
+                                  {"counts": _uncompressed_counts(crowd), "size": [size, size]},
+                                  iscrowd=1))
     img += rng.normal(0, 0.03, img.shape)
     return (np.clip(img, 0, 1) * 255).astype(np.uint8), instances
 
@@ -221,11 +220,10 @@ def write_coco(root: Path, split: str, count: int, size: int, rng: np.random.Gen
         images.append({"id": image_id, "file_name": name, "width": size, "height": size})
         for inst in instances:
             ann_id += 1
+            rle = mask_utils.encode(np.asfortranarray(inst.mask.astype(np.uint8)))
             seg = inst.segmentation
             if not inst.iscrowd and rng.random() < 0.1:  # some instances as compressed RLE
-                rle = mask_utils.encode(np.asfortranarray(inst.mask.astype(np.uint8)))
                 seg = {"counts": rle["counts"].decode("ascii"), "size": list(rle["size"])}
-            rle = mask_utils.encode(np.asfortranarray(inst.mask.astype(np.uint8)))
             annotations.append({
                 "id": ann_id, "image_id": image_id, "category_id": inst.category_id,
                 "segmentation": seg, "area": float(mask_utils.area(rle)),

@@ -41,6 +41,13 @@ class Backbone(nn.Module):
             raise RuntimeError(f"{type(self).__name__}: every stage must start with a stride-2 conv")
         self.output_stride = self.stem_stride * 2 ** len(self.stages)
 
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        low = self.stem(x)
+        high = low
+        for stage in self.stages:
+            high = stage(high)
+        return low, high
+
     def units(self, stage: int) -> list[nn.Module]:
         """The residual units of a stage (multi-grid assigns one rate per unit)."""
         return list(self.stages[stage].children())
@@ -84,13 +91,6 @@ class ResNetBackbone(Backbone):
         stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1)
         super().__init__(stem, [net.layer2, net.layer3, net.layer4], multi_grid)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        low = self.stem(x)
-        high = low
-        for stage in self.stages:
-            high = stage(high)
-        return low, high
-
 
 class MobileNetV2Backbone(Backbone):
     """torchvision MobileNetV2; low = features[3] (stride 4, 24 ch), high = features[17] (320 ch)."""
@@ -100,8 +100,6 @@ class MobileNetV2Backbone(Backbone):
     def __init__(self, net: torchvision.models.MobileNetV2) -> None:
         f = net.features
         super().__init__(f[:4], [f[4:7], f[7:14], f[14:18]])
-
-    forward = ResNetBackbone.forward
 
 
 class XceptionBackbone(Backbone):
