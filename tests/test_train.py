@@ -1,12 +1,9 @@
 """Training engine: resume equivalence, poly LR, NaN guard."""
 
-import pandas as pd
 import pytest
 import torch
 
-from deeplab.data.dataset import SegmentationDataset
-from deeplab.data.preprocess import preprocess
-from deeplab.data.synthetic import generate
+from deeplab.data.dataset import SegmentationDataset, read_list
 from deeplab.model import DeepLabV3Plus
 from deeplab.train import TrainingDivergedError, poly_lambda, train
 
@@ -17,22 +14,8 @@ RUNTIME = dict(device="cpu", amp="off", channels_last=False, compile=False, work
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    root = tmp_path_factory.mktemp("d")
-    generate(root / "raw", dict(seed=0, image_size=40, coco_train_images=2, coco_val_images=1,
-                                voc_train_images=6, voc_val_images=2, sbd_images=0))
-    import os
-    cwd = os.getcwd()
-    os.chdir(root)
-    try:
-        preprocess({"coco_root": "raw/coco", "voc_root": "raw/VOC2012", "sbd_root": None},
-                   root / "processed", dict(min_pixels=0, hard_classes=[], on_bad_sample="error"))
-        rows = pd.read_csv(root / "processed/voc_train_aug.csv", dtype=str)
-        rows["image"] = [str(root / p) for p in rows["image"]]
-        rows["mask"] = [str(root / p) for p in rows["mask"]]
-    finally:
-        os.chdir(cwd)
-    return SegmentationDataset(rows, SCHED["crop_size"], SCHED["scale_range"], True)
+def dataset(tiny_train_csv):
+    return SegmentationDataset(read_list(tiny_train_csv), SCHED["crop_size"], SCHED["scale_range"], True)
 
 
 def model():

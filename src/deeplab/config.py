@@ -189,6 +189,7 @@ SCHEMA: dict[str, Any] = {
         "pretrained_backbone": optional(string()),
     },
     "train": {
+        "launcher": string(),
         "device": choice("auto", "cpu", "cuda"),
         "amp": choice("off", "bf16", "fp16"),
         "channels_last": boolean(),
@@ -214,6 +215,11 @@ SCHEMA: dict[str, Any] = {
     "register": {
         "model_name": string(),
         "min_miou": number(0.0, 1.0),
+        "inference": {
+            "output_stride": choice(8, 16, 32),
+            "scales": list_of(number(positive=True), unique=True),
+            "flip": boolean(),
+        },
     },
     "mlflow": {
         "experiment": string(),

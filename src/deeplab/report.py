@@ -18,7 +18,7 @@ from PIL import Image  # noqa: E402
 from .checkpoint import model_from_state, read_model_file  # noqa: E402
 from .config import VOC_CLASSES  # noqa: E402
 from .data.dataset import read_list  # noqa: E402
-from .data.palette import colorize  # noqa: E402
+from .data.palette import overlay  # noqa: E402
 from .evaluation import evaluate  # noqa: E402
 from .flops import count_madds  # noqa: E402
 from .io import atomic_path, write_json  # noqa: E402
@@ -39,10 +39,6 @@ def strategy_madds(model, size: int, scales: list[float], flip: bool) -> int:
     """Multiply-adds of one image at `size` x `size` under a strategy (all scales and flips)."""
     total = sum(count_madds(model, (max(1, round(size * s)),) * 2) for s in scales)
     return total * (2 if flip else 1)
-
-
-def _overlay(image: np.ndarray, label: np.ndarray, alpha: float = 0.55) -> np.ndarray:
-    return (image * (1 - alpha) + colorize(label) * alpha).astype(np.uint8)
 
 
 def _save_png(path: Path, array: np.ndarray) -> None:
@@ -116,7 +112,7 @@ def run_evaluate_stage(params: dict[str, Any], model_file: Path, val_list: Path,
     samples.mkdir(exist_ok=True)
     for k, (image, label, pred) in enumerate(main["samples"]):
         _save_png(samples / f"sample_{k:02d}.png", np.concatenate(
-            [image, _overlay(image, np.where(label == 255, 0, label)), _overlay(image, pred)], axis=1))
+            [image, overlay(image, np.where(label == 255, 0, label)), overlay(image, pred)], axis=1))
     metrics = {"miou": round(main["miou"], 4), "pixel_acc": round(main["pixel_acc"], 4),
                "mean_acc": round(main["mean_acc"], 4), "fwiou": round(main["fwiou"], 4),
                "best_strategy_miou": float(df["miou"].max()),

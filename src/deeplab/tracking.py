@@ -49,6 +49,19 @@ def files_hash(paths: list[str | Path]) -> str:
     return h.hexdigest()[:16]
 
 
+def files_signature(paths: list[str]) -> str:
+    """sha256 over the names, sizes and modification times of many (large) files.
+
+    Cheap enough for a whole dataset (one `stat` per file); changes when any file is
+    rewritten, so a checkpoint from other data is never resumed.
+    """
+    h = hashlib.sha256()
+    for p in paths:
+        st = os.stat(p)
+        h.update(f"{p}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
 def setup(experiment: str):
     """Point MLflow at the tracking URI and select (creating if needed) the experiment."""
     import logging

@@ -21,11 +21,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .data.dataset import IterationSampler, SegmentationDataset
 from .data.palette import IGNORE
+from .distributed import all_sum, synchronize_batchnorm
 from .io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -105,6 +107,10 @@ def train(model: nn.Module, dataset: SegmentationDataset, sched: dict[str, Any],
     model.to(device)
     if device.type == "cuda" and runtime["channels_last"]:
         model.to(memory_format=torch.channels_last)
+    if world_size > 1:
+        model = DistributedDataParallel(synchronize_batchnorm(model, device),
+                                        device_ids=[device.index] if device.type == "cuda" else None)
+    param_dtype = next(model.parameters()).dtype  # float32; float64 in exactness tests
     params_decay = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.SGD(params_decay, lr=sched["lr"], momentum=sched["momentum"],
                                 weight_decay=sched["weight_decay"])
@@ -154,7 +160,7 @@ def train(model: nn.Module, dataset: SegmentationDataset, sched: dict[str, Any],
                dynamic_ncols=True)
     it = start
     for images, labels in loader:
-        images = images.to(device, non_blocking=True).float().div_(255)
+        images = images.to(device, non_blocking=True).to(param_dtype).div_(255)
         labels = labels.to(device, non_blocking=True)
         if device.type == "cuda" and runtime["channels_last"]:
             images = images.contiguous(memory_format=torch.channels_last)
@@ -163,11 +169,16 @@ def train(model: nn.Module, dataset: SegmentationDataset, sched: dict[str, Any],
             if logits.shape[-2:] != labels.shape[-2:]:
                 logits = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear",
                                        align_corners=True)
-            loss = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE)
-        if not torch.isfinite(loss):
+            # Sum over this process's pixels / valid pixels of all processes, times the
+            # process count (DDP averages gradients): the mean over the global batch.
+            loss_sum = F.cross_entropy(logits.to(torch.promote_types(logits.dtype, torch.float32)), labels, ignore_index=IGNORE, reduction="sum")
+            valid = all_sum((labels != IGNORE).sum().float()).clamp_min(1)
+            loss = loss_sum * world_size / valid
+            global_loss = all_sum(loss_sum.detach()) / valid  # the same on every rank
+        if not torch.isfinite(global_loss):
             bar.close()
             raise TrainingDivergedError(
-                f"loss is {loss.item()} at iteration {it + 1}; the last good checkpoint "
+                f"loss is {global_loss.item()} at iteration {it + 1}; the last good checkpoint "
                 f"({checkpoint}, iteration {_saved_iteration(checkpoint)}) is kept. Lower the "
                 f"learning rate or check the data")
         optimizer.zero_grad(set_to_none=True)
@@ -178,7 +189,7 @@ def train(model: nn.Module, dataset: SegmentationDataset, sched: dict[str, Any],
         it += 1
         seen += images.shape[0] * world_size
         speed = seen / (time.perf_counter() - t0)
-        record = {"loss": float(loss.detach()), "lr": optimizer.param_groups[0]["lr"],
+        record = {"loss": float(global_loss), "lr": optimizer.param_groups[0]["lr"],
                   "images_per_s": speed}
         bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}", img_s=f"{speed:.1f}")
         bar.update(1)
@@ -186,7 +197,7 @@ def train(model: nn.Module, dataset: SegmentationDataset, sched: dict[str, Any],
             history.append({"iteration": it, **record})
             if on_log and rank == 0:
                 on_log(it, record)
-        if on_validate and sched["val_every"] and it % sched["val_every"] == 0 and it < total:
+        if on_validate and rank == 0 and sched["val_every"] and it % sched["val_every"] == 0 and it < total:
             on_validate(unwrap(model), it)
             model.train()
         if it % sched["checkpoint_every"] == 0 or it == end:

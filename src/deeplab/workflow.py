@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,8 @@ from .data.dataset import SegmentationDataset, read_list, repeat_rows
 from .evaluation import evaluate
 from .io import write_json
 from .model import DeepLabV3Plus
-from .tracking import files_hash, start_stage_run
+from .tracking import files_hash, files_signature, start_stage_run
+from .distributed import init_from_env, shutdown
 from .train import select_device, train
 
 log = logging.getLogger(__name__)
@@ -64,12 +66,13 @@ def run_training_stage(stage: str, params: dict[str, Any], train_list: Path, val
     val_rows = read_list(val_list)
     dataset = SegmentationDataset(rows, sched["crop_size"], sched["scale_range"], sched["flip"])
     model, origin = initial_model(stage, params, init_file)
-    device = select_device(runtime["device"])
+    info, device = init_from_env(select_device(runtime["device"]))
     data_files = [train_list, val_list] + ([hard_list] if hard_list else [])
-    log.info("%s: %d training samples (%d hard repeats), init from %s, device %s", stage,
-             len(rows), len(rows) - len(base), origin, device)
+    log.info("%s: %d training samples (%d hard repeats), init from %s, device %s, process %d of %d",
+             stage, len(rows), len(rows) - len(base), origin, device, info.rank + 1, info.world_size)
     fp = {"stage": stage, "params": {k: params[k] for k in ("seed", "model", stage)},
           "data": files_hash(data_files),
+          "files": files_signature(dataset.images + dataset.masks),
           "init": files_hash([init_file]) if init_file and origin.startswith("pretrain") else origin}
     val_curve: list[dict[str, float]] = []
 
@@ -79,24 +82,33 @@ def run_training_stage(stage: str, params: dict[str, Any], train_list: Path, val
         mlflow.log_metric("val_miou", miou, step=it)
         return {"val_miou": miou}
 
-    with start_stage_run(stage, params, params["mlflow"]["experiment"], data_files):
-        mlflow.set_tag("init", origin)
-        result = train(model, dataset, sched, runtime, checkpoint, params["seed"], fp,
-                       on_log=lambda it, rec: mlflow.log_metrics(rec, step=it),
-                       on_validate=validate, device=device)
-        final = evaluate(model, val_rows, NUM_CLASSES, device, desc="val")
-        val_curve.append({"iteration": result.iterations, "val_miou": final["miou"]})
-        metrics = {"val_miou": final["miou"], "val_pixel_acc": final["pixel_acc"],
-                   "iterations": result.iterations, "train_seconds": round(result.seconds, 1),
-                   "train_images_per_s": round(result.images_per_s, 2),
-                   "resumed_from": result.resumed_from}
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
-        save_model(out_model, model.cpu(), stage=stage, val_miou=final["miou"], init=origin,
-                   iterations=result.iterations)
-        reports.mkdir(parents=True, exist_ok=True)
-        pd.DataFrame(result.history).to_csv(reports / "curve.csv", index=False)
-        pd.DataFrame(val_curve).to_csv(reports / "val_curve.csv", index=False)
-        write_json(reports / "metrics.json", metrics)
+    try:
+        with start_stage_run(stage, params, params["mlflow"]["experiment"], data_files) \
+                if info.is_main else contextlib.nullcontext():
+            if info.is_main:
+                mlflow.set_tag("init", origin)
+                mlflow.log_param("processes", info.world_size)
+            result = train(model, dataset, sched, runtime, checkpoint, params["seed"], fp,
+                           on_log=lambda it, rec: mlflow.log_metrics(rec, step=it),
+                           on_validate=validate, device=device, rank=info.rank,
+                           world_size=info.world_size)
+            if not info.is_main:  # rank 0 alone validates and writes
+                return {}
+            final = evaluate(model, val_rows, NUM_CLASSES, device, desc="val")
+            val_curve.append({"iteration": result.iterations, "val_miou": final["miou"]})
+            metrics = {"val_miou": final["miou"], "val_pixel_acc": final["pixel_acc"],
+                       "iterations": result.iterations, "train_seconds": round(result.seconds, 1),
+                       "train_images_per_s": round(result.images_per_s, 2),
+                       "resumed_from": result.resumed_from, "processes": info.world_size}
+            mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+            save_model(out_model, model.cpu(), stage=stage, val_miou=final["miou"], init=origin,
+                       iterations=result.iterations)
+            reports.mkdir(parents=True, exist_ok=True)
+            pd.DataFrame(result.history).to_csv(reports / "curve.csv", index=False)
+            pd.DataFrame(val_curve).to_csv(reports / "val_curve.csv", index=False)
+            write_json(reports / "metrics.json", metrics)
+    finally:
+        shutdown()
     log.info("%s: val mIoU %.4f after %d iterations (%.1f img/s)", stage, metrics["val_miou"],
              result.iterations, result.images_per_s)
     return metrics

@@ -51,3 +51,9 @@ def read_label_png(path: str | Path) -> np.ndarray:
 def colorize(label: np.ndarray) -> np.ndarray:
     """`H x W` labels -> `H x W x 3` VOC colours."""
     return PALETTE[label]
+
+
+def overlay(image: np.ndarray, label: np.ndarray, alpha: float = 0.55) -> np.ndarray:
+    """RGB image blended with the VOC colours of its labels (background keeps the image)."""
+    blend = image * (1 - alpha) + colorize(label) * alpha
+    return np.where((label == 0)[..., None], image, blend).astype(np.uint8)

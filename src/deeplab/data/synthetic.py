@@ -1,7 +1,8 @@
 """A synthetic dataset written in the real COCO 2017 and PASCAL VOC 2012 (+SBD) formats.
 
-Each of the 20 VOC classes has its own shape, colour family and texture; two classes share
-each shape and each hue, so no single cue identifies a class. Images hold 1-4 objects at
+Each of the 20 VOC classes has its own shape, hue and texture; two classes share each
+shape, and neighbouring hues belong to classes of other shapes, so no single cue
+identifies a class reliably. Images hold 1-4 objects at
 varied scale and rotation that occlude each other, over textured backgrounds with clutter
 and objects of non-VOC COCO categories. Deterministic for a given seed.
 
@@ -42,9 +43,14 @@ class ClassLook:
 
 
 def class_look(voc_id: int) -> ClassLook:
-    """Shape, hue and texture of a VOC class (1..20): each shape and each hue used twice."""
+    """Shape, hue and texture of a VOC class (1..20).
+
+    Classes k and k+10 share a shape and have opposite hues; the classes with the nearest
+    hues (0.05 apart, close to the per-object hue jitter) have other shapes, so colour
+    alone is ambiguous and shape alone is too. Stripes vs checks is a third, weaker cue.
+    """
     k = voc_id - 1
-    return ClassLook(SHAPES[k % 10], ((k * 7) % 10) / 10.0, k // 10)
+    return ClassLook(SHAPES[k % 10], ((k * 3) % 20) / 20.0, k // 10)
 
 
 def _hsv_to_rgb(h: float, s: float, v: float) -> np.ndarray:

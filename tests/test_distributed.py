@@ -1,0 +1,57 @@
+"""Multi-process training: 2 processes (torchrun, gloo on CPU) == 1 process on the same global batch.
+
+In float64, so that the comparison tests the maths (gradient averaging, the global-batch
+loss normalisation, synchronized BN statistics and their gradients), not float32 rounding.
+"""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from deeplab.distributed import GlobalBatchNorm, synchronize_batchnorm
+
+HELPER = Path(__file__).parent / "helpers" / "ddp_train.py"
+
+
+def _run(args: list[str], tmp_path: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+    for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    proc = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def test_two_process_ddp_matches_one_process(tiny_train_csv, tmp_path):
+    _run([sys.executable, str(HELPER), str(tiny_train_csv), "one.pt", "one.ckpt"], tmp_path)
+    _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+          str(HELPER), str(tiny_train_csv), "two.pt", "two.ckpt"], tmp_path)
+    one = torch.load(tmp_path / "one.pt", weights_only=False)
+    two = torch.load(tmp_path / "two.pt", weights_only=False)
+    assert one["world_size"] == 1 and two["world_size"] == 2
+    assert two["bn"] == {"GlobalBatchNorm"} and "GlobalBatchNorm" not in one["bn"]
+    # The logged loss is the global-batch mean on both.
+    assert one["loss"] == pytest.approx(two["loss"], rel=1e-8)
+    changed = 0
+    for key, a in one["state"].items():
+        b = two["state"][key]
+        assert torch.allclose(a, b, rtol=1e-6, atol=1e-8), key
+        changed += 1
+    assert changed == len(two["state"])
+    assert (tmp_path / "two.ckpt").is_file()  # written by rank 0
+
+
+def test_global_batchnorm_alone_is_plain_batchnorm():
+    torch.manual_seed(0)
+    bn = nn.BatchNorm2d(4)
+    bn.weight.data.uniform_()
+    glob = synchronize_batchnorm(nn.Sequential(bn), torch.device("cpu"))[0]
+    assert isinstance(glob, GlobalBatchNorm)
+    assert torch.equal(glob.weight, bn.weight)
+    x = torch.randn(3, 4, 5, 5)
+    assert torch.allclose(glob(x), bn(x))
+    assert torch.allclose(glob.running_mean, bn.running_mean)

@@ -1,0 +1,151 @@
+"""The deployable model: Segmenter, predict command, torch.export program, MLflow registry + pyfunc."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from deeplab.checkpoint import save_model
+from deeplab.data.palette import read_label_png
+from deeplab.export import export_program
+from deeplab.model import DeepLabV3Plus
+from deeplab.predict import main as predict_main
+from deeplab.segmenter import Segmenter
+
+PARAMS = {"seed": 0, "mlflow": {"experiment": "test"},
+          "register": {"model_name": "seg", "min_miou": 0.0,
+                       "inference": {"output_stride": 16, "scales": [1.0], "flip": False}}}
+
+
+def tiny_net(seed: int = 0) -> DeepLabV3Plus:
+    torch.manual_seed(seed)
+    return DeepLabV3Plus(21, "mobilenetv2", 16, aspp_channels=16, decoder_channels=16).eval()
+
+
+@pytest.fixture
+def model_file(tmp_path):
+    path = tmp_path / "finetune.pt"
+    save_model(path, tiny_net(), stage="finetune", val_miou=0.5)
+    return path
+
+
+def reference_labels(net: DeepLabV3Plus, image: np.ndarray) -> np.ndarray:
+    x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():
+        return net(x).argmax(1)[0].numpy().astype(np.uint8)
+
+
+def test_segmenter_takes_uint8_hwc_of_any_size():
+    net = tiny_net()
+    seg = Segmenter(net)
+    rng = np.random.default_rng(0)
+    for h, w in [(65, 65), (51, 77)]:
+        image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        out = seg(torch.from_numpy(image))
+        assert out.shape == (h, w) and out.dtype == torch.uint8
+        assert np.array_equal(out.numpy(), reference_labels(net, image))
+    batch = seg(torch.from_numpy(rng.integers(0, 256, (2, 40, 50, 3), dtype=np.uint8)))
+    assert batch.shape == (2, 40, 50)
+    with pytest.raises(ValueError, match="uint8"):
+        seg(torch.zeros(1, 40, 40, 3))
+    with pytest.raises(ValueError, match="N x H x W x 3"):
+        seg(torch.zeros(1, 3, 40, 40, dtype=torch.uint8))
+
+
+def test_exported_program_matches_pytorch(tmp_path):
+    seg = Segmenter(tiny_net(), output_stride=8, flip=True)
+    export_program(seg, tmp_path / "m.pt2", example_size=65, max_size=512)
+    program = torch.export.load(str(tmp_path / "m.pt2")).module()
+    rng = np.random.default_rng(1)
+    for shape in [(1, 65, 65, 3), (2, 57, 91, 3)]:
+        x = torch.from_numpy(rng.integers(0, 256, shape, dtype=np.uint8))
+        with torch.no_grad():
+            assert torch.equal(program(x), seg(x))
+    with pytest.raises(ValueError, match="single-scale"):
+        export_program(Segmenter(tiny_net(), scales=(0.5, 1.0)), tmp_path / "ms.pt2")
+    assert not (tmp_path / "ms.pt2").exists()
+
+
+def test_predict_command_on_mixed_folder(tmp_path, model_file, capsys):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    rng = np.random.default_rng(2)
+    Image.fromarray(rng.integers(0, 256, (70, 90, 3), dtype=np.uint8)).save(inputs / "a.jpg")
+    Image.fromarray(rng.integers(0, 256, (41, 33, 3), dtype=np.uint8)).save(inputs / "b.png")
+    Image.fromarray(rng.integers(0, 256, (50, 60), dtype=np.uint8)).save(inputs / "gray.png")
+    (inputs / "notes.txt").write_text("not an image, ignored")
+    assert predict_main(["--model", str(model_file), "--input", str(inputs),
+                         "--output", str(tmp_path / "out"), "--device", "cpu"]) == 0
+    for name, size in [("a", (70, 90)), ("b", (41, 33)), ("gray", (50, 60))]:
+        label = read_label_png(tmp_path / "out" / f"{name}.png")
+        assert label.shape == size
+        assert Image.open(tmp_path / "out" / f"{name}_overlay.jpg").size == size[::-1]
+    net = tiny_net()
+    image = np.array(Image.open(inputs / "a.jpg").convert("RGB"))
+    assert np.array_equal(read_label_png(tmp_path / "out" / "a.png"), reference_labels(net, image))
+
+    (inputs / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    code = predict_main(["--model", str(model_file), "--input", str(inputs),
+                         "--output", str(tmp_path / "out2"), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 2 and "broken.jpg: not a readable image" in err
+    assert (tmp_path / "out2" / "a.png").is_file()  # the readable ones are still done
+    assert predict_main(["--model", str(tmp_path / "nope.pt"), "--input", str(inputs),
+                         "--output", str(tmp_path / "o3")]) == 2
+    assert "nope.pt: model file not found" in capsys.readouterr().err
+
+
+@pytest.fixture
+def tracking(tmp_path, monkeypatch):
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    yield tmp_path
+    import mlflow
+    mlflow.set_tracking_uri(None)
+
+
+def _metrics(tmp_path: Path, miou: float) -> Path:
+    path = tmp_path / f"metrics_{miou}.json"
+    path.write_text(json.dumps({"miou": miou}))
+    return path
+
+
+def test_registry_aliases_noop_and_pyfunc_in_fresh_process(tracking, model_file):
+    from deeplab.registry import register
+
+    first = register(model_file, _metrics(tracking, 0.5), "seg", PARAMS)
+    assert first == {"name": "seg", "version": 1, "new": True, "aliases": ["champion"], "miou": 0.5}
+    again = register(model_file, _metrics(tracking, 0.5), "seg", PARAMS)
+    assert again["new"] is False and again["version"] == 1 and again["aliases"] == ["champion"]
+
+    worse = tracking / "worse.pt"
+    save_model(worse, tiny_net(1), stage="finetune")
+    assert register(worse, _metrics(tracking, 0.4), "seg", PARAMS)["aliases"] == ["challenger"]
+    better = tracking / "better.pt"
+    save_model(better, tiny_net(2), stage="finetune")
+    assert register(better, _metrics(tracking, 0.6), "seg", PARAMS) == {
+        "name": "seg", "version": 3, "new": True, "aliases": ["champion"], "miou": 0.6}
+
+    # A fresh interpreter that has never imported deeplab: the package travels with the model.
+    script = (
+        "import sys, numpy as np, mlflow.pyfunc\n"
+        "assert 'deeplab' not in sys.modules\n"
+        f"mlflow.set_tracking_uri('sqlite:///{tracking / 'mlflow.db'}')\n"
+        "m = mlflow.pyfunc.load_model('models:/seg@champion')\n"
+        "x = np.random.default_rng(3).integers(0, 256, (2, 45, 61, 3), dtype=np.uint8)\n"
+        "y = m.predict(x)\n"
+        "np.save(sys.argv[1], x); np.save(sys.argv[2], y)\n")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run([sys.executable, "-c", script, str(tracking / "x.npy"), str(tracking / "y.npy")],
+                          cwd="/", env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    x, y = np.load(tracking / "x.npy"), np.load(tracking / "y.npy")
+    assert y.shape == (2, 45, 61) and y.dtype == np.uint8
+    champion = tiny_net(2)
+    assert np.array_equal(y[1], reference_labels(champion, x[1]))
