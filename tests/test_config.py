@@ -27,6 +27,13 @@ def test_default_params_are_valid(repo_root):
     (lambda p: p["pretrain"].__setitem__("batch_size", 0), "pretrain.batch_size: expected a positive integer"),
     (lambda p: p["preprocess"]["hard_classes"].append("table"), "preprocess.hard_classes[5]: expected one of"),
     (lambda p: p["model"].pop("decoder"), "model.decoder: missing key"),
+    (lambda p: p["ablations"]["no_sc"].__setitem__("seperable", False),
+     "ablations.no_sc.seperable: unknown key (did you mean 'separable'?)"),
+    (lambda p: p["ablations"].__setitem__("No-Dec", {"decoder": False}),
+     "ablations.No-Dec: a variant name must be lower-case"),
+    (lambda p: p["ablations"].__setitem__("x", {"init": "coco"}), "ablations.x.init: expected one of"),
+    (lambda p: p["register"]["inference"].__setitem__("output_stride", 4),
+     "register.inference.output_stride: expected one of 8, 16, 32"),
 ])
 def test_bad_values_name_the_key(tmp_path, mutate, message):
     with pytest.raises(ConfigError) as err:
@@ -39,3 +46,16 @@ def test_sections_limit_what_a_stage_validates(tmp_path):
     assert load_params(path, sections=("evaluate",))["evaluate"]["flip"] == [False, True]
     with pytest.raises(ConfigError, match="finetune.lr"):
         load_params(path, sections=("finetune",))
+
+
+def test_variant_params_override_model_and_init(repo_root):
+    from deeplab.workflow import variant_params
+
+    params = load_params(repo_root / "params.yaml")
+    params["ablations"] = {"dense": {"separable": False, "init": "scratch"}}
+    v = variant_params(params, "dense")
+    assert v["model"]["separable"] is False and v["finetune"]["init"] == "scratch"
+    assert params["model"]["separable"] is True and params["finetune"]["init"] == "pretrain"
+    assert v["model"]["decoder"] == params["model"]["decoder"]
+    with pytest.raises(ConfigError, match="ablations.nope: no such variant"):
+        variant_params(params, "nope")

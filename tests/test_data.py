@@ -132,3 +132,35 @@ def test_sampler_is_a_pure_function_of_iteration():
     assert full[3:] == resumed
     ranks = [IterationSampler(10, 4, 6, seed=1, rank=r, world_size=2).batch(2) for r in (0, 1)]
     assert sorted(ranks[0] + ranks[1]) == sorted(full[2])
+
+
+def test_local_source_through_fetch_reproduces_masks(raw, tmp_path, monkeypatch):
+    """data.source=local: the user's own VOC/COCO/SBD directories, elsewhere on disk."""
+    from deeplab.data.fetch import fetch
+
+    user = tmp_path / "user"
+    shutil.copytree(raw / "VOC2012", user / "VOCdevkit/VOC2012")
+    shutil.copytree(raw / "coco", user / "datasets/coco")
+    shutil.copytree(raw / "SBD", user / "benchmark_RELEASE")
+    data = {"source": "local", "voc_root": str(user / "VOCdevkit/VOC2012"),
+            "coco_root": str(user / "datasets/coco"), "sbd_root": str(user / "benchmark_RELEASE")}
+    manifest = fetch(data, tmp_path / "data/raw")
+    assert json.loads((tmp_path / "data/raw/manifest.json").read_text())["voc_root"] == data["voc_root"]
+    monkeypatch.chdir(tmp_path)
+    preprocess(manifest, tmp_path / "processed", PRE)
+    coco = COCO(str(user / "datasets/coco/annotations/instances_val2017.json"))
+    for _, row in pd.read_csv(tmp_path / "processed/coco_val.csv", dtype=str).iterrows():
+        info = coco.loadImgs(int(row["id"]))[0]
+        assert np.array_equal(read_label_png(row["mask"]),
+                              independent_mask(coco, int(row["id"]), info["height"], info["width"]))
+    val = pd.read_csv(tmp_path / "processed/voc_val.csv", dtype=str)
+    assert len(val) == CFG["voc_val_images"]
+    for _, row in val.iterrows():
+        original = user / "VOCdevkit/VOC2012/SegmentationClass" / f"{row['id']}.png"
+        assert np.array_equal(read_label_png(row["mask"]), read_label_png(original))
+
+    with pytest.raises(FileNotFoundError, match="data.coco_root: .* lacks annotations/instances_train2017.json"):
+        (user / "datasets/coco/annotations/instances_train2017.json").unlink()
+        fetch(data, tmp_path / "data/raw2")
+    with pytest.raises(ValueError, match="data.voc_root: required when data.source is 'local'"):
+        fetch({**data, "voc_root": None}, tmp_path / "data/raw3")

@@ -141,3 +141,16 @@ def test_pretrained_backbone_from_local_file(tmp_path):
         small("mobilenetv2", pretrained_backbone=str(bad))
     with pytest.raises(FileNotFoundError):
         small("mobilenetv2", pretrained_backbone=str(tmp_path / "missing.pth"))
+
+
+def test_load_matching_weights_takes_only_same_name_and_shape():
+    torch.manual_seed(0)
+    src = DeepLabV3Plus(21, "mobilenetv2", 16, separable=True, aspp_channels=16, decoder_channels=16)
+    dst = DeepLabV3Plus(21, "mobilenetv2", 16, separable=False, aspp_channels=16, decoder_channels=16)
+    before = {k: v.clone() for k, v in dst.state_dict().items()}
+    fresh = dst.load_matching_weights(src.state_dict())
+    assert fresh and all(k.startswith(("aspp.", "head.")) for k in fresh)
+    assert "aspp.branches.1.0.weight" in fresh  # dense 3x3 vs depthwise: other shape
+    for key, value in dst.state_dict().items():
+        expected = before[key] if key in fresh else src.state_dict()[key]
+        assert torch.equal(value, expected), key

@@ -47,20 +47,35 @@ def test_dvc_repro_end_to_end(tmp_path, repo_root):
     run(["git", "init", "-q"], work)
 
     out = run(["dvc", "repro"], work).stdout
-    for stage in ("fetch", "preprocess", "pretrain", "finetune", "evaluate", "register"):
+    variants = list(params["ablations"])
+    for stage in ("fetch", "preprocess", "pretrain", "finetune", "evaluate", "register",
+                  *(f"variant@{v}" for v in variants)):
         assert f"Running stage '{stage}'" in out
     metrics = json.loads((work / "reports/metrics.json").read_text())
     assert 0.0 <= metrics["miou"] <= 1.0 and "2" in metrics["trimap"]
     table = (work / "reports/ablations.csv").read_text().splitlines()
     assert table[0].startswith("variant,train_os,eval_os,ms,flip,decoder,sc,coco,miou,madds_b")
-    assert len(table) == 1 + 2 * 2 * 2  # eval OS 16/8 x MS off/on x flip off/on
+    assert len(table) == 1 + 2 * 2 * 2 + len(variants)  # OS 16/8 x MS x flip, + one per variant
+    assert [line.split(",")[0] for line in table[-len(variants):]] == variants
+    assert set(json.loads((work / "reports/metrics.json").read_text())["variants"]) == set(variants)
 
     from mlflow import MlflowClient
     client = MlflowClient(tracking_uri=f"sqlite:///{work / 'mlflow.db'}")
     champion = client.get_model_version_by_alias("deeplabv3plus", "champion")
     assert int(champion.version) == 1
     runs = client.search_runs([client.get_experiment_by_name("deeplabv3plus").experiment_id])
-    assert {r.data.tags["dvc.stage"] for r in runs} >= {"pretrain", "finetune", "evaluate", "register"}
+    assert {r.data.tags["dvc.stage"] for r in runs} >= {"pretrain", "finetune", "evaluate", "register",
+                                                        "variant@no_sc"}
+
+    # The registered champion in a fresh interpreter: uint8 image in, label map out.
+    script = ("import sys, numpy as np, mlflow.pyfunc; from PIL import Image\n"
+              f"mlflow.set_tracking_uri('sqlite:///{work / 'mlflow.db'}')\n"
+              "m = mlflow.pyfunc.load_model('models:/deeplabv3plus@champion')\n"
+              "img = np.array(Image.open(sys.argv[1]).convert('RGB'))\n"
+              "print(m.predict(img[None]).shape, img.shape)\n")
+    image = sorted((work / "data/raw/VOC2012/JPEGImages").glob("*.jpg"))[0]
+    shapes = run([sys.executable, "-c", script, str(image)], tmp_path).stdout.split("\n")[-2]
+    assert shapes == "(1, 48, 48) (48, 48, 3)"
 
     again = run(["dvc", "repro"], work).stdout
     assert "Running stage" not in again
@@ -70,7 +85,14 @@ def test_dvc_repro_end_to_end(tmp_path, repo_root):
     changed = run(["dvc", "repro"], work).stdout
     assert "Running stage 'evaluate'" in changed
     assert "Running stage 'finetune'" not in changed and "Running stage 'pretrain'" not in changed
-    assert len((work / "reports/ablations.csv").read_text().splitlines()) == 1 + 2 * 2
+    assert len((work / "reports/ablations.csv").read_text().splitlines()) == 1 + 2 * 2 + len(variants)
+
+    params["ablations"]["no_sc"]["output_stride"] = 8  # edit one variant: only it retrains
+    (work / "params.yaml").write_text(yaml.safe_dump(params))
+    changed = run(["dvc", "repro"], work).stdout
+    assert "Running stage 'variant@no_sc'" in changed and "Running stage 'evaluate'" in changed
+    assert "Running stage 'variant@no_decoder'" not in changed
+    assert "Running stage 'finetune'" not in changed
 
     params["pretrain"]["lrr"] = params["pretrain"].pop("lr")
     (work / "params.yaml").write_text(yaml.safe_dump(params))

@@ -59,3 +59,18 @@ def test_nan_loss_stops_with_clear_message(dataset, tmp_path):
         bad.head.classifier.weight.fill_(float("nan"))
     with pytest.raises(TrainingDivergedError, match="loss is nan at iteration 1"):
         train(bad, dataset, SCHED, RUNTIME, tmp_path / "d.ckpt", seed=5, fingerprint_settings={})
+
+
+def test_data_signature_changes_when_a_file_is_rewritten(tmp_path):
+    import os
+
+    from deeplab.tracking import files_signature
+
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    a.write_bytes(b"1")
+    b.write_bytes(b"2")
+    before = files_signature([str(a), str(b)])
+    assert files_signature([str(a), str(b)]) == before
+    b.write_bytes(b"3")
+    os.utime(b, ns=(1, 1))
+    assert files_signature([str(a), str(b)]) != before

@@ -101,6 +101,29 @@ def list_of(inner: Validator, min_len: int = 1, max_len: int | None = None,
     return check
 
 
+def variants(settings: dict[str, Validator]) -> Validator:
+    """A mapping of variant names (lower-case letters, digits, `_`) to partial settings:
+    each may give any subset of `settings`' keys."""
+    def check(path: str, value: Any) -> Any:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            _fail(path, "a mapping of variant names to settings", value)
+        out = {}
+        for name, over in value.items():
+            where = f"{path}.{name}"
+            if not isinstance(name, str) or not name or name == "main" or \
+                    not all(c.islower() or c.isdigit() or c == "_" for c in name):
+                raise ConfigError(f"{where}: a variant name must be lower-case letters, digits "
+                                  f"and '_' (and not 'main')")
+            if not isinstance(over, dict) or not over:
+                _fail(where, "a mapping of settings to change (e.g. {decoder: false})", over)
+            _reject_unknown(over, settings, where)
+            out[name] = {k: settings[k](f"{where}.{k}", v) for k, v in over.items()}
+        return out
+    return check
+
+
 def _reject_unknown(raw: dict[str, Any], schema: dict[str, Any], path: str) -> None:
     unknown = sorted(set(raw) - set(schema), key=str)
     if unknown:
@@ -221,6 +244,13 @@ SCHEMA: dict[str, Any] = {
             "flip": boolean(),
         },
     },
+    "ablations": variants({
+        "backbone": choice("resnet50", "resnet101", "xception65", "mobilenetv2"),
+        "output_stride": choice(8, 16, 32),
+        "decoder": boolean(),
+        "separable": boolean(),
+        "init": choice("pretrain", "imagenet", "scratch"),
+    }),
     "mlflow": {
         "experiment": string(),
     },

@@ -65,9 +65,32 @@ def confusion_figure(cm: np.ndarray):
     return fig
 
 
-def run_evaluate_stage(params: dict[str, Any], model_file: Path, val_list: Path, reports: Path
-                       ) -> dict[str, Any]:
-    """Evaluate the finetuned model under every strategy; write tables, plots and metrics."""
+def _row(variant: str, info: dict[str, Any], strat: dict[str, Any], miou: float, madds: int
+         ) -> dict[str, Any]:
+    """One line of the ablation table (the paper's Table 5 columns)."""
+    mcfg = info["config"]
+    return {"variant": variant, "train_os": mcfg["output_stride"], **strat,
+            "decoder": mcfg["decoder"], "sc": mcfg["separable"],
+            "coco": str(info["info"].get("init", "")).startswith("pretrain"),
+            "miou": round(miou, 4), "madds_b": round(madds / 1e9, 2)}
+
+
+def trimap_figure(curves: dict[str, dict[int, float]]):
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    for name, curve in curves.items():
+        ax.plot(list(curve), list(curve.values()), marker="o", label=name)
+    ax.set_xlabel("band width around object boundaries (pixels)")
+    ax.set_ylabel("mIoU inside the band")
+    ax.set_title("trimap: accuracy near boundaries")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return fig
+
+
+def run_evaluate_stage(params: dict[str, Any], model_file: Path, val_list: Path, reports: Path,
+                       variant_files: dict[str, Path] | None = None) -> dict[str, Any]:
+    """Evaluate the finetuned model under every strategy and each ablation variant at its
+    training output stride (single scale); write tables, plots and metrics."""
     import mlflow
 
     from .tracking import start_stage_run
@@ -90,16 +113,24 @@ def run_evaluate_stage(params: dict[str, Any], model_file: Path, val_list: Path,
                        desc=f"OS{strat['eval_os']} ms={strat['ms']} flip={strat['flip']}",
                        keep_predictions=cfg["sample_images"] if is_main else 0)
         madds = strategy_madds(model, cfg["madds_size"], scales, strat["flip"])
-        table.append({"variant": "main", "train_os": mcfg["output_stride"], **strat,
-                      "decoder": mcfg["decoder"], "sc": mcfg["separable"],
-                      "coco": str(info["info"].get("init", "")).startswith("pretrain"),
-                      "miou": round(res["miou"], 4), "madds_b": round(madds / 1e9, 2)})
+        table.append(_row("main", info, strat, res["miou"], madds))
         if is_main:
             main = res
         log.info("%s -> mIoU %.4f, %.1fB madds", strat, res["miou"], madds / 1e9)
     if main is None:
         raise ValueError(f"evaluate.output_strides must include the training output stride "
                          f"{mcfg['output_stride']} to produce the main metrics")
+    trimaps = {"main": main["trimap"]}
+    for name, path in (variant_files or {}).items():
+        vinfo = read_model_file(path)
+        vmodel = model_from_state(vinfo, str(path)).to(device).eval()
+        strat = {"eval_os": vinfo["config"]["output_stride"], "ms": False, "flip": False}
+        res = evaluate(vmodel, rows, NUM_CLASSES, device, (1.0,), False, cfg["trimap_widths"],
+                       desc=f"variant {name}")
+        madds = strategy_madds(vmodel, cfg["madds_size"], [1.0], False)
+        table.append(_row(name, vinfo, strat, res["miou"], madds))
+        trimaps[name] = res["trimap"]
+        log.info("variant %s -> mIoU %.4f, %.1fB madds", name, res["miou"], madds / 1e9)
     df = pd.DataFrame(table)
     df.to_csv(reports / "ablations.csv", index=False)
     (reports / "ablations.md").write_text(df.to_markdown(index=False) + "\n")
@@ -107,6 +138,9 @@ def run_evaluate_stage(params: dict[str, Any], model_file: Path, val_list: Path,
         reports / "per_class_iou.csv", index=False)
     pd.DataFrame({"band_width": list(main["trimap"]), "miou": list(main["trimap"].values())}).to_csv(
         reports / "trimap.csv", index=False)
+    wide = pd.DataFrame({name: pd.Series(curve) for name, curve in trimaps.items()})
+    wide.rename_axis("band_width").round(4).to_csv(reports / "trimap_variants.csv")
+    _save_figure(reports / "trimap.png", trimap_figure(trimaps))
     _save_figure(reports / "confusion.png", confusion_figure(main["cm"]))
     samples = reports / "samples"
     samples.mkdir(exist_ok=True)
@@ -118,12 +152,16 @@ def run_evaluate_stage(params: dict[str, Any], model_file: Path, val_list: Path,
                "best_strategy_miou": float(df["miou"].max()),
                "madds_b": float(df.loc[(df["eval_os"] == mcfg["output_stride"]) & ~df["ms"] & ~df["flip"],
                                        "madds_b"].iloc[0]),
-               "trimap": {str(k): round(v, 4) for k, v in main["trimap"].items()}}
+               "trimap": {str(k): round(v, 4) for k, v in main["trimap"].items()},
+               "variants": {name: float(df.loc[df["variant"] == name, "miou"].iloc[0])
+                            for name in trimaps if name != "main"}}
     write_json(reports / "metrics.json", metrics)
     with start_stage_run("evaluate", params, params["mlflow"]["experiment"], [val_list]):
         mlflow.log_metrics({k: v for k, v in metrics.items() if not isinstance(v, dict)})
+        mlflow.log_metrics({f"variant_{k}_miou": v for k, v in metrics["variants"].items()})
         mlflow.log_metrics({f"trimap_{k}": v for k, v in metrics["trimap"].items()})
-        for name in ("ablations.csv", "ablations.md", "per_class_iou.csv", "trimap.csv", "confusion.png"):
+        for name in ("ablations.csv", "ablations.md", "per_class_iou.csv", "trimap.csv",
+                     "trimap_variants.csv", "trimap.png", "confusion.png"):
             mlflow.log_artifact(str(reports / name))
         mlflow.log_artifacts(str(samples), "samples")
     return metrics

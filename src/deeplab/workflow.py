@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 
 from .checkpoint import read_model_file, save_model
-from .config import VOC_CLASSES
+from .config import VOC_CLASSES, ConfigError
 from .data.dataset import SegmentationDataset, read_list, repeat_rows
 from .evaluation import evaluate
 from .io import write_json
@@ -34,15 +34,39 @@ def build_model(cfg: dict[str, Any], pretrained_backbone: str | None = None) -> 
         dropout=cfg["dropout"])
 
 
-def initial_model(stage: str, params: dict[str, Any], init_file: Path | None) -> tuple[DeepLabV3Plus, str]:
-    """The model a stage starts from, and a description of where its weights came from."""
+def variant_params(params: dict[str, Any], name: str) -> dict[str, Any]:
+    """The params of ablation variant `name`: `model` and `finetune.init` overridden."""
+    if name not in params["ablations"]:
+        raise ConfigError(f"ablations.{name}: no such variant (defined: "
+                          f"{', '.join(params['ablations']) or 'none'})")
+    over = dict(params["ablations"][name])
+    out = {**params, "model": dict(params["model"]), "finetune": dict(params["finetune"])}
+    if "init" in over:
+        out["finetune"]["init"] = over.pop("init")
+    out["model"].update(over)
+    return out
+
+
+def initial_model(stage: str, params: dict[str, Any], init_file: Path | None,
+                  partial: bool = False) -> tuple[DeepLabV3Plus, str]:
+    """The model a stage starts from, and a description of where its weights came from.
+
+    With `partial`, a pretrain checkpoint of another architecture (an ablation variant)
+    gives the tensors whose names and shapes match; the rest keep their initialisation.
+    """
     model_cfg = params["model"]
     init = params["finetune"]["init"] if stage == "finetune" else "imagenet"
     if init == "pretrain":
         model = build_model(model_cfg)
         state = read_model_file(init_file)
-        model.load_weights(state["state_dict"], source=str(init_file))
-        return model, f"pretrain checkpoint {init_file}"
+        if not partial:
+            model.load_weights(state["state_dict"], source=str(init_file))
+            return model, f"pretrain checkpoint {init_file}"
+        fresh = model.load_matching_weights(state["state_dict"])
+        log.info("from %s: %d tensors re-initialised (%s)", init_file, len(fresh),
+                 ", ".join(sorted({k.rsplit(".", 2)[0] for k in fresh}))[:300] or "none")
+        return model, (f"pretrain checkpoint {init_file}" + (
+            f" (matching tensors; {len(fresh)} re-initialised)" if fresh else ""))
     if init == "imagenet" and model_cfg["pretrained_backbone"]:
         return build_model(model_cfg, model_cfg["pretrained_backbone"]), \
             f"backbone {model_cfg['pretrained_backbone']}"
@@ -54,8 +78,13 @@ def initial_model(stage: str, params: dict[str, Any], init_file: Path | None) ->
 
 def run_training_stage(stage: str, params: dict[str, Any], train_list: Path, val_list: Path,
                        out_model: Path, checkpoint: Path, reports: Path,
-                       init_file: Path | None = None, hard_list: Path | None = None) -> dict[str, Any]:
-    """Train for one stage, validate on full images, write the model, curves and metrics."""
+                       init_file: Path | None = None, hard_list: Path | None = None,
+                       run_name: str | None = None, partial_init: bool = False) -> dict[str, Any]:
+    """Train for one stage, validate on full images, write the model, curves and metrics.
+
+    `stage` names the schedule section (pretrain | finetune); `run_name` the DVC stage
+    (default: `stage`), used for the MLflow run and the checkpoint fingerprint.
+    """
     import mlflow
 
     sched, runtime = params[stage], params["train"]
@@ -65,12 +94,13 @@ def run_training_stage(stage: str, params: dict[str, Any], train_list: Path, val
     rows = repeat_rows(base, hard_ids, sched.get("bootstrap_factor", 1))
     val_rows = read_list(val_list)
     dataset = SegmentationDataset(rows, sched["crop_size"], sched["scale_range"], sched["flip"])
-    model, origin = initial_model(stage, params, init_file)
+    run_name = run_name or stage
+    model, origin = initial_model(stage, params, init_file, partial_init)
     info, device = init_from_env(select_device(runtime["device"]))
     data_files = [train_list, val_list] + ([hard_list] if hard_list else [])
     log.info("%s: %d training samples (%d hard repeats), init from %s, device %s, process %d of %d",
              stage, len(rows), len(rows) - len(base), origin, device, info.rank + 1, info.world_size)
-    fp = {"stage": stage, "params": {k: params[k] for k in ("seed", "model", stage)},
+    fp = {"stage": run_name, "params": {k: params[k] for k in ("seed", "model", stage)},
           "data": files_hash(data_files),
           "files": files_signature(dataset.images + dataset.masks),
           "init": files_hash([init_file]) if init_file and origin.startswith("pretrain") else origin}
@@ -83,7 +113,7 @@ def run_training_stage(stage: str, params: dict[str, Any], train_list: Path, val
         return {"val_miou": miou}
 
     try:
-        with start_stage_run(stage, params, params["mlflow"]["experiment"], data_files) \
+        with start_stage_run(run_name, params, params["mlflow"]["experiment"], data_files) \
                 if info.is_main else contextlib.nullcontext():
             if info.is_main:
                 mlflow.set_tag("init", origin)
@@ -101,7 +131,7 @@ def run_training_stage(stage: str, params: dict[str, Any], train_list: Path, val
                        "train_images_per_s": round(result.images_per_s, 2),
                        "resumed_from": result.resumed_from, "processes": info.world_size}
             mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
-            save_model(out_model, model.cpu(), stage=stage, val_miou=final["miou"], init=origin,
+            save_model(out_model, model.cpu(), stage=run_name, val_miou=final["miou"], init=origin,
                        iterations=result.iterations)
             reports.mkdir(parents=True, exist_ok=True)
             pd.DataFrame(result.history).to_csv(reports / "curve.csv", index=False)

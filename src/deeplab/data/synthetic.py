@@ -38,19 +38,21 @@ OTHER_CATEGORIES = {10: "traffic light", 13: "stop sign", 28: "umbrella", 47: "c
 @dataclass(frozen=True)
 class ClassLook:
     shape: str
-    hue: float       # 0..1
-    texture: int     # 0 stripes, 1 checks
+    hue: float         # 0..1
+    texture: int       # 0 stripes, 1 checks
+    saturation: float  # 0.85 or 0.5: classes with neighbouring hues differ
 
 
 def class_look(voc_id: int) -> ClassLook:
-    """Shape, hue and texture of a VOC class (1..20).
+    """Shape, colour and texture of a VOC class (1..20).
 
-    Classes k and k+10 share a shape and have opposite hues; the classes with the nearest
-    hues (0.05 apart, close to the per-object hue jitter) have other shapes, so colour
-    alone is ambiguous and shape alone is too. Stripes vs checks is a third, weaker cue.
+    Twenty hues 0.05 apart; classes with neighbouring hues differ in saturation and shape,
+    classes k and k+10 share a shape and have opposite hues. Stripes vs checks is a
+    third cue. Lighting, shading, texture contrast and JPEG noise blur the colour cue.
     """
     k = voc_id - 1
-    return ClassLook(SHAPES[k % 10], ((k * 3) % 20) / 20.0, k // 10)
+    h = (k * 3) % 20
+    return ClassLook(SHAPES[k % 10], h / 20.0, k // 10, 0.85 if h % 2 == 0 else 0.5)
 
 
 def _hsv_to_rgb(h: float, s: float, v: float) -> np.ndarray:
@@ -110,7 +112,7 @@ def _texture(rng: np.random.Generator, size: int, hue: float, texture: int, sat:
     else:
         pattern = ndi.gaussian_filter(rng.random((size, size)), 2)
         pattern = (pattern - pattern.min()) / (np.ptp(pattern) + 1e-6)
-    base = _hsv_to_rgb((hue + rng.normal(0, 0.02)) % 1.0, sat, rng.uniform(0.65, 0.95))
+    base = _hsv_to_rgb((hue + rng.normal(0, 0.006)) % 1.0, sat, rng.uniform(0.7, 0.95))
     dark = base * rng.uniform(0.35, 0.55)
     shade = 1 + 0.25 * (xx / size - 0.5) * rng.uniform(-1, 1)
     return (dark + (base - dark) * pattern[..., None]) * shade[..., None]
@@ -160,7 +162,8 @@ def render_scene(rng: np.random.Generator, size: int) -> tuple[np.ndarray, list[
     for inst in instances:
         if inst.voc_id:
             look = class_look(inst.voc_id)
-            tex = _texture(rng, size, look.hue, look.texture, sat=rng.uniform(0.55, 0.9))
+            tex = _texture(rng, size, look.hue, look.texture,
+                           sat=look.saturation + rng.uniform(-0.06, 0.06))
         else:
             tex = _texture(rng, size, rng.random(), 2, sat=rng.uniform(0.0, 0.3))
         img[inst.mask] = tex[inst.mask]
@@ -170,7 +173,7 @@ def render_scene(rng: np.random.Generator, size: int) -> tuple[np.ndarray, list[
             poly = _polygon(rng, class_look(15).shape, size, 0.06, 0.12)
             crowd |= _decode([poly], size)
         look = class_look(15)
-        tex = _texture(rng, size, look.hue, look.texture, sat=0.8)
+        tex = _texture(rng, size, look.hue, look.texture, sat=look.saturation)
         img[crowd] = tex[crowd]
         instances.append(Instance(COCO_IDS_OF_VOC[14], 15, crowd,
                                   {"counts": _uncompressed_counts(crowd), "size": [size, size]},

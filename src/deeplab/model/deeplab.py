@@ -96,3 +96,11 @@ class DeepLabV3Plus(nn.Module):
                              f"the model expects {tuple(own[key].shape)}")
         self.load_state_dict({k: v for k, v in state.items() if k not in skipped}, strict=False)
         return skipped
+
+    def load_matching_weights(self, state: Mapping[str, torch.Tensor]) -> list[str]:
+        """Load the tensors of `state` whose names and shapes match this model's (a checkpoint
+        of another head or conv type); return the names that keep their initialisation."""
+        own = self.state_dict()
+        matching = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+        self.load_state_dict(matching, strict=False)
+        return sorted(set(own) - set(matching))
