@@ -5,7 +5,8 @@
     python bench/bench.py --loader        # data pipeline vs training step (params.yaml settings)
 
 Each configuration runs in its own process (clean peak-memory numbers): warm-up steps, then
-`--repeats` timed steps; the table gives medians. A training step is forward + cross-entropy
+`--repeats` timed steps; `--rounds` repeats the sweep with the configurations interleaved
+(on a shared machine speed drifts by ~10% over minutes); the table gives medians. A training step is forward + cross-entropy
 + backward + SGD step at `--batch`; inference is a forward pass in eval mode under
 `torch.inference_mode`. Peers: torchvision's DeepLabV3 ResNet-101 (OS 8, no decoder) and
 segmentation-models-pytorch's DeepLabV3Plus ResNet-101 (OS 16, separable ASPP + decoder;
@@ -29,21 +30,26 @@ import torch
 import torch.nn.functional as F
 
 # name -> (kind, settings); "peer" names the peer with the same architecture.
+# "mg1" = multi-grid (1, 1, 1): the peers have no multi-grid, so these are the same-architecture
+# comparisons; the default multi-grid (1, 2, 4) dilates the last block's convs further.
 CONFIGS: dict[str, dict] = {
-    "ours-r101-os16-dec-sc": dict(backbone="resnet101", os=16, decoder=True, separable=True,
-                                  peer="smp-r101-os16-dec-sc"),
+    "ours-r101-os16-dec-sc": dict(backbone="resnet101", os=16, decoder=True, separable=True),
+    "ours-r101-os16-dec-sc-mg1": dict(backbone="resnet101", os=16, decoder=True, separable=True,
+                                      multi_grid=(1, 1, 1), peer="smp-r101-os16-dec-sc"),
     "ours-r101-os16-dec": dict(backbone="resnet101", os=16, decoder=True, separable=False),
     "ours-r101-os16": dict(backbone="resnet101", os=16, decoder=False, separable=False),
-    "ours-r101-os8": dict(backbone="resnet101", os=8, decoder=False, separable=False,
-                          peer="tv-deeplabv3-r101-os8"),
+    "ours-r101-os8": dict(backbone="resnet101", os=8, decoder=False, separable=False),
+    "ours-r101-os8-mg1": dict(backbone="resnet101", os=8, decoder=False, separable=False,
+                              multi_grid=(1, 1, 1), peer="tv-deeplabv3-r101-os8"),
     "ours-r101-os8-dec-sc": dict(backbone="resnet101", os=8, decoder=True, separable=True),
     "ours-x65-os16-dec-sc": dict(backbone="xception65", os=16, decoder=True, separable=True),
     "ours-x65-os8-dec-sc": dict(backbone="xception65", os=8, decoder=True, separable=True),
     "tv-deeplabv3-r101-os8": dict(peer_lib="torchvision"),
     "smp-r101-os16-dec-sc": dict(peer_lib="smp"),
 }
-DEFAULT = ["ours-r101-os16-dec-sc", "ours-r101-os16-dec", "ours-r101-os8", "ours-x65-os16-dec-sc",
-           "ours-x65-os8-dec-sc", "tv-deeplabv3-r101-os8", "smp-r101-os16-dec-sc"]
+DEFAULT = ["ours-r101-os16-dec-sc", "ours-r101-os16-dec-sc-mg1", "ours-r101-os16-dec",
+           "ours-r101-os8", "ours-r101-os8-mg1", "ours-x65-os16-dec-sc", "ours-x65-os8-dec-sc",
+           "tv-deeplabv3-r101-os8", "smp-r101-os16-dec-sc"]
 PRECISIONS = ("fp32", "bf16-cl", "bf16-cl-compile")
 
 
@@ -63,7 +69,7 @@ def build(name: str, num_classes: int = 21) -> torch.nn.Module:
     from deeplab.model import DeepLabV3Plus
 
     return DeepLabV3Plus(num_classes, cfg["backbone"], cfg["os"], decoder=cfg["decoder"],
-                         separable=cfg["separable"])
+                         separable=cfg["separable"], multi_grid=cfg.get("multi_grid", (1, 2, 4)))
 
 
 class _OutOnly(torch.nn.Module):
@@ -183,6 +189,16 @@ def loader_throughput(params_file: str, seconds: float) -> dict:
             "training_waits_on_data": bool(loader_rate < batch / step_s)}
 
 
+def _median_row(rows: list[dict]) -> dict:
+    """Medians over rounds of every numeric field."""
+    out = dict(rows[0])
+    for key, value in rows[0].items():
+        if isinstance(value, float):
+            out[key] = round(statistics.median(r[key] for r in rows), 3)
+    out["rounds"] = len(rows)
+    return out
+
+
 def markdown(rows: list[dict]) -> str:
     import pandas as pd
 
@@ -213,6 +229,7 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--rounds", type=int, default=1, help="repeat the whole sweep, interleaved")
     ap.add_argument("--out", type=Path, default=None, help="write <out>.json and <out>.md")
     ap.add_argument("--loader", action="store_true", help="data pipeline vs training step instead")
     ap.add_argument("--loader-seconds", type=float, default=10.0)
@@ -233,19 +250,22 @@ def main() -> int:
             args.out.parent.mkdir(parents=True, exist_ok=True)
             args.out.with_suffix(".json").write_text(json.dumps(result, indent=2))
         return 0
-    rows = []
-    for precision in args.precisions:
-        for name in args.configs:
-            cmd = [sys.executable, __file__, "--one", name, "--device", device.type,
-                   "--precisions", precision, "--size", str(args.size), "--batch", str(args.batch),
-                   "--threads", str(args.threads), "--warmup", str(args.warmup),
-                   "--repeats", str(args.repeats)]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            if proc.returncode:
-                print(f"{name} {precision}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
-                continue
-            rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-            print(json.dumps(rows[-1]), flush=True)
+    runs: dict[tuple[str, str], list[dict]] = {}
+    for _ in range(args.rounds):  # rounds interleave the configs: slow drifts hit all alike
+        for precision in args.precisions:
+            for name in args.configs:
+                cmd = [sys.executable, __file__, "--one", name, "--device", device.type,
+                       "--precisions", precision, "--size", str(args.size), "--batch",
+                       str(args.batch), "--threads", str(args.threads), "--warmup",
+                       str(args.warmup), "--repeats", str(args.repeats)]
+                proc = subprocess.run(cmd, capture_output=True, text=True)
+                if proc.returncode:
+                    print(f"{name} {precision}: failed\n{proc.stderr[-2000:]}", file=sys.stderr)
+                    continue
+                row = json.loads(proc.stdout.strip().splitlines()[-1])
+                runs.setdefault((name, precision), []).append(row)
+                print(json.dumps(row), flush=True)
+    rows = [_median_row(r) for r in runs.values()]
     add_ratios(rows)
     meta = {"machine": platform.processor() or platform.machine(), "python": platform.python_version(),
             "torch": torch.__version__, "threads": args.threads or torch.get_num_threads(),
