@@ -154,3 +154,19 @@ def test_load_matching_weights_takes_only_same_name_and_shape():
     for key, value in dst.state_dict().items():
         expected = before[key] if key in fresh else src.state_dict()[key]
         assert torch.equal(value, expected), key
+
+
+@pytest.mark.parametrize("backbone", ["resnet50", "xception65"])
+def test_channels_last_bf16_autocast_forward_backward(backbone):
+    """The CUDA fast path's layout and dtype handling, exercised on CPU (bf16 autocast)."""
+    torch.manual_seed(0)
+    model = DeepLabV3Plus(21, backbone, 16, aspp_channels=32, decoder_channels=32)
+    model = model.to(memory_format=torch.channels_last).train()
+    x = torch.rand(2, 3, 65, 65).contiguous(memory_format=torch.channels_last)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(x)
+        loss = torch.nn.functional.cross_entropy(out.float(), torch.randint(0, 21, (2, 65, 65)))
+    loss.backward()
+    assert out.shape == (2, 21, 65, 65) and out.dtype == torch.bfloat16
+    assert torch.isfinite(loss)
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
