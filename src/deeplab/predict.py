@@ -44,7 +44,7 @@ def load_segmenter(spec: str, device: torch.device, output_stride: int | None = 
             raise ValueError(f"{spec}: an exported program has a fixed inference strategy; "
                              f"re-export it to change output stride, scales or flip")
         return torch.export.load(spec).module().to(device)
-    if "://" in spec or spec.startswith("models:/") or spec.startswith("runs:/"):
+    if spec.startswith(("models:/", "runs:/")) or "://" in spec:
         import mlflow.pytorch
 
         from .tracking import tracking_uri

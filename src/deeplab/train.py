@@ -171,7 +171,8 @@ def train(model: nn.Module, dataset: SegmentationDataset, sched: dict[str, Any],
                                        align_corners=True)
             # Sum over this process's pixels / valid pixels of all processes, times the
             # process count (DDP averages gradients): the mean over the global batch.
-            loss_sum = F.cross_entropy(logits.to(torch.promote_types(logits.dtype, torch.float32)), labels, ignore_index=IGNORE, reduction="sum")
+            logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+            loss_sum = F.cross_entropy(logits, labels, ignore_index=IGNORE, reduction="sum")
             valid = all_sum((labels != IGNORE).sum().float()).clamp_min(1)
             loss = loss_sum * world_size / valid
             global_loss = all_sum(loss_sum.detach()) / valid  # the same on every rank
@@ -197,7 +198,8 @@ def train(model: nn.Module, dataset: SegmentationDataset, sched: dict[str, Any],
             history.append({"iteration": it, **record})
             if on_log and rank == 0:
                 on_log(it, record)
-        if on_validate and rank == 0 and sched["val_every"] and it % sched["val_every"] == 0 and it < total:
+        if (on_validate and rank == 0 and sched["val_every"] and it % sched["val_every"] == 0
+                and it < total):
             on_validate(unwrap(model), it)
             model.train()
         if it % sched["checkpoint_every"] == 0 or it == end:

@@ -13,11 +13,11 @@ import torch
 from .checkpoint import read_model_file, save_model
 from .config import VOC_CLASSES, ConfigError
 from .data.dataset import SegmentationDataset, read_list, repeat_rows
+from .distributed import init_from_env, shutdown
 from .evaluation import evaluate
 from .io import write_json
 from .model import DeepLabV3Plus
 from .tracking import files_hash, files_signature, start_stage_run
-from .distributed import init_from_env, shutdown
 from .train import select_device, train
 
 log = logging.getLogger(__name__)
