@@ -16,6 +16,7 @@ from deeplab.data.palette import read_label_png, save_label_png
 from deeplab.data.preprocess import preprocess
 from deeplab.data.samples import BadSampleError
 from deeplab.data.synthetic import generate
+from deeplab.errors import DeeplabError
 
 CFG = dict(seed=3, image_size=48, coco_train_images=12, coco_val_images=4, voc_train_images=6,
            voc_val_images=4, sbd_images=5)
@@ -162,5 +163,5 @@ def test_local_source_through_fetch_reproduces_masks(raw, tmp_path, monkeypatch)
     with pytest.raises(FileNotFoundError, match="data.coco_root: .* lacks annotations/instances_train2017.json"):
         (user / "datasets/coco/annotations/instances_train2017.json").unlink()
         fetch(data, tmp_path / "data/raw2")
-    with pytest.raises(ValueError, match="data.voc_root: required when data.source is 'local'"):
+    with pytest.raises(DeeplabError, match="data.voc_root: required when data.source is 'local'"):
         fetch({**data, "voc_root": None}, tmp_path / "data/raw3")

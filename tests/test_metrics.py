@@ -41,6 +41,9 @@ def test_boundary_band_width():
 
 def test_flip_and_multiscale_average():
     class Constant(torch.nn.Module):
+        output_stride = 1  # no padding needed
+        mean = torch.zeros(1, 3, 1, 1)
+
         def forward(self, x):
             out = torch.zeros(x.shape[0], 2, *x.shape[-2:])
             out[:, 1] = x[:, 0] * 10  # logit follows the red channel

@@ -47,7 +47,8 @@ def test_resnet_dilations_and_multigrid():
     assert layer4 == [2, 4, 8]  # multi-grid (1, 2, 4) x rate 2
     assert set(model.backbone.dilations()[1]) == {1}
     model.set_output_stride(8)
-    assert set(model.backbone.dilations()[1]) == {2}
+    layer3 = model.backbone.dilations()[1]
+    assert layer3[0] == 1 and set(layer3[1:]) == {2}  # the unit that carried the stride keeps rate 1
     assert model.backbone.dilations()[-1] == [4, 8, 16]
     assert model.aspp.rates == (12, 24, 36)
     strided = [m.stride for m in model.backbone.stages[2].modules() if isinstance(m, nn.Conv2d)]

@@ -36,9 +36,15 @@ def model_file(tmp_path):
 
 
 def reference_labels(net: DeepLabV3Plus, image: np.ndarray) -> np.ndarray:
-    x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+    """The reference geometry, written independently: a mean-pixel canvas of the smallest
+    k*OS+1 size holding the image, the image in its top-left corner, logits cropped back."""
+    h, w = image.shape[:2]
+    os_ = net.output_stride
+    ph, pw = -(-(h - 1) // os_) * os_ + 1, -(-(w - 1) // os_) * os_ + 1
+    canvas = net.mean.reshape(1, 3, 1, 1).repeat(1, 1, ph, pw)
+    canvas[..., :h, :w] = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
     with torch.no_grad():
-        return net(x).argmax(1)[0].numpy().astype(np.uint8)
+        return net(canvas)[..., :h, :w].argmax(1)[0].numpy().astype(np.uint8)
 
 
 def test_segmenter_takes_uint8_hwc_of_any_size():
@@ -82,20 +88,21 @@ def test_predict_command_on_mixed_folder(tmp_path, model_file, capsys):
     (inputs / "notes.txt").write_text("not an image, ignored")
     assert predict_main(["--model", str(model_file), "--input", str(inputs),
                          "--output", str(tmp_path / "out"), "--device", "cpu"]) == 0
-    for name, size in [("a", (70, 90)), ("b", (41, 33)), ("gray", (50, 60))]:
-        label = read_label_png(tmp_path / "out" / f"{name}.png")
+    for name, size in [("a.jpg", (70, 90)), ("b.png", (41, 33)), ("gray.png", (50, 60))]:
+        label = read_label_png(tmp_path / "out" / f"{name}.labels.png")
         assert label.shape == size
-        assert Image.open(tmp_path / "out" / f"{name}_overlay.jpg").size == size[::-1]
+        assert Image.open(tmp_path / "out" / f"{name}.overlay.jpg").size == size[::-1]
     net = tiny_net()
     image = np.array(Image.open(inputs / "a.jpg").convert("RGB"))
-    assert np.array_equal(read_label_png(tmp_path / "out" / "a.png"), reference_labels(net, image))
+    assert np.array_equal(read_label_png(tmp_path / "out" / "a.jpg.labels.png"),
+                          reference_labels(net, image))
 
     (inputs / "broken.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
     code = predict_main(["--model", str(model_file), "--input", str(inputs),
                          "--output", str(tmp_path / "out2"), "--device", "cpu"])
     err = capsys.readouterr().err
     assert code == 2 and "broken.jpg: not a readable image" in err
-    assert (tmp_path / "out2" / "a.png").is_file()  # the readable ones are still done
+    assert (tmp_path / "out2" / "a.jpg.labels.png").is_file()  # the readable ones are still done
     assert predict_main(["--model", str(tmp_path / "nope.pt"), "--input", str(inputs),
                          "--output", str(tmp_path / "o3")]) == 2
     assert "nope.pt: model file not found" in capsys.readouterr().err

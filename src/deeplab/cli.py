@@ -1,4 +1,4 @@
-"""Entry-point helpers: logging, and one clear error line + non-zero exit for bad input."""
+"""Entry-point helpers: logging, and one clear error line + exit status 2 for the project's errors."""
 
 from __future__ import annotations
 
@@ -7,24 +7,21 @@ import logging
 import sys
 from typing import Callable
 
-from .config import ConfigError
-from .data.download import DownloadError, UnsafeArchiveError
-from .data.samples import BadSampleError
-from .train import TrainingDivergedError
-
-EXPECTED = (ConfigError, BadSampleError, FileNotFoundError, FileExistsError, DownloadError,
-            UnsafeArchiveError, TrainingDivergedError, ValueError)
+from .errors import DeeplabError
 
 
 def stage_main(fn: Callable[[], None]) -> Callable[[], None]:
-    """Run a stage; expected failures print `error: <message>` and exit with status 2."""
+    """Run a stage; a `DeeplabError` prints `error: <message>` and exits with status 2.
+
+    Any other exception is a programming error and keeps its traceback.
+    """
 
     @functools.wraps(fn)
     def wrapper() -> None:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
         try:
             fn()
-        except EXPECTED as exc:
+        except DeeplabError as exc:
             print(f"error: {exc}", file=sys.stderr)
             sys.exit(2)
 

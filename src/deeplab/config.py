@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 from pathlib import Path
 from typing import Any, Callable
 
 import yaml
 
+from .errors import ConfigError
+from .model.backbones import BACKBONE_ALIASES, BACKBONES
+
 Validator = Callable[[str, Any], Any]
-
-
-class ConfigError(ValueError):
-    """A params file that does not match the schema; the message names the key path."""
 
 
 def _show(value: Any) -> str:
@@ -69,6 +69,27 @@ def string() -> Validator:
         if not isinstance(value, str) or not value:
             _fail(path, "a non-empty string", value)
         return value
+    return check
+
+
+def pattern(regex: str, expected: str) -> Validator:
+    """A string that matches `regex` entirely."""
+    compiled = re.compile(regex)
+
+    def check(path: str, value: Any) -> Any:
+        if not isinstance(value, str) or not compiled.fullmatch(value):
+            _fail(path, expected, value)
+        return value
+    return check
+
+
+def backbone() -> Validator:
+    """A backbone name; aliases are accepted and returned in their canonical spelling."""
+    inner = choice(*BACKBONES, *BACKBONE_ALIASES)
+
+    def check(path: str, value: Any) -> Any:
+        value = inner(path, value)
+        return BACKBONE_ALIASES.get(value, value)
     return check
 
 
@@ -163,6 +184,7 @@ def _optimisation() -> dict[str, Any]:
         "flip": boolean(),
         "checkpoint_every": integer(positive=True),
         "val_every": integer(low=0),
+        "freeze_bn": boolean(),
     }
 
 
@@ -189,6 +211,7 @@ SCHEMA: dict[str, Any] = {
             "sbd_images": integer(low=0),
         },
         "download": {
+            "dir": string(),
             "mirror": optional(string()),
             "retries": integer(low=0, high=20),
             "timeout_s": number(positive=True),
@@ -200,14 +223,15 @@ SCHEMA: dict[str, Any] = {
         "on_bad_sample": choice("error", "skip"),
     },
     "model": {
-        "backbone": choice("resnet50", "resnet101", "xception65", "mobilenetv2"),
+        "backbone": backbone(),
         "output_stride": choice(8, 16, 32),
         "decoder": boolean(),
         "separable": boolean(),
         "aspp_channels": integer(positive=True),
         "decoder_channels": integer(positive=True),
         "low_level_channels": integer(positive=True),
-        "multi_grid": list_of(integer(positive=True), 1, 3),
+        "multi_grid": optional(list_of(integer(positive=True), 1, 3)),
+        "bn_momentum": number(0.0, 1.0),
         "dropout": number(0.0, 0.9),
         "pretrained_backbone": optional(string()),
     },
@@ -234,9 +258,12 @@ SCHEMA: dict[str, Any] = {
         "trimap_widths": list_of(integer(positive=True), unique=True),
         "sample_images": integer(low=0, high=64),
         "madds_size": integer(low=32),
+        "pad_to": optional(integer(low=33)),
     },
     "register": {
-        "model_name": string(),
+        "model_name": pattern(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}",
+                              "a name of letters, digits, '_', '.' and '-' (no quotes, spaces "
+                              "or slashes: it goes into models:/ URIs and registry filters)"),
         "min_miou": number(0.0, 1.0),
         "inference": {
             "output_stride": choice(8, 16, 32),
@@ -245,7 +272,7 @@ SCHEMA: dict[str, Any] = {
         },
     },
     "ablations": variants({
-        "backbone": choice("resnet50", "resnet101", "xception65", "mobilenetv2"),
+        "backbone": backbone(),
         "output_stride": choice(8, 16, 32),
         "decoder": boolean(),
         "separable": boolean(),

@@ -17,6 +17,7 @@ import torch
 from torch.export import Dim
 
 from .checkpoint import load_model
+from .errors import DeeplabError, InputError
 from .io import atomic_path
 from .segmenter import Segmenter
 
@@ -28,7 +29,7 @@ def export_program(seg: Segmenter, path: Path, example_size: int = 97, max_size:
     makes size guards that `torch.export` cannot prove for every input size.
     """
     if list(seg.scales) != [1.0]:
-        raise ValueError(f"export supports single-scale inference (scales [1.0]), got "
+        raise InputError(f"export supports single-scale inference (scales [1.0]), got "
                          f"{list(seg.scales)}; use `python -m deeplab.predict` for multi-scale")
     example = torch.randint(0, 256, (2, example_size, example_size, 3), dtype=torch.uint8)
     dims = {0: Dim("batch", min=1, max=1024), 1: Dim("height", min=33, max=max_size),
@@ -51,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         seg = Segmenter(load_model(args.model), args.output_stride, (1.0,), args.flip)
         export_program(seg, args.output)
-    except (FileNotFoundError, ValueError) as exc:
+    except DeeplabError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"export: {args.output} ({seg.strategy})")

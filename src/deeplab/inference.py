@@ -1,4 +1,13 @@
-"""Inference strategies of the paper's Table 5: output stride, multi-scale inputs, flip."""
+"""Inference strategies of the paper's Table 5 (output stride, multi-scale inputs, flip) and
+the evaluation geometry of the reference.
+
+The network resizes with `align_corners=True`, which maps features exactly only for input
+sizes of the form k * output_stride + 1. As the reference (513 x 513), every view is padded
+at the bottom and right with the mean pixel to such a size (the smallest one that holds it,
+or `pad_to`), run, and its logits cropped back. Multi-scale inputs are resized as in
+training (bilinear, half-pixel centres, antialiased when shrinking) and their
+probabilities resized back the same way before averaging.
+"""
 
 from __future__ import annotations
 
@@ -7,30 +16,50 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torchvision.transforms.v2 import functional as TF
+
+
+def padded_size(size: int, output_stride: int, pad_to: int | None = None) -> int:
+    """`pad_to` if it holds `size`, else the smallest `k * output_stride + 1 >= size`."""
+    if pad_to is not None and pad_to >= size:
+        return pad_to
+    return size + (1 - size) % output_stride  # size + a provably non-negative amount (export)
+
+
+def run_padded(model: nn.Module, image: torch.Tensor, pad_to: int | None = None) -> torch.Tensor:
+    """Logits of `model` for `image` padded with its mean pixel to an exact size, cropped back."""
+    h, w = image.shape[-2:]
+    os_ = model.output_stride
+    pads = (0, padded_size(w, os_, pad_to) - w, 0, padded_size(h, os_, pad_to) - h)
+    # Zero padding plus the mean where padded: image pixels stay exact, and no branch on the
+    # padding amount (torch.export keeps height and width dynamic).
+    outside = F.pad(torch.zeros_like(image[:, :1]), pads, value=1.0)
+    x = F.pad(image, pads) + outside * model.mean.to(image.dtype)
+    return F.pad(model(x), tuple(-p for p in pads))  # crop back (a fresh tensor: no shape guard)
 
 
 @torch.no_grad()
 def predict_probs(model: nn.Module, image: torch.Tensor, scales: Sequence[float] = (1.0,),
-                  flip: bool = False) -> torch.Tensor:
+                  flip: bool = False, pad_to: int | None = None) -> torch.Tensor:
     """Class probabilities `N x C x H x W` for a float [0, 1] batch at its full size.
 
-    Each scale resizes the input, the softmax output is resized back to the input size,
-    and the probabilities of all scales (and their left-right flips) are averaged.
+    Each scale resizes the input, the logits are resized back to the input size, and the
+    softmax probabilities of all scales (and their left-right flips) are averaged.
     """
     h, w = image.shape[-2:]
     total = None
     count = 0
     for s in scales:
-        x = image if s == 1.0 else F.interpolate(
-            image, size=(max(1, round(h * s)), max(1, round(w * s))), mode="bilinear",
-            align_corners=True)
+        x = image if s == 1.0 else TF.resize(image, [max(1, round(h * s)), max(1, round(w * s))],
+                                             antialias=True)
         views = [x, x.flip(-1)] if flip else [x]
         for k, v in enumerate(views):
-            logits = model(v)
+            logits = run_padded(model, v, pad_to).float()
             if k == 1:
                 logits = logits.flip(-1)
-            probs = F.interpolate(logits.float(), size=(h, w), mode="bilinear",
-                                  align_corners=True).softmax(1)
+            if logits.shape[-2:] != (h, w):
+                logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
+            probs = logits.softmax(1)
             total = probs if total is None else total + probs
             count += 1
     return total / count

@@ -2,31 +2,61 @@
 
 M is a model file (`models/finetune.pt`), a registry or run URI (`models:/deeplabv3plus@champion`,
 `runs:/<id>/model`) or an exported program (`.pt2`, see `deeplab.export`). I is an image or
-a folder of images (JPEG, PNG, ... of any size). For each image O gets `<name>.png`, the
-labels as a VOC palette PNG, and `<name>_overlay.jpg`. Unreadable images are reported by
-name and the command exits with status 2 after processing the rest.
+a folder of images (JPEG, PNG, ... of any size; 16-bit images are rescaled). For each
+image `<name>.<ext>` O gets `<name>.<ext>.labels.png`, the labels as a VOC palette PNG, and
+`<name>.<ext>.overlay.jpg`: the extension stays in the name, so `a.jpg` and `a.png` get
+their own results. An output that would overwrite an input is refused before anything is
+written; files named like our outputs are not taken as inputs. Unreadable images (and
+decompression bombs) are reported by name and the command exits with status 2 after
+processing the rest.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
+import tempfile
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from .checkpoint import load_model
 from .data.palette import overlay, save_label_png
+from .errors import DeeplabError, InputError, MissingFileError, ModelFileError
 from .io import atomic_path
 from .segmenter import Segmenter
 from .train import select_device
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm"}
+LABELS_SUFFIX, OVERLAY_SUFFIX = ".labels.png", ".overlay.jpg"
+
+
+def registered_model_file(spec: str, workdir: Path) -> tuple[Path, dict]:
+    """The weights file and inference strategy of a registered (or logged) model URI."""
+    import mlflow
+    from mlflow.models import Model
+
+    from .tracking import tracking_uri
+
+    mlflow.set_tracking_uri(tracking_uri())
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=spec, dst_path=str(workdir)))
+        artifacts = Model.load(str(local)).flavors.get("python_function", {}).get("artifacts", {})
+    except Exception as exc:  # noqa: BLE001 - MLflow raises many kinds
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelFileError(f"{spec}: cannot load the model ({first})") from None
+    if "model_file" not in artifacts or "strategy" not in artifacts:
+        raise ModelFileError(f"{spec}: not a model registered by this version of the pipeline "
+                             f"(no weights-only model file; older versions were pickled and are "
+                             f"not loaded); register it again")
+    strategy = json.loads((local / artifacts["strategy"]["path"]).read_text())
+    return local / artifacts["model_file"]["path"], strategy
 
 
 def load_segmenter(spec: str, device: torch.device, output_stride: int | None = None,
@@ -39,23 +69,15 @@ def load_segmenter(spec: str, device: torch.device, output_stride: int | None = 
     """
     if spec.endswith(".pt2"):
         if not Path(spec).is_file():
-            raise FileNotFoundError(f"{spec}: exported program not found")
+            raise MissingFileError(f"{spec}: exported program not found")
         if output_stride or scales or flip is not None:
-            raise ValueError(f"{spec}: an exported program has a fixed inference strategy; "
+            raise InputError(f"{spec}: an exported program has a fixed inference strategy; "
                              f"re-export it to change output stride, scales or flip")
         return torch.export.load(spec).module().to(device)
     if spec.startswith(("models:/", "runs:/")) or "://" in spec:
-        import mlflow.pytorch
-
-        from .tracking import tracking_uri
-
-        mlflow.set_tracking_uri(tracking_uri())
-        try:
-            served = mlflow.pytorch.load_model(spec, map_location=device)
-        except Exception as exc:  # noqa: BLE001 - MLflow raises many kinds
-            raise ValueError(f"{spec}: cannot load the model ({exc})") from exc
-        net = served.net
-        default = served.strategy
+        with tempfile.TemporaryDirectory() as tmp:
+            model_file, default = registered_model_file(spec, Path(tmp))
+            net = load_model(model_file)
     else:
         net = load_model(spec)
         default = {"output_stride": None, "scales": [1.0], "flip": False}
@@ -64,43 +86,81 @@ def load_segmenter(spec: str, device: torch.device, output_stride: int | None = 
     return seg.to(device).eval()
 
 
+def _to_uint8_rgb(img: Image.Image) -> np.ndarray:
+    """`H x W x 3` uint8; 16- and 32-bit grey levels are rescaled to 0-255, not clipped."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        values = np.asarray(img).astype(np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or values.max(initial=0) > 255 else 255.0
+        grey = np.clip(np.round(values * (255.0 / top)), 0, 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    return np.array(img.convert("RGB"))
+
+
 def read_rgb(path: Path) -> np.ndarray:
-    """`H x W x 3` uint8; a clear error for a file that is not a readable image."""
+    """`H x W x 3` uint8; an InputError naming a file that is not a readable image."""
     try:
         with Image.open(path) as img:
             img.load()
-            return np.array(img.convert("RGB"))
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise ValueError(f"{path}: not a readable image ({exc})") from exc
+            return _to_uint8_rgb(img)
+    except Image.DecompressionBombError as exc:
+        raise InputError(f"{path}: skipped, too many pixels for an image (decompression-bomb "
+                         f"guard: {exc})") from None
+    except Exception as exc:  # noqa: BLE001 - PIL raises many types for corrupt files
+        raise InputError(f"{path}: not a readable image ({exc})") from None
+
+
+def is_own_output(path: Path) -> bool:
+    return path.name.endswith((LABELS_SUFFIX, OVERLAY_SUFFIX))
 
 
 def list_inputs(path: Path) -> list[Path]:
     if path.is_file():
         return [path]
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
+                       and p.is_file() and not is_own_output(p))
         if not files:
-            raise FileNotFoundError(f"{path}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            raise MissingFileError(f"{path}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
         return files
-    raise FileNotFoundError(f"{path}: no such file or folder")
+    raise MissingFileError(f"{path}: no such file or folder")
+
+
+def output_paths(inputs: list[Path], output: Path) -> list[tuple[Path, Path]]:
+    """(labels, overlay) per input; InputError if one would overwrite an input or another output."""
+    if output.exists() and not output.is_dir():
+        raise InputError(f"{output}: exists and is not a folder (--output takes a folder)")
+    pairs = [(output / f"{p.name}{LABELS_SUFFIX}", output / f"{p.name}{OVERLAY_SUFFIX}")
+             for p in inputs]
+    sources = {p.resolve() for p in inputs}
+    seen: set[Path] = set()
+    for path, pair in zip(inputs, pairs):
+        for out in pair:
+            resolved = out.resolve()
+            if resolved in sources:
+                raise InputError(f"{out}: would overwrite an input image; choose another --output")
+            if resolved in seen:
+                raise InputError(f"{out}: two inputs would write the same result (from {path})")
+            seen.add(resolved)
+    return pairs
 
 
 def predict_files(segment: Callable[[torch.Tensor], torch.Tensor], inputs: list[Path],
                   output: Path, device: torch.device) -> list[str]:
     """Write labels and overlays for each input; return the errors of unreadable ones."""
+    pairs = output_paths(inputs, output)
     output.mkdir(parents=True, exist_ok=True)
     errors = []
-    for path in inputs:
+    for path, (labels_path, overlay_path) in zip(inputs, pairs):
         try:
             image = read_rgb(path)
-        except ValueError as exc:
+        except InputError as exc:
             errors.append(str(exc))
             log.error("%s", exc)
             continue
         with torch.no_grad():
             label = segment(torch.from_numpy(image).unsqueeze(0).to(device))[0].cpu().numpy()
-        save_label_png(output / f"{path.stem}.png", label)
-        with atomic_path(output / f"{path.stem}_overlay.jpg") as tmp:
+        save_label_png(labels_path, label)
+        with atomic_path(overlay_path) as tmp:
             Image.fromarray(overlay(image, label)).save(tmp, format="JPEG", quality=90)
         classes = np.unique(label[label > 0]).tolist()
         log.info("%s: %dx%d, classes %s", path.name, image.shape[1], image.shape[0], classes)
@@ -124,9 +184,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         device = select_device(args.device)
         inputs = list_inputs(args.input)
+        output_paths(inputs, args.output)  # refuse a clobbering output before loading anything
         segment = load_segmenter(args.model, device, args.output_stride, args.scales, args.flip)
         errors = predict_files(segment, inputs, args.output, device)
-    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+    except DeeplabError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     done = len(inputs) - len(errors)

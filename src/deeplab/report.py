@@ -17,6 +17,7 @@ from PIL import Image  # noqa: E402
 
 from .checkpoint import model_from_state, read_model_file  # noqa: E402
 from .config import VOC_CLASSES  # noqa: E402
+from .errors import ConfigError  # noqa: E402
 from .data.dataset import read_list  # noqa: E402
 from .data.palette import overlay  # noqa: E402
 from .evaluation import evaluate  # noqa: E402
@@ -111,14 +112,15 @@ def run_evaluate_stage(params: dict[str, Any], model_file: Path, val_list: Path,
         res = evaluate(model, rows, NUM_CLASSES, device, scales, strat["flip"],
                        cfg["trimap_widths"] if is_main else (),
                        desc=f"OS{strat['eval_os']} ms={strat['ms']} flip={strat['flip']}",
-                       keep_predictions=cfg["sample_images"] if is_main else 0)
+                       keep_predictions=cfg["sample_images"] if is_main else 0,
+                       pad_to=cfg["pad_to"])
         madds = strategy_madds(model, cfg["madds_size"], scales, strat["flip"])
         table.append(_row("main", info, strat, res["miou"], madds))
         if is_main:
             main = res
         log.info("%s -> mIoU %.4f, %.1fB madds", strat, res["miou"], madds / 1e9)
     if main is None:
-        raise ValueError(f"evaluate.output_strides must include the training output stride "
+        raise ConfigError(f"evaluate.output_strides must include the training output stride "
                          f"{mcfg['output_stride']} to produce the main metrics")
     trimaps = {"main": main["trimap"]}
     for name, path in (variant_files or {}).items():
@@ -126,7 +128,7 @@ def run_evaluate_stage(params: dict[str, Any], model_file: Path, val_list: Path,
         vmodel = model_from_state(vinfo, str(path)).to(device).eval()
         strat = {"eval_os": vinfo["config"]["output_stride"], "ms": False, "flip": False}
         res = evaluate(vmodel, rows, NUM_CLASSES, device, (1.0,), False, cfg["trimap_widths"],
-                       desc=f"variant {name}")
+                       desc=f"variant {name}", pad_to=cfg["pad_to"])
         madds = strategy_madds(vmodel, cfg["madds_size"], [1.0], False)
         table.append(_row(name, vinfo, strat, res["miou"], madds))
         trimaps[name] = res["trimap"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -76,16 +77,50 @@ def setup(experiment: str):
     return mlflow
 
 
+def _end_orphans(client, experiment_id: str, stage: str) -> None:
+    """Mark KILLED the RUNNING runs of `stage` whose process (same host) no longer exists."""
+    from .io import _pid_alive
+
+    host = socket.gethostname()
+    runs = client.search_runs([experiment_id], filter_string=(
+        f"tags.`dvc.stage` = '{stage}' and attributes.status = 'RUNNING'"), max_results=100)
+    for run in runs:
+        tags = run.data.tags
+        if tags.get("process.host") == host and tags.get("process.pid", "").isdigit() and \
+                not _pid_alive(int(tags["process.pid"])):
+            client.set_terminated(run.info.run_id, status="KILLED")
+
+
 def start_stage_run(stage: str, params: dict[str, Any], experiment: str,
-                    data_files: list[str | Path] = ()):
-    """An MLflow run for one DVC stage: params logged flat, tags for stage/exp/commit/data."""
+                    data_files: list[str | Path] = (), resume_run_id: str | None = None):
+    """An MLflow run for one DVC stage: params logged flat, tags for stage/exp/commit/data.
+
+    `resume_run_id` (stored in a training checkpoint) continues that run, so that a stage
+    killed and resumed has one run with one continuous loss curve. Runs of this stage left
+    RUNNING by a killed process on this machine are marked KILLED.
+    """
     mlflow = setup(experiment)
+    client = mlflow.MlflowClient()
+    _end_orphans(client, mlflow.get_experiment_by_name(experiment).experiment_id, stage)
     tags = {"dvc.stage": stage, "dvc.exp": os.environ.get("DVC_EXP_NAME", "workspace"),
-            "git.commit": git_commit()}
+            "git.commit": git_commit(), "process.host": socket.gethostname(),
+            "process.pid": str(os.getpid())}
     if data_files:
         tags["data.hash"] = files_hash(list(data_files))
-    run = mlflow.start_run(run_name=f"{stage}", tags=tags)
     flat = {k: (str(v) if isinstance(v, (list, dict)) or v is None else v)
             for k, v in flatten(params).items()}
-    mlflow.log_params(flat)
+    logged: dict[str, str] = {}
+    if resume_run_id:
+        try:
+            logged = client.get_run(resume_run_id).data.params
+        except mlflow.exceptions.MlflowException:
+            resume_run_id = None  # the run was deleted: start a new one
+    if resume_run_id:
+        run = mlflow.start_run(run_id=resume_run_id)
+        mlflow.set_tags(tags)
+        mlflow.set_tag("resumed", "true")
+    else:
+        run = mlflow.start_run(run_name=f"{stage}", tags=tags)
+    # A resumed run keeps the values it was started with (the checkpoint matched them).
+    mlflow.log_params({k: v for k, v in flat.items() if k not in logged})
     return run

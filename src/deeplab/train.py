@@ -1,9 +1,11 @@
 """The training engine used by both pretrain and finetune.
 
-SGD + momentum + weight decay with the "poly" schedule, cross-entropy (ignore 255) on
-logits at the label size, BN trained. Checkpoints every `checkpoint_every` iterations hold
-model, optimizer, scheduler, grad scaler, RNG states and the iteration; a run restarted
-with the same settings resumes from its checkpoint and ends with the same weights.
+SGD + momentum with the "poly" schedule, weight decay on conv and linear weights only (not
+on BN parameters and biases, as the reference), cross-entropy (ignore 255) on logits at the
+label size, BN trained or frozen (`freeze_bn`). Checkpoints every `checkpoint_every`
+iterations hold model, optimizer, scheduler, grad scaler, RNG states, the iteration and the
+MLflow run id, as tensors and plain data only (read back with `weights_only=True`); a run
+restarted with the same settings resumes from its checkpoint and ends with the same weights.
 """
 
 from __future__ import annotations
@@ -21,20 +23,22 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from .checkpoint import safe_load
 from .data.dataset import IterationSampler, SegmentationDataset
 from .data.palette import IGNORE
 from .distributed import all_sum, synchronize_batchnorm
-from .io import atomic_path
+from .errors import ConfigError, ModelFileError, TrainingDivergedError, UnsafeFileError
+from .io import atomic_path, remove_stale_temps
 
 log = logging.getLogger(__name__)
-
-
-class TrainingDivergedError(RuntimeError):
-    """The loss became NaN or infinite."""
+CHECKPOINT_FORMAT = 2  # bumped when the checkpoint layout changes: older ones are not resumed
+__all__ = ["TrainingDivergedError", "train", "select_device", "seed_everything", "fingerprint",
+           "poly_lambda", "load_checkpoint", "param_groups", "set_train_mode"]
 
 
 def select_device(name: str = "auto") -> torch.device:
@@ -42,7 +46,7 @@ def select_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device is 'cuda' but no CUDA device is available")
+        raise ConfigError("train.device is 'cuda' but no CUDA device is available")
     return torch.device(name)
 
 
@@ -54,7 +58,8 @@ def seed_everything(seed: int) -> None:
 
 def fingerprint(settings: dict[str, Any]) -> str:
     """Stable hash of the settings a checkpoint must match to be resumed."""
-    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    blob = json.dumps({"format": CHECKPOINT_FORMAT, **settings}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def poly_lambda(total: int, power: float) -> Callable[[int], float]:
@@ -63,18 +68,73 @@ def poly_lambda(total: int, power: float) -> Callable[[int], float]:
 
 
 def _rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Python, NumPy, torch (and CUDA) RNG states as tensors and plain data."""
+    version, internal, gauss = random.getstate()
+    np_state = np.random.get_state(legacy=False)
+    state = {"python": {"version": version, "internal": torch.tensor(internal, dtype=torch.int64),
+                        "gauss": gauss},
+             "numpy": {"key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
+                       "pos": int(np_state["state"]["pos"]),
+                       "has_gauss": int(np_state["has_gauss"]), "gauss": float(np_state["gauss"])},
+             "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def _set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    py = state["python"]
+    random.setstate((py["version"], tuple(py["internal"].tolist()), py["gauss"]))
+    np_state = state["numpy"]
+    np.random.set_state({"bit_generator": "MT19937",
+                         "state": {"key": np_state["key"].numpy().astype(np.uint32),
+                                   "pos": np_state["pos"]},
+                         "has_gauss": np_state["has_gauss"], "gauss": np_state["gauss"]})
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def load_checkpoint(path: Path, key: str, total: int) -> dict[str, Any] | None:
+    """The resumable state in `path` if it was written with fingerprint `key`, else None.
+
+    Temporary files a killed run left beside it are removed. A truncated or corrupt
+    checkpoint is reported and ignored (training starts over and overwrites it); one holding
+    pickled code is refused.
+    """
+    remove_stale_temps(path)
+    if not path.is_file():
+        return None
+    try:
+        state = safe_load(path, "training checkpoint")
+    except UnsafeFileError as exc:
+        raise UnsafeFileError(f"{exc}; delete it to train from scratch") from None
+    except ModelFileError as exc:
+        log.warning("%s; starting from iteration 0 (it will be overwritten)", exc)
+        return None
+    if not isinstance(state, dict) or state.get("fingerprint") != key or \
+            not 0 <= state.get("iteration", -1) <= total:
+        log.info("%s was written with other settings; starting from iteration 0", path)
+        return None
+    return state
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay on conv and linear weights (ndim > 1) only; none on BN parameters and biases."""
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    return [{"params": [p for p in trainable if p.ndim > 1], "weight_decay": weight_decay},
+            {"params": [p for p in trainable if p.ndim <= 1], "weight_decay": 0.0}]
+
+
+def set_train_mode(model: nn.Module, freeze_bn: bool = False) -> None:
+    """Training mode; with `freeze_bn`, every BN keeps its statistics and affine parameters
+    (eval mode, no gradients), as in the reference's second training stage."""
+    model.train()
+    if freeze_bn:
+        for m in model.modules():
+            if isinstance(m, _BatchNorm):
+                m.eval()
+                m.requires_grad_(False)
 
 
 @dataclass
@@ -84,10 +144,14 @@ class TrainResult:
     seconds: float
     images_per_s: float
     history: list[dict[str, float]] = field(default_factory=list)
+    val_history: list[dict[str, float]] = field(default_factory=list)
 
 
 def unwrap(model: nn.Module) -> nn.Module:
     return model.module if hasattr(model, "module") else model
+
+
+_FROM_FILE: Any = object()  # `resume` default: read the checkpoint file
 
 
 def train(model: nn.Module, dataset: SegmentationDataset, sched: dict[str, Any], runtime: dict[str, Any],
@@ -95,56 +159,63 @@ def train(model: nn.Module, dataset: SegmentationDataset, sched: dict[str, Any],
           on_log: Callable[[int, dict[str, float]], None] | None = None,
           on_validate: Callable[[nn.Module, int], dict[str, float]] | None = None,
           device: torch.device | None = None, rank: int = 0, world_size: int = 1,
-          stop_after: int | None = None) -> TrainResult:
+          stop_after: int | None = None, resume: dict[str, Any] | None = _FROM_FILE,
+          run_id: str | None = None) -> TrainResult:
     """Train `model` for `sched["iterations"]` iterations, resuming from `checkpoint` if it matches.
 
+    `resume` is the state `load_checkpoint` returned (read here if not given); `run_id` (the
+    MLflow run) is stored in each checkpoint so that a resumed stage continues the same run.
     `stop_after` ends the run early after that many iterations (a checkpoint is written
     first); it exists to test interruption and resume.
     """
     device = device or select_device(runtime["device"])
     total = sched["iterations"]
+    freeze_bn = bool(sched.get("freeze_bn", False))
     seed_everything(seed)
     model.to(device)
     if device.type == "cuda" and runtime["channels_last"]:
         model.to(memory_format=torch.channels_last)
+    set_train_mode(model, freeze_bn)  # frozen BN parameters stay out of the optimizer
     if world_size > 1:
         model = DistributedDataParallel(synchronize_batchnorm(model, device),
                                         device_ids=[device.index] if device.type == "cuda" else None)
     param_dtype = next(model.parameters()).dtype  # float32; float64 in exactness tests
-    params_decay = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params_decay, lr=sched["lr"], momentum=sched["momentum"],
-                                weight_decay=sched["weight_decay"])
+    optimizer = torch.optim.SGD(param_groups(model, sched["weight_decay"]), lr=sched["lr"],
+                                momentum=sched["momentum"])
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, poly_lambda(total, sched["lr_power"]))
     amp = runtime["amp"] if device.type == "cuda" else "off"
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
     scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16")
 
     key = fingerprint(fingerprint_settings)
+    if resume is _FROM_FILE:
+        resume = load_checkpoint(checkpoint, key, total)
     start = 0
     history: list[dict[str, float]] = []
-    if checkpoint.is_file():
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-        if state.get("fingerprint") == key and state.get("iteration", 0) <= total:
-            unwrap(model).load_state_dict(state["model"])
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            scaler.load_state_dict(state["scaler"])
-            _set_rng_state(state["rng"])
-            start = state["iteration"]
-            history = state.get("history", [])
-            log.info("resuming from %s at iteration %d", checkpoint, start)
-        else:
-            log.info("%s was written with other settings; starting from iteration 0", checkpoint)
+    val_history: list[dict[str, float]] = []
+    if resume is not None:
+        unwrap(model).load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        scheduler.load_state_dict(resume["scheduler"])
+        scaler.load_state_dict(resume["scaler"])
+        _set_rng_state(resume["rng"])
+        start = resume["iteration"]
+        history = list(resume.get("history", []))
+        val_history = list(resume.get("val_history", []))
+        log.info("resuming from %s at iteration %d", checkpoint, start)
+    saved = start
 
     def save(iteration: int) -> None:
+        nonlocal saved
         if rank != 0:
             return
         state = {"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
                  "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                  "rng": _rng_state(), "iteration": iteration, "fingerprint": key,
-                 "history": history}
+                 "history": history, "val_history": val_history, "run_id": run_id}
         with atomic_path(checkpoint) as tmp:
             torch.save(state, tmp)
+        saved = iteration
 
     sampler = IterationSampler(len(dataset), sched["batch_size"], total, seed, start, rank, world_size)
     # Its own generator: the loader must not draw from the global RNG that checkpoints restore.
@@ -152,7 +223,7 @@ def train(model: nn.Module, dataset: SegmentationDataset, sched: dict[str, Any],
                         pin_memory=device.type == "cuda",
                         generator=torch.Generator().manual_seed(seed))
     step_fn = torch.compile(model) if runtime["compile"] and device.type == "cuda" else model
-    model.train()
+    set_train_mode(model, freeze_bn)
     t0 = time.perf_counter()
     seen = 0
     end = total if stop_after is None else min(total, start + stop_after)
@@ -180,8 +251,8 @@ def train(model: nn.Module, dataset: SegmentationDataset, sched: dict[str, Any],
             bar.close()
             raise TrainingDivergedError(
                 f"loss is {global_loss.item()} at iteration {it + 1}; the last good checkpoint "
-                f"({checkpoint}, iteration {_saved_iteration(checkpoint)}) is kept. Lower the "
-                f"learning rate or check the data")
+                f"({checkpoint}, iteration {saved}) is kept. Lower the learning rate or check "
+                f"the data")
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
@@ -200,18 +271,12 @@ def train(model: nn.Module, dataset: SegmentationDataset, sched: dict[str, Any],
                 on_log(it, record)
         if (on_validate and rank == 0 and sched["val_every"] and it % sched["val_every"] == 0
                 and it < total):
-            on_validate(unwrap(model), it)
-            model.train()
+            val_history.append({"iteration": it, **on_validate(unwrap(model), it)})
+            set_train_mode(model, freeze_bn)
         if it % sched["checkpoint_every"] == 0 or it == end:
             save(it)
         if it >= end:
             break
     bar.close()
     seconds = time.perf_counter() - t0
-    return TrainResult(it, start, seconds, seen / seconds if seconds else 0.0, history)
-
-
-def _saved_iteration(checkpoint: Path) -> int:
-    if not checkpoint.is_file():
-        return 0
-    return int(torch.load(checkpoint, map_location="cpu", weights_only=False).get("iteration", 0))
+    return TrainResult(it, start, seconds, seen / seconds if seconds else 0.0, history, val_history)

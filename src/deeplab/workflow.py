@@ -11,14 +11,15 @@ import pandas as pd
 import torch
 
 from .checkpoint import read_model_file, save_model
-from .config import VOC_CLASSES, ConfigError
+from .config import VOC_CLASSES
 from .data.dataset import SegmentationDataset, read_list, repeat_rows
 from .distributed import init_from_env, shutdown
+from .errors import ConfigError, ModelFileError
 from .evaluation import evaluate
 from .io import write_json
 from .model import DeepLabV3Plus
 from .tracking import files_hash, files_signature, start_stage_run
-from .train import select_device, train
+from .train import fingerprint, load_checkpoint, seed_everything, select_device, train
 
 log = logging.getLogger(__name__)
 NUM_CLASSES = len(VOC_CLASSES)
@@ -26,17 +27,23 @@ NUM_CLASSES = len(VOC_CLASSES)
 
 def build_model(cfg: dict[str, Any], pretrained_backbone: str | None = None) -> DeepLabV3Plus:
     """The network described by `params.model`."""
-    return DeepLabV3Plus(
-        num_classes=NUM_CLASSES, backbone=cfg["backbone"], output_stride=cfg["output_stride"],
-        decoder=cfg["decoder"], separable=cfg["separable"], pretrained_backbone=pretrained_backbone,
-        multi_grid=cfg["multi_grid"], aspp_channels=cfg["aspp_channels"],
-        decoder_channels=cfg["decoder_channels"], low_level_channels=cfg["low_level_channels"],
-        dropout=cfg["dropout"])
+    try:
+        return DeepLabV3Plus(
+            num_classes=NUM_CLASSES, backbone=cfg["backbone"], output_stride=cfg["output_stride"],
+            decoder=cfg["decoder"], separable=cfg["separable"],
+            pretrained_backbone=pretrained_backbone, multi_grid=cfg["multi_grid"],
+            aspp_channels=cfg["aspp_channels"], decoder_channels=cfg["decoder_channels"],
+            low_level_channels=cfg["low_level_channels"], dropout=cfg["dropout"],
+            bn_momentum=cfg["bn_momentum"])
+    except FileNotFoundError as exc:  # model.pretrained_backbone names a missing file
+        raise ConfigError(f"model.pretrained_backbone: {exc}") from None
+    except ValueError as exc:  # a weights file of another network
+        raise ModelFileError(f"model.pretrained_backbone: {exc}") from None
 
 
 def variant_params(params: dict[str, Any], name: str) -> dict[str, Any]:
     """The params of ablation variant `name`: `model` and `finetune.init` overridden."""
-    if name not in params["ablations"]:
+    if name not in params.get("ablations", {}):
         raise ConfigError(f"ablations.{name}: no such variant (defined: "
                           f"{', '.join(params['ablations']) or 'none'})")
     over = dict(params["ablations"][name])
@@ -60,7 +67,10 @@ def initial_model(stage: str, params: dict[str, Any], init_file: Path | None,
         model = build_model(model_cfg)
         state = read_model_file(init_file)
         if not partial:
-            model.load_weights(state["state_dict"], source=str(init_file))
+            try:
+                model.load_weights(state["state_dict"], source=str(init_file))
+            except ValueError as exc:
+                raise ModelFileError(str(exc)) from None
             return model, f"pretrain checkpoint {init_file}"
         fresh = model.load_matching_weights(state["state_dict"])
         log.info("from %s: %d tensors re-initialised (%s)", init_file, len(fresh),
@@ -71,8 +81,8 @@ def initial_model(stage: str, params: dict[str, Any], init_file: Path | None,
         return build_model(model_cfg, model_cfg["pretrained_backbone"]), \
             f"backbone {model_cfg['pretrained_backbone']}"
     if stage == "finetune" and init == "imagenet":
-        raise ValueError("finetune.init is 'imagenet' but model.pretrained_backbone is null; set it "
-                         "to 'imagenet' or a weights file")
+        raise ConfigError("finetune.init is 'imagenet' but model.pretrained_backbone is null; set "
+                          "it to 'imagenet' or a weights file")
     return build_model(model_cfg), "random initialisation"
 
 
@@ -93,9 +103,12 @@ def run_training_stage(stage: str, params: dict[str, Any], train_list: Path, val
     hard_ids = hard_list.read_text().split() if hard_list is not None else []
     rows = repeat_rows(base, hard_ids, sched.get("bootstrap_factor", 1))
     val_rows = read_list(val_list)
-    dataset = SegmentationDataset(rows, sched["crop_size"], sched["scale_range"], sched["flip"])
     run_name = run_name or stage
+    seed_everything(params["seed"])  # the initialisation of new layers is part of the run
     model, origin = initial_model(stage, params, init_file, partial_init)
+    fill = tuple(int(round(255 * float(m))) for m in model.mean.flatten())
+    dataset = SegmentationDataset(rows, sched["crop_size"], sched["scale_range"], sched["flip"],
+                                  fill=fill)
     info, device = init_from_env(select_device(runtime["device"]))
     data_files = [train_list, val_list] + ([hard_list] if hard_list else [])
     log.info("%s: %d training samples (%d hard repeats), init from %s, device %s, process %d of %d",
@@ -104,28 +117,29 @@ def run_training_stage(stage: str, params: dict[str, Any], train_list: Path, val
           "data": files_hash(data_files),
           "files": files_signature(dataset.images + dataset.masks),
           "init": files_hash([init_file]) if init_file and origin.startswith("pretrain") else origin}
-    val_curve: list[dict[str, float]] = []
 
     def validate(m: torch.nn.Module, it: int) -> dict[str, float]:
         miou = evaluate(m, val_rows, NUM_CLASSES, device, desc="val")["miou"]
-        val_curve.append({"iteration": it, "val_miou": miou})
         mlflow.log_metric("val_miou", miou, step=it)
         return {"val_miou": miou}
 
+    resume = load_checkpoint(checkpoint, fingerprint(fp), sched["iterations"])
     try:
-        with start_stage_run(run_name, params, params["mlflow"]["experiment"], data_files) \
-                if info.is_main else contextlib.nullcontext():
+        with start_stage_run(run_name, params, params["mlflow"]["experiment"], data_files,
+                             resume_run_id=resume.get("run_id") if resume else None) \
+                if info.is_main else contextlib.nullcontext() as run:
             if info.is_main:
                 mlflow.set_tag("init", origin)
-                mlflow.log_param("processes", info.world_size)
+                mlflow.set_tag("processes", str(info.world_size))
             result = train(model, dataset, sched, runtime, checkpoint, params["seed"], fp,
                            on_log=lambda it, rec: mlflow.log_metrics(rec, step=it),
                            on_validate=validate, device=device, rank=info.rank,
-                           world_size=info.world_size)
+                           world_size=info.world_size, resume=resume,
+                           run_id=run.info.run_id if run else None)
             if not info.is_main:  # rank 0 alone validates and writes
                 return {}
             final = evaluate(model, val_rows, NUM_CLASSES, device, desc="val")
-            val_curve.append({"iteration": result.iterations, "val_miou": final["miou"]})
+            val_curve = result.val_history + [{"iteration": result.iterations, "val_miou": final["miou"]}]
             metrics = {"val_miou": final["miou"], "val_pixel_acc": final["pixel_acc"],
                        "iterations": result.iterations, "train_seconds": round(result.seconds, 1),
                        "train_images_per_s": round(result.images_per_s, 2),

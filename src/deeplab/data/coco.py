@@ -17,27 +17,70 @@ import json
 from pathlib import Path
 import numpy as np
 
+from ..errors import MissingFileError
 from .palette import IGNORE
-from .samples import BadSampleError
+from .samples import BadSampleError, SampleGuard
 
 # COCO category ids of the VOC classes 1..20, in VOC order.
 COCO_IDS_OF_VOC = (5, 2, 16, 9, 44, 6, 3, 17, 62, 21, 67, 18, 19, 4, 1, 64, 20, 63, 7, 72)
 VOC_ID_OF_COCO = {coco_id: voc_id for voc_id, coco_id in enumerate(COCO_IDS_OF_VOC, start=1)}
 
 
-def load_coco(annotation_file: Path):
+def _examples(values: list) -> str:
+    return ", ".join(map(str, values[:5])) + (f" and {len(values) - 5} more" if len(values) > 5 else "")
+
+
+def check_coco(data: dict, annotation_file: Path, guard: SampleGuard) -> dict:
+    """The instances file without duplicate image/annotation ids, annotations of images that
+    are not listed, or annotations of unknown categories; each kind of fault is an error
+    naming the ids (or, with `on_bad_sample: skip`, dropped and counted)."""
+    try:
+        categories = {c["id"] for c in data["categories"]}
+        images, image_ids, duplicate_images = [], set(), []
+        for img in data["images"]:
+            (duplicate_images if img["id"] in image_ids else images).append(img)
+            image_ids.add(img["id"])
+        annotations, ann_ids = [], set()
+        faults: dict[str, list] = {"duplicate annotation ids": [], "annotations of missing images":
+                                   [], "annotations of unknown category ids": []}
+        for ann in data["annotations"]:
+            if ann["id"] in ann_ids:
+                faults["duplicate annotation ids"].append(ann["id"])
+            elif ann["image_id"] not in image_ids:
+                faults["annotations of missing images"].append(f"{ann['id']} (image {ann['image_id']})")
+            elif ann["category_id"] not in categories:
+                faults["annotations of unknown category ids"].append(
+                    f"{ann['id']} (category {ann['category_id']})")
+            else:
+                annotations.append(ann)
+            ann_ids.add(ann["id"])
+    except (KeyError, TypeError) as exc:
+        raise BadSampleError(f"{annotation_file}: malformed COCO annotations (missing or wrong "
+                             f"field {exc})") from None
+    if duplicate_images:
+        guard(BadSampleError(f"{annotation_file}: duplicate image ids "
+                             f"{_examples([i['id'] for i in duplicate_images])}"))
+    for what, items in faults.items():
+        if items:
+            guard(BadSampleError(f"{annotation_file}: {len(items)} {what}: {_examples(items)}"))
+    return {**data, "images": images, "annotations": annotations}
+
+
+def load_coco(annotation_file: Path, guard: SampleGuard | None = None):
     """pycocotools COCO index; a missing or malformed file raises an error naming it."""
     from pycocotools.coco import COCO
 
     if not annotation_file.is_file():
-        raise FileNotFoundError(f"{annotation_file}: COCO annotation file not found")
+        raise MissingFileError(f"{annotation_file}: COCO annotation file not found")
     try:
         data = json.loads(annotation_file.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BadSampleError(f"{annotation_file}: not valid JSON ({exc})") from exc
-    missing = [k for k in ("images", "annotations", "categories") if k not in data]
-    if not isinstance(data, dict) or missing:
+    missing = [k for k in ("images", "annotations", "categories") if k not in data] \
+        if isinstance(data, dict) else ["images", "annotations", "categories"]
+    if missing:
         raise BadSampleError(f"{annotation_file}: not a COCO instances file (missing {missing})")
+    data = check_coco(data, annotation_file, guard or SampleGuard("error"))
     coco = COCO()
     coco.dataset = data
     with contextlib.redirect_stdout(io.StringIO()):

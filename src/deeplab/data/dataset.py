@@ -19,19 +19,20 @@ from torchvision import tv_tensors
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
+from ..errors import BadSampleError, ConfigError, MissingFileError
 from .palette import IGNORE, read_label_png
 
-MEAN_PIXEL = (124, 116, 104)  # ImageNet mean in uint8: padded image pixels normalise to ~0
+MEAN_PIXEL = (124, 116, 104)  # ImageNet mean in uint8; the stages pass the backbone's own mean
 
 
 def read_list(path: str | Path) -> pd.DataFrame:
     """A processed split list (id,image,mask)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: split list not found (run the preprocess stage)")
+        raise MissingFileError(f"{path}: split list not found (run the preprocess stage)")
     rows = pd.read_csv(path, dtype=str)
     if list(rows.columns[:3]) != ["id", "image", "mask"]:
-        raise ValueError(f"{path}: expected columns id,image,mask, got {','.join(rows.columns)}")
+        raise BadSampleError(f"{path}: expected columns id,image,mask, got {','.join(rows.columns)}")
     return rows
 
 
@@ -49,14 +50,16 @@ def load_sample(image_path: str, mask_path: str) -> tuple[torch.Tensor, torch.Te
         image = torch.from_numpy(np.array(img.convert("RGB"))).permute(2, 0, 1).contiguous()
     label = torch.from_numpy(read_label_png(mask_path).astype(np.int64))
     if tuple(label.shape) != tuple(image.shape[-2:]):
-        raise ValueError(f"{mask_path}: mask size {tuple(label.shape)} differs from its image "
+        raise BadSampleError(f"{mask_path}: mask size {tuple(label.shape)} differs from its image "
                          f"{tuple(image.shape[-2:])} ({image_path})")
     return image, label
 
 
 def augment(image: torch.Tensor, label: torch.Tensor, rng: np.random.Generator, crop: int,
-            scale_range: Sequence[float], flip: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Random scale, pad (image with the mean, label with 255), random crop, horizontal flip."""
+            scale_range: Sequence[float], flip: bool, fill: Sequence[int] = MEAN_PIXEL
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random scale, pad (image with the mean pixel `fill`, label with 255), random crop,
+    horizontal flip."""
     img, lab = tv_tensors.Image(image), tv_tensors.Mask(label.unsqueeze(0))
     s = rng.uniform(*scale_range)
     h, w = img.shape[-2:]
@@ -65,7 +68,7 @@ def augment(image: torch.Tensor, label: torch.Tensor, rng: np.random.Generator, 
     lab = TF.resize(lab, size, interpolation=InterpolationMode.NEAREST)
     ph, pw = max(crop - size[0], 0), max(crop - size[1], 0)
     if ph or pw:
-        img = torch.cat([TF.pad(img[c:c + 1], [0, 0, pw, ph], fill=MEAN_PIXEL[c]) for c in range(3)])
+        img = torch.cat([TF.pad(img[c:c + 1], [0, 0, pw, ph], fill=int(fill[c])) for c in range(3)])
         lab = TF.pad(lab, [0, 0, pw, ph], fill=IGNORE)
     top = int(rng.integers(0, img.shape[-2] - crop + 1))
     left = int(rng.integers(0, img.shape[-1] - crop + 1))
@@ -79,11 +82,13 @@ class SegmentationDataset(Dataset):
     """Samples of a split list. Index with an int (no augmentation) or (index, seed)."""
 
     def __init__(self, rows: pd.DataFrame, crop: int | None = None,
-                 scale_range: Sequence[float] = (0.5, 2.0), flip: bool = True) -> None:
+                 scale_range: Sequence[float] = (0.5, 2.0), flip: bool = True,
+                 fill: Sequence[int] = MEAN_PIXEL) -> None:
         self.images = rows["image"].tolist()
         self.masks = rows["mask"].tolist()
         self.ids = rows["id"].tolist()
         self.crop, self.scale_range, self.flip = crop, tuple(scale_range), flip
+        self.fill = tuple(int(v) for v in fill)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -93,7 +98,7 @@ class SegmentationDataset(Dataset):
         image, label = load_sample(self.images[index], self.masks[index])
         if self.crop is not None and seed is not None:
             image, label = augment(image, label, np.random.default_rng(seed), self.crop,
-                                   self.scale_range, self.flip)
+                                   self.scale_range, self.flip, self.fill)
         return image, label
 
 
@@ -108,7 +113,7 @@ class IterationSampler(Sampler):
     def __init__(self, size: int, batch_size: int, total: int, seed: int, start: int = 0,
                  rank: int = 0, world_size: int = 1) -> None:
         if batch_size % world_size:
-            raise ValueError(f"batch size {batch_size} is not divisible by {world_size} processes")
+            raise ConfigError(f"batch size {batch_size} is not divisible by {world_size} processes")
         self.size, self.batch_size, self.total, self.seed = size, batch_size, total, seed
         self.start, self.rank, self.world_size = start, rank, world_size
 

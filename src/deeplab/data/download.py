@@ -4,6 +4,7 @@ its target directory."""
 from __future__ import annotations
 
 import hashlib
+import http.client
 import logging
 import os
 import stat
@@ -16,18 +17,12 @@ from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
 
+from ..errors import DownloadError, UnsafeArchiveError
 from ..io import atomic_dir
 
 log = logging.getLogger(__name__)
 CHUNK = 1 << 20
-
-
-class DownloadError(RuntimeError):
-    """A download that failed for good (after retries) or did not match its checksum."""
-
-
-class UnsafeArchiveError(ValueError):
-    """An archive member would land outside the target directory, or is a link."""
+__all__ = ["DownloadError", "UnsafeArchiveError", "download", "md5sum", "safe_extract"]
 
 
 def md5sum(path: Path) -> str:
@@ -38,23 +33,57 @@ def md5sum(path: Path) -> str:
     return h.hexdigest()
 
 
+class _IncompleteTransfer(OSError):
+    """The server closed the connection before sending all the bytes it announced."""
+
+
+class _PermanentHTTPError(Exception):
+    """An HTTP answer that retrying will not change (404, 403, ...)."""
+
+
 def _fetch_once(url: str, part: Path, timeout: float) -> None:
+    """Append the rest of `url` to `part` (a Range request when it has bytes already)."""
     have = part.stat().st_size if part.exists() else 0
     headers = {"Range": f"bytes={have}-"} if have else {}
-    with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=timeout) as r:
+    try:
+        response = urllib.request.urlopen(urllib.request.Request(url, headers=headers),
+                                          timeout=timeout)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and have:  # nothing left to send: the .part is complete
+            log.info("%s: already complete (%d bytes), verifying", part, have)
+            return
+        if 400 <= exc.code < 500 and exc.code not in (408, 429):
+            raise _PermanentHTTPError(f"HTTP {exc.code} {exc.reason}") from exc
+        raise
+    with response as r:
         if have and r.status != 206:  # the server ignored the range: start over
             have = 0
-        length = int(r.headers.get("Content-Length") or 0)
+        length = r.headers.get("Content-Length")
+        expected = int(length) if length is not None and length.isdigit() else None
+        written = 0
         with open(part, "ab" if have else "wb") as f, tqdm(
-                total=have + length or None, initial=have, unit="B", unit_scale=True,
-                desc=part.name.removesuffix(".part"), leave=False) as bar:
+                total=have + expected if expected is not None else None, initial=have, unit="B",
+                unit_scale=True, desc=part.name.removesuffix(".part"), leave=False) as bar:
             for block in iter(lambda: r.read(CHUNK), b""):
                 f.write(block)
+                written += len(block)
                 bar.update(len(block))
+        if expected is not None and written < expected:
+            raise _IncompleteTransfer(f"connection closed after {written} of {expected} bytes")
+
+
+def _kept(part: Path) -> str:
+    if part.is_file() and part.stat().st_size:
+        return f"the partial file {part} ({part.stat().st_size} bytes) is kept for resuming"
+    return "nothing was saved"
 
 
 def download(url: str, dest: Path, md5: str, retries: int = 3, timeout: float = 60.0) -> Path:
-    """Download `url` to `dest`, resuming a `.part` file, verifying the MD5, renaming at the end."""
+    """Download `url` to `dest`, resuming a `.part` file, verifying the MD5, renaming at the end.
+
+    A transfer cut short (fewer bytes than announced) is retried from where it stopped; a
+    `.part` that is already complete is verified, not downloaded again.
+    """
     if dest.is_file() and md5sum(dest) == md5:
         log.info("%s already present and verified", dest)
         return dest
@@ -64,10 +93,12 @@ def download(url: str, dest: Path, md5: str, retries: int = 3, timeout: float = 
         try:
             _fetch_once(url, part, timeout)
             break
-        except (urllib.error.URLError, OSError, TimeoutError) as exc:
+        except _PermanentHTTPError as exc:
+            raise DownloadError(f"{url}: {exc}; {_kept(part)}") from None
+        except (urllib.error.URLError, OSError, TimeoutError, http.client.HTTPException) as exc:
             if attempt == retries:
                 raise DownloadError(f"{url}: download failed after {retries + 1} attempts ({exc}); "
-                                    f"the partial file {part} is kept for resuming") from exc
+                                    f"{_kept(part)}") from None
             wait = min(2 ** attempt, 30)
             log.warning("%s: %s; retrying in %ss", url, exc, wait)
             time.sleep(wait)
@@ -75,7 +106,7 @@ def download(url: str, dest: Path, md5: str, retries: int = 3, timeout: float = 
     if got != md5:
         part.unlink()
         raise DownloadError(f"{url}: checksum mismatch (expected md5 {md5}, got {got}); "
-                            f"the corrupt download was removed")
+                            f"the corrupt download {part} was removed")
     os.replace(part, dest)
     return dest
 
@@ -104,5 +135,5 @@ def safe_extract(archive: Path, target: Path) -> Path:
                     _check_member(m.name, m.issym() or m.islnk() or m.isdev(), archive)
                 tf.extractall(tmp, members=members, filter="data")
         else:
-            raise ValueError(f"{archive}: neither a zip nor a tar archive")
+            raise UnsafeArchiveError(f"{archive}: neither a zip nor a tar archive")
     return target

@@ -1,11 +1,26 @@
-"""The fetch stage: bring the raw datasets and write `manifest.json` with their roots."""
+"""The fetch stage: bring the raw datasets and write `manifest.json` with their roots.
+
+What fetch owns, and may replace, is only what it generates: `data/raw/synthetic/` and
+`data/raw/manifest.json`. Downloads (archives and their extraction) live in
+`data.download.dir` (default `data/downloads/`), which is no stage's output: switching
+`data.source` never touches them, nor the user's own directories (`local`).
+
+The manifest records the dataset roots and a signature (path, size, modification time) of
+every file under them. The stage runs on every `dvc repro` (`always_changed`): when nothing
+changed it writes the same manifest and nothing downstream reruns; when a file under a
+root changed, preprocess and what follows rerun.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
+from ..errors import MissingFileError
 from ..io import atomic_dir, write_json
 from .download import download, safe_extract
 from .synthetic import generate
@@ -32,12 +47,25 @@ SOURCES = {
 
 def _check_dir(path: str | None, key: str, required: list[str]) -> str:
     if not path:
-        raise ValueError(f"data.{key}: required when data.source is 'local'")
+        raise MissingFileError(f"data.{key}: required when data.source is 'local'")
     root = Path(path).expanduser()
     missing = [r for r in required if not (root / r).exists()]
     if missing:
-        raise FileNotFoundError(f"data.{key}: {root} lacks {', '.join(missing)}")
+        raise MissingFileError(f"data.{key}: {root} lacks {', '.join(missing)}")
     return str(root.resolve())
+
+
+def tree_signature(roots: list[str | None]) -> str:
+    """sha256 over (path, size, mtime) of every file under `roots` (one `stat` per file)."""
+    h = hashlib.sha256()
+    for root in sorted(r for r in roots if r):
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames.sort()
+            for name in sorted(filenames):
+                path = os.path.join(dirpath, name)
+                st = os.stat(path)
+                h.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
 
 
 def local_roots(data: dict[str, Any]) -> dict[str, str | None]:
@@ -56,7 +84,7 @@ def local_roots(data: dict[str, Any]) -> dict[str, str | None]:
 
 
 def download_all(data: dict[str, Any], raw: Path) -> dict[str, str]:
-    """Download and extract VOC 2012, SBD and COCO 2017 under `raw`."""
+    """Download and extract VOC 2012, SBD and COCO 2017 under `raw` (the downloads folder)."""
     opts = data["download"]
     archives = raw / "archives"
     for name, (archive, url, md5, into, _) in SOURCES.items():
@@ -72,7 +100,8 @@ def download_all(data: dict[str, Any], raw: Path) -> dict[str, str]:
             for child in part.iterdir():  # merge (COCO zips share one directory)
                 target = dest / child.name
                 if target.exists():
-                    raise FileExistsError(f"{target}: already exists; remove {raw} and fetch again")
+                    raise MissingFileError(f"{target}: already exists from an earlier extraction; "
+                                           f"move it away and fetch again")
                 child.rename(target)
             part.rmdir()
             done.touch()
@@ -81,17 +110,36 @@ def download_all(data: dict[str, Any], raw: Path) -> dict[str, str]:
             "coco_root": str(raw / "coco")}
 
 
+def _generator_version() -> str:
+    """Hash of the generator's source: a changed generator regenerates the data."""
+    from . import synthetic
+
+    return hashlib.sha256(Path(synthetic.__file__).read_bytes()).hexdigest()[:16]
+
+
+def fetch_synthetic(cfg: dict[str, Any], out: Path) -> dict[str, str | None]:
+    """Generate the synthetic dataset into `out` (replaced atomically) unless it is current."""
+    stamp = {"settings": cfg, "generator": _generator_version()}
+    marker = out / "generated.json"
+    if not (marker.is_file() and json.loads(marker.read_text()) == stamp):
+        with atomic_dir(out) as tmp:
+            generate(tmp, cfg)
+            write_json(tmp / "generated.json", stamp)
+    return {"voc_root": str(out / "VOC2012"), "coco_root": str(out / "coco"),
+            "sbd_root": str(out / "SBD") if cfg["sbd_images"] else None}
+
+
 def fetch(data: dict[str, Any], raw: Path) -> dict[str, Any]:
     """Run the fetch stage for `data.source`; return the manifest written to `raw/manifest.json`."""
     source = data["source"]
     if source == "synthetic":
-        with atomic_dir(raw) as tmp:
-            generate(tmp, data["synthetic"])
-            roots = {"voc_root": str(raw / "VOC2012"), "coco_root": str(raw / "coco"),
-                     "sbd_root": str(raw / "SBD") if data["synthetic"]["sbd_images"] else None}
-            write_json(tmp / "manifest.json", {"source": source, **roots})
+        roots = fetch_synthetic(data["synthetic"], raw / "synthetic")
+    elif source == "local":
+        roots = local_roots(data)
     else:
-        roots = local_roots(data) if source == "local" else download_all(data, raw)
-        raw.mkdir(parents=True, exist_ok=True)
-        write_json(raw / "manifest.json", {"source": source, **roots})
-    return {"source": source, **roots}
+        roots = download_all(data, Path(data["download"]["dir"]))
+    manifest = {"source": source, **roots, "signature": tree_signature(list(roots.values()))}
+    path = raw / "manifest.json"
+    if not (path.is_file() and json.loads(path.read_text()) == manifest):
+        write_json(path, manifest)
+    return manifest

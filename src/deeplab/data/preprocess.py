@@ -23,6 +23,7 @@ import scipy.io
 from tqdm import tqdm
 
 from ..config import VOC_CLASSES
+from ..errors import MissingFileError
 from ..io import atomic_dir, write_json, write_text
 from .coco import load_coco, semantic_mask
 from .palette import IGNORE, read_label_png, save_label_png
@@ -62,7 +63,7 @@ def process_coco(coco_root: Path, split: str, out: tuple[Path, Path], min_pixels
                  guard: SampleGuard) -> tuple[Split, int]:
     """COCO `split` (train|val) -> masks; returns the split and the number of dropped images."""
     ann_file = coco_root / "annotations" / f"instances_{split}2017.json"
-    coco = load_coco(ann_file)
+    coco = load_coco(ann_file, guard)
     result, dropped = Split(f"coco_{split}", *out), 0
     for image_id in tqdm(sorted(coco.getImgIds()), desc=f"coco {split}", unit="img"):
         info = coco.loadImgs(image_id)[0]
@@ -81,10 +82,17 @@ def process_coco(coco_root: Path, split: str, out: tuple[Path, Path], min_pixels
     return result, dropped
 
 
-def _read_list(path: Path) -> list[str]:
+def _read_list(path: Path, guard: SampleGuard) -> list[str]:
+    """The ids of a split list file; duplicate ids are a bad sample (error, or dropped)."""
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: split list not found")
-    return [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+        raise MissingFileError(f"{path}: split list not found")
+    ids = [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+    unique = list(dict.fromkeys(ids))
+    if len(unique) != len(ids):
+        dups = sorted({i for i in ids if ids.count(i) > 1})
+        guard(BadSampleError(f"{path}: duplicate ids {', '.join(dups[:5])}"
+                             + (f" and {len(dups) - 5} more" if len(dups) > 5 else "")))
+    return unique
 
 
 def _sbd_label(mat_path: Path) -> np.ndarray:
@@ -120,11 +128,21 @@ def _add_labeled(split: Split, samples: Iterable[tuple[str, Path, Path]], guard:
 
 
 def process_voc(voc_root: Path, sbd_root: Path | None, out: tuple[Path, Path], guard: SampleGuard
-                ) -> tuple[Split, Split]:
-    """VOC 2012 (+ SBD) -> train_aug (VOC train + SBD train/val, minus VOC val) and val."""
+                ) -> tuple[Split, Split, list[str]]:
+    """VOC 2012 (+ SBD) -> train_aug (VOC train + SBD train/val, minus VOC val) and val.
+
+    Also returns the ids of VOC train that are listed in val too: they are evaluated, never
+    trained on.
+    """
     lists = voc_root / "ImageSets" / "Segmentation"
-    val_ids = _read_list(lists / "val.txt")
-    train_ids = _read_list(lists / "train.txt")
+    val_ids = _read_list(lists / "val.txt", guard)
+    val_set = set(val_ids)
+    listed_train = _read_list(lists / "train.txt", guard)
+    overlap = [i for i in listed_train if i in val_set]
+    if overlap:
+        log.warning("%s: %d ids also in val.txt, removed from training: %s",
+                    lists / "train.txt", len(overlap), ", ".join(overlap[:5]))
+    train_ids = [i for i in listed_train if i not in val_set]
 
     def voc_sample(i: str) -> tuple[str, Path, Path]:
         return i, voc_root / "JPEGImages" / f"{i}.jpg", voc_root / "SegmentationClass" / f"{i}.png"
@@ -136,11 +154,11 @@ def process_voc(voc_root: Path, sbd_root: Path | None, out: tuple[Path, Path], g
     if sbd_root is not None:
         ds = sbd_root / "dataset"
         taken = set(val_ids) | set(train_ids)
-        sbd_ids = _read_list(ds / "train.txt") + _read_list(ds / "val.txt")
+        sbd_ids = _read_list(ds / "train.txt", guard) + _read_list(ds / "val.txt", guard)
         samples += [(i, ds / "img" / f"{i}.jpg", ds / "cls" / f"{i}.mat")
                     for i in dict.fromkeys(sbd_ids) if i not in taken]
     _add_labeled(train, samples, guard)
-    return train, val
+    return train, val, overlap
 
 
 def class_stats(splits: list[Split]) -> pd.DataFrame:
@@ -169,7 +187,7 @@ def preprocess(roots: dict[str, Any], out: Path, cfg: dict[str, Any]) -> dict[st
         coco_train, dropped_train = process_coco(coco_root, "train", dirs, cfg["min_pixels"], guard)
         coco_val, dropped_val = process_coco(coco_root, "val", dirs, cfg["min_pixels"], guard)
         sbd = Path(roots["sbd_root"]) if roots.get("sbd_root") else None
-        train_aug, val = process_voc(Path(roots["voc_root"]), sbd, dirs, guard)
+        train_aug, val, overlap = process_voc(Path(roots["voc_root"]), sbd, dirs, guard)
         splits = [coco_train, coco_val, train_aug, val]
         for split in splits:
             if not split.rows:
@@ -182,6 +200,7 @@ def preprocess(roots: dict[str, Any], out: Path, cfg: dict[str, Any]) -> dict[st
             "samples": {s.name: len(s.rows) for s in splits},
             "dropped_min_pixels": {"coco_train": dropped_train, "coco_val": dropped_val},
             "skipped_bad_samples": len(guard.skipped), "skipped": guard.skipped[:100],
+            "removed_train_in_val": len(overlap),
             "hard_images": len(hard),
         }
         write_json(tmp / "summary.json", summary)

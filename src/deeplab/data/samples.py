@@ -9,13 +9,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from ..errors import BadSampleError
 from .palette import IGNORE
 
 log = logging.getLogger(__name__)
-
-
-class BadSampleError(ValueError):
-    """An input sample that cannot be used; the message names the file and the fault."""
+__all__ = ["BadSampleError", "SampleGuard", "check_image", "check_label"]
 
 
 def check_image(path: Path, expected_size: tuple[int, int] | None = None) -> tuple[int, int]:

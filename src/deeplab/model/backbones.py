@@ -5,6 +5,17 @@ encoder features at the configured output stride. The library networks (torchvis
 timm) are built at their native stride 32; `set_output_stride` then removes the stride of
 the last stages and dilates their 3x3 convolutions in place, so the same parameters serve
 every output stride.
+
+Atrous convention (the DeepLab reference's `stack_blocks_dense`, timm's
+`XceptionAligned(output_stride=...)`, torchvision's `replace_stride_with_dilation`): in a
+stage that loses its stride, the unit that carried the stride runs at stride 1 with the
+*previous* rate; only the units after it get the doubled rate. This keeps the atrous network
+equivalent to the strided one that the ImageNet weights were trained as. With multi-grid
+(ResNet), the last stage's units run at `rate * grid[u]` instead (the paper's (2, 4, 8) at
+output stride 16 for grid (1, 2, 4)), as mmsegmentation's `multi_grid` does.
+
+Each backbone also carries the input normalisation its weights expect (`mean`, `std` for RGB
+in [0, 1]), read from the weights' own config.
 """
 
 from __future__ import annotations
@@ -18,7 +29,16 @@ from torch import nn
 
 from .layers import set_dilation
 
-BACKBONES = ("resnet50", "resnet101", "xception65", "mobilenetv2")
+BACKBONES = ("resnet50", "resnet101", "xception65", "mobilenet_v2")
+BACKBONE_ALIASES = {"mobilenetv2": "mobilenet_v2"}  # this project's spelling before torchvision's
+
+
+def canonical_backbone(name: str) -> str:
+    """The canonical backbone name (`mobilenetv2` -> `mobilenet_v2`); ValueError if unknown."""
+    name = BACKBONE_ALIASES.get(name, name)
+    if name not in BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
+    return name
 
 
 class Backbone(nn.Module):
@@ -29,11 +49,14 @@ class Backbone(nn.Module):
     stem_stride = 4
 
     def __init__(self, stem: nn.Module, stages: Sequence[nn.Module],
-                 multi_grid: Sequence[int] = (1,)) -> None:
+                 multi_grid: Sequence[int] | None = None,
+                 mean: Sequence[float] = (0.485, 0.456, 0.406),
+                 std: Sequence[float] = (0.229, 0.224, 0.225)) -> None:
         super().__init__()
         self.stem = stem
         self.stages = nn.ModuleList(stages)
-        self.multi_grid = tuple(multi_grid)
+        self.multi_grid = tuple(multi_grid) if multi_grid else None
+        self.mean, self.std = tuple(mean), tuple(std)
         # Convs that carry stride 2 at the native output stride (3x3 and 1x1 shortcuts).
         self._strided = [[m for m in s.modules() if isinstance(m, nn.Conv2d) and m.stride == (2, 2)]
                          for s in self.stages]
@@ -60,6 +83,7 @@ class Backbone(nn.Module):
         stride, rate = self.stem_stride, 1
         last = len(self.stages) - 1
         for i in range(len(self.stages)):
+            previous = rate
             if stride < output_stride:
                 stride *= 2
                 step = 2
@@ -68,9 +92,12 @@ class Backbone(nn.Module):
                 step = 1
             for conv in self._strided[i]:
                 conv.stride = (step, step)
-            grid = self.multi_grid if i == last else (1,)
+            grid = self.multi_grid if i == last else None
             for u, unit in enumerate(self.units(i)):
-                unit_rate = rate * grid[u % len(grid)]
+                if grid:
+                    unit_rate = rate * grid[u % len(grid)]
+                else:  # the unit that carried the stride keeps the previous rate
+                    unit_rate = previous if u == 0 else rate
                 for m in unit.modules():
                     if isinstance(m, nn.Conv2d) and m.kernel_size[0] > 1:
                         set_dilation(m, unit_rate)
@@ -87,9 +114,10 @@ class ResNetBackbone(Backbone):
 
     low_channels, high_channels = 256, 2048
 
-    def __init__(self, net: torchvision.models.ResNet, multi_grid: Sequence[int]) -> None:
+    def __init__(self, net: torchvision.models.ResNet, multi_grid: Sequence[int] | None,
+                 **norm: Sequence[float]) -> None:
         stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1)
-        super().__init__(stem, [net.layer2, net.layer3, net.layer4], multi_grid)
+        super().__init__(stem, [net.layer2, net.layer3, net.layer4], multi_grid, **norm)
 
 
 class MobileNetV2Backbone(Backbone):
@@ -97,9 +125,9 @@ class MobileNetV2Backbone(Backbone):
 
     low_channels, high_channels = 24, 320
 
-    def __init__(self, net: torchvision.models.MobileNetV2) -> None:
+    def __init__(self, net: torchvision.models.MobileNetV2, **norm: Sequence[float]) -> None:
         f = net.features
-        super().__init__(f[:4], [f[4:7], f[7:14], f[14:18]])
+        super().__init__(f[:4], [f[4:7], f[7:14], f[14:18]], **norm)
 
 
 class XceptionBackbone(Backbone):
@@ -111,10 +139,11 @@ class XceptionBackbone(Backbone):
 
     low_channels, high_channels = 256, 2048
 
-    def __init__(self, net: nn.Module) -> None:
+    def __init__(self, net: nn.Module, **norm: Sequence[float]) -> None:
         blocks = list(net.blocks.children())
         stem = nn.Sequential(net.stem, blocks[0])
-        super().__init__(stem, [blocks[1], nn.Sequential(*blocks[2:19]), nn.Sequential(*blocks[19:])])
+        super().__init__(stem, [blocks[1], nn.Sequential(*blocks[2:19]), nn.Sequential(*blocks[19:])],
+                         **norm)
 
     def units(self, stage: int) -> list[nn.Module]:
         return [self.stages[stage]] if stage == 0 else super().units(stage)
@@ -158,36 +187,50 @@ def load_library_weights(net: nn.Module, path: str | Path, ignore_prefixes: tupl
     net.load_state_dict(state, strict=False)
 
 
-def build_backbone(name: str, output_stride: int = 16, multi_grid: Sequence[int] = (1, 2, 4),
+def _torchvision_norm(weights: torchvision.models.WeightsEnum) -> dict[str, tuple[float, ...]]:
+    """mean/std of a torchvision weights entry's own preprocessing (no download)."""
+    preprocess = weights.transforms()
+    return {"mean": tuple(preprocess.mean), "std": tuple(preprocess.std)}
+
+
+def build_backbone(name: str, output_stride: int = 16, multi_grid: Sequence[int] | None = (1, 2, 4),
                    pretrained: str | None = None) -> Backbone:
     """Build a backbone at `output_stride`.
 
     `pretrained`: None (random init), "imagenet" (the library's own weight API; needs the
     internet or a warm cache) or the path of a local weights file in the library's format.
+    `multi_grid` applies to ResNet only (None: the plain atrous convention, as torchvision).
+    The input normalisation is the one of the library's ImageNet weights for that backbone,
+    also with random initialisation, so a model keeps one convention whatever its init.
     """
+    name = canonical_backbone(name)
     online = pretrained == "imagenet"
     if name in ("resnet50", "resnet101"):
-        weights = "IMAGENET1K_V2" if online else None
-        net = getattr(torchvision.models, name)(weights=weights)
+        weights = {"resnet50": torchvision.models.ResNet50_Weights,
+                   "resnet101": torchvision.models.ResNet101_Weights}[name].IMAGENET1K_V2
+        net = getattr(torchvision.models, name)(weights=weights if online else None)
+        norm = _torchvision_norm(weights)
         ignore: tuple[str, ...] = ("fc.",)
-    elif name == "mobilenetv2":
-        net = torchvision.models.mobilenet_v2(weights="IMAGENET1K_V2" if online else None)
+    elif name == "mobilenet_v2":
+        weights = torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V2
+        net = torchvision.models.mobilenet_v2(weights=weights if online else None)
+        norm = _torchvision_norm(weights)
         ignore = ("classifier.",)
-    elif name == "xception65":
+    else:  # xception65
         import timm  # the well-kept port of the DeepLab authors' aligned Xception
 
-        # tf_in1k: the DeepLab authors' ImageNet weights, ported to PyTorch by timm
+        # tf_in1k: the DeepLab authors' ImageNet weights (inputs in [-1, 1]), ported by timm
         net = timm.create_model("xception65.tf_in1k", pretrained=online, num_classes=0)
+        cfg = net.pretrained_cfg
+        norm = {"mean": tuple(cfg["mean"]), "std": tuple(cfg["std"])}
         ignore = ("head.",)
-    else:
-        raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
     if pretrained is not None and not online:
         load_library_weights(net, pretrained, ignore)
-    if name == "mobilenetv2":
-        backbone: Backbone = MobileNetV2Backbone(net)
+    if name == "mobilenet_v2":
+        backbone: Backbone = MobileNetV2Backbone(net, **norm)
     elif name == "xception65":
-        backbone = XceptionBackbone(net)
+        backbone = XceptionBackbone(net, **norm)
     else:
-        backbone = ResNetBackbone(net, multi_grid)
+        backbone = ResNetBackbone(net, multi_grid, **norm)
     backbone.set_output_stride(output_stride)
     return backbone

@@ -9,38 +9,41 @@ import torch.nn.functional as F
 from torch import nn
 
 from .aspp import ASPP, aspp_rates
-from .backbones import build_backbone
+from .backbones import build_backbone, canonical_backbone
 from .decoder import Decoder, PlainHead
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class DeepLabV3Plus(nn.Module):
     """DeepLabV3+ for semantic segmentation.
 
-    Input: `N x 3 x H x W` RGB in [0, 1] (ImageNet normalisation happens inside, so the
-    preprocessing travels with the weights). Output: `N x num_classes x H x W` logits at
-    the input size, for any H and W.
+    Input: `N x 3 x H x W` RGB in [0, 1]; the normalisation the backbone's weights expect
+    (ImageNet mean/std for torchvision's ResNet and MobileNetV2, mean = std = 0.5 for the
+    DeepLab authors' Xception-65) happens inside, so the preprocessing travels with the
+    weights. Output: `N x num_classes x H x W` logits at the input size, for any H and W.
+    `bn_momentum` is PyTorch's (1 - the reference's BN decay: 0.9997 -> 0.0003).
     """
 
     def __init__(self, num_classes: int = 21, backbone: str = "resnet101", output_stride: int = 16,
                  decoder: bool = True, separable: bool = True,
                  pretrained_backbone: bool | str | None = False,
-                 multi_grid: Sequence[int] = (1, 2, 4), aspp_channels: int = 256,
+                 multi_grid: Sequence[int] | None = (1, 2, 4), aspp_channels: int = 256,
                  decoder_channels: int = 256, low_level_channels: int = 48,
-                 dropout: float = 0.1) -> None:
+                 dropout: float = 0.1, bn_momentum: float = 0.1) -> None:
         super().__init__()
         pretrained = "imagenet" if pretrained_backbone is True else (pretrained_backbone or None)
+        backbone = canonical_backbone(backbone)
         self.config: dict[str, Any] = dict(
             num_classes=num_classes, backbone=backbone, output_stride=output_stride,
-            decoder=decoder, separable=separable, multi_grid=list(multi_grid),
+            decoder=decoder, separable=separable,
+            multi_grid=list(multi_grid) if multi_grid else None,
             aspp_channels=aspp_channels, decoder_channels=decoder_channels,
-            low_level_channels=low_level_channels, dropout=dropout)
+            low_level_channels=low_level_channels, dropout=dropout, bn_momentum=bn_momentum)
         self.num_classes = num_classes
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
         self.backbone = build_backbone(backbone, output_stride, multi_grid, pretrained)
+        self.register_buffer("mean", torch.tensor(self.backbone.mean).view(1, 3, 1, 1),
+                             persistent=False)
+        self.register_buffer("std", torch.tensor(self.backbone.std).view(1, 3, 1, 1),
+                             persistent=False)
         self.aspp = ASPP(self.backbone.high_channels, aspp_channels, aspp_rates(output_stride),
                          separable=separable, dropout=dropout)
         if decoder:
@@ -48,6 +51,9 @@ class DeepLabV3Plus(nn.Module):
                                            decoder_channels, low_level_channels, separable)
         else:
             self.head = PlainHead(aspp_channels, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.momentum = bn_momentum
 
     @property
     def output_stride(self) -> int:

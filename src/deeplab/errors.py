@@ -1,0 +1,52 @@
+"""The project's error types: failures a user can fix, reported as one line with exit status 2.
+
+`cli.stage_main` and the command-line tools catch `DeeplabError` only; any other exception is
+a programming error and keeps its traceback. Each type also derives from the builtin that
+library callers would expect (`ValueError`, `FileNotFoundError`, ...).
+"""
+
+from __future__ import annotations
+
+
+class DeeplabError(Exception):
+    """A failure caused by input, settings or the environment; the message says what and where."""
+
+
+class ConfigError(DeeplabError, ValueError):
+    """A params file (or option) that does not match the schema; the message names the key path."""
+
+
+class MissingFileError(DeeplabError, FileNotFoundError):
+    """A file or folder the user (or an earlier stage) should have provided is missing."""
+
+
+class BadSampleError(DeeplabError, ValueError):
+    """An input sample that cannot be used; the message names the file and the fault."""
+
+
+class ModelFileError(DeeplabError, ValueError):
+    """A model or checkpoint file that is unreadable, unsafe, or of another architecture."""
+
+
+class UnsafeFileError(ModelFileError):
+    """A file that holds pickled objects other than tensors and plain data (could run code)."""
+
+
+class DownloadError(DeeplabError):
+    """A download that failed for good (after retries) or did not match its checksum."""
+
+
+class UnsafeArchiveError(DeeplabError, ValueError):
+    """An archive member would land outside the target directory, or is a link."""
+
+
+class TrainingDivergedError(DeeplabError):
+    """The loss became NaN or infinite."""
+
+
+class RegistryError(DeeplabError):
+    """The tracking store or model registry refused or could not be reached."""
+
+
+class InputError(DeeplabError, ValueError):
+    """A bad command-line input (e.g. an output that would overwrite an input)."""

@@ -1,0 +1,40 @@
+"""The registered model's code (MLflow "models from code"): uint8 RGB images -> uint8 label maps.
+
+MLflow stores this file as source next to the model, with the `deeplab` package
+(`code_paths`), the weights as a model file that is read with `weights_only=True`, and the
+inference strategy as JSON. Loading the registered model runs this code, which is plain text
+a user can read in the model's artifacts; no pickled object is loaded.
+Pass `model_config={"device": "cuda"}` to `mlflow.pyfunc.load_model` for GPU.
+"""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import numpy as np
+import torch
+from mlflow.pyfunc import PythonModel
+
+
+class SegmenterModel(PythonModel):
+    """pyfunc wrapper of `deeplab.segmenter.Segmenter`."""
+
+    def load_context(self, context) -> None:
+        from deeplab.checkpoint import load_model
+        from deeplab.segmenter import Segmenter
+
+        with open(context.artifacts["strategy"]) as f:
+            strategy = json.load(f)
+        self.device = torch.device((context.model_config or {}).get("device", "cpu"))
+        net = load_model(context.artifacts["model_file"])
+        self.segmenter = Segmenter(net, strategy["output_stride"], strategy["scales"],
+                                   strategy["flip"]).to(self.device).eval()
+
+    def predict(self, context, model_input, params=None):  # no type hints: the signature is explicit
+        images = torch.from_numpy(np.ascontiguousarray(model_input, dtype=np.uint8))
+        with torch.no_grad():
+            return self.segmenter(images.to(self.device)).cpu().numpy()
+
+
+mlflow.models.set_model(SegmenterModel())
