@@ -31,9 +31,26 @@ def tiny_train_csv(tmp_path_factory):
                    root / "processed", dict(min_pixels=0, hard_classes=[], on_bad_sample="error"))
     finally:
         os.chdir(cwd)
-    rows = pd.read_csv(root / "processed/voc_train_aug.csv", dtype=str)
-    rows["image"] = [str(root / p) for p in rows["image"]]
-    rows["mask"] = [str(root / p) for p in rows["mask"]]
-    out = root / "train_abs.csv"
-    rows.to_csv(out, index=False)
-    return out
+    for split, name in (("voc_train_aug", "train_abs.csv"), ("voc_val", "val_abs.csv")):
+        rows = pd.read_csv(root / f"processed/{split}.csv", dtype=str)
+        rows["image"] = [str(root / p) for p in rows["image"]]
+        rows["mask"] = [str(root / p) for p in rows["mask"]]
+        rows.to_csv(root / name, index=False)
+    return root / "train_abs.csv"
+
+
+@pytest.fixture(scope="session")
+def tiny_val_csv(tiny_train_csv):
+    """The matching VOC-style val list (absolute paths) of two 40x40 images."""
+    return tiny_train_csv.with_name("val_abs.csv")
+
+
+@pytest.fixture
+def dead_pid():
+    """The id of a process that has exited (for 'left behind by a killed run' files)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid

@@ -1,5 +1,6 @@
 """Downloads against a local HTTP server: checksum, resume, retries; safe archive extraction."""
 
+import contextlib
 import functools
 import hashlib
 import http.server
@@ -14,7 +15,13 @@ from deeplab.data.download import DownloadError, UnsafeArchiveError, download, s
 
 
 class RangeHandler(http.server.SimpleHTTPRequestHandler):
-    """Serves files with HTTP Range support (status 206), as dataset hosts do."""
+    """Serves files with HTTP Range support (206, and 416 past the end), as dataset hosts do.
+
+    `cut` (a list shared with the test) makes the next responses announce the full length but
+    close the connection after that many bytes: a transfer cut mid-way.
+    """
+
+    cut: list = []
 
     def log_message(self, *args):
         pass
@@ -28,21 +35,38 @@ class RangeHandler(http.server.SimpleHTTPRequestHandler):
             self.send_error(404)
             return None
         start = int(rng.split("=")[1].split("-")[0]) if rng else 0
+        if start >= len(data) and rng:
+            self.send_error(416)
+            return None
         self.send_response(206 if rng else 200)
         self.send_header("Content-Length", str(len(data) - start))
         self.end_headers()
+        if self.cut:
+            self.close_connection = True
+            return io.BytesIO(data[start:start + self.cut.pop(0)])
         return io.BytesIO(data[start:])
+
+
+@contextlib.contextmanager
+def serve(root, cut=None):
+    """An HTTP server on 127.0.0.1 for the files under `root`; yields its base URL."""
+    handler = type("Handler", (RangeHandler,), {"cut": cut if cut is not None else []})
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(root)))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
 
 
 @pytest.fixture
 def server(tmp_path):
     root = tmp_path / "www"
     root.mkdir()
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(RangeHandler, directory=str(root)))
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield root, f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
+    with serve(root) as url:
+        yield root, url
 
 
 def make_tar(path, members):
@@ -109,3 +133,36 @@ def test_links_are_refused(tmp_path):
         tf.addfile(info)
     with pytest.raises(UnsafeArchiveError, match="is a link"):
         safe_extract(arc, tmp_path / "out")
+
+
+def test_cut_transfer_resumes_and_complete_part_is_verified(tmp_path):
+    payload = bytes(range(256)) * 3000
+    root = tmp_path / "www"
+    root.mkdir()
+    (root / "c.tar").write_bytes(payload)
+    md5 = hashlib.md5(payload).hexdigest()
+    cuts = [100_000, 200_000]  # two responses closed early, then a complete one
+    with serve(root, cuts) as url:
+        dest = tmp_path / "c.tar"
+        download(f"{url}/c.tar", dest, md5, retries=3, timeout=5)
+        assert dest.read_bytes() == payload and cuts == []
+
+        # A .part that already holds every byte: the server answers 416; it is verified.
+        done = tmp_path / "d.tar"
+        (tmp_path / "d.tar.part").write_bytes(payload)
+        (root / "d.tar").write_bytes(payload)
+        download(f"{url}/d.tar", done, md5, retries=0, timeout=5)
+        assert done.read_bytes() == payload
+
+
+def test_http_errors_say_what_is_true(tmp_path):
+    root = tmp_path / "www"
+    root.mkdir()
+    with serve(root) as url:
+        with pytest.raises(DownloadError, match=r"HTTP 404 .*nothing was saved") as info:
+            download(f"{url}/missing.tar", tmp_path / "m.tar", "0" * 32, retries=3, timeout=5)
+        assert "kept" not in str(info.value)
+        (root / "e.tar").write_bytes(b"x" * 1000)
+        with pytest.raises(DownloadError, match=r"after 1 attempts .*partial file .*e.tar.part \(300 bytes\) is kept"):
+            with serve(root, [300]) as cut_url:
+                download(f"{cut_url}/e.tar", tmp_path / "e.tar", "0" * 32, retries=0, timeout=5)
