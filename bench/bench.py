@@ -30,17 +30,18 @@ import torch
 import torch.nn.functional as F
 
 # name -> (kind, settings); "peer" names the peer with the same architecture.
-# "mg1" = multi-grid (1, 1, 1): the peers have no multi-grid, so these are the same-architecture
-# comparisons; the default multi-grid (1, 2, 4) dilates the last block's convs further.
+# "mg1" = no multi-grid (`multi_grid=None`: the plain atrous convention, which equals
+# torchvision's replace_stride_with_dilation, tested): the same-architecture comparisons with
+# the peers; the default multi-grid (1, 2, 4) dilates the last block's convs further.
 CONFIGS: dict[str, dict] = {
     "ours-r101-os16-dec-sc": dict(backbone="resnet101", os=16, decoder=True, separable=True),
     "ours-r101-os16-dec-sc-mg1": dict(backbone="resnet101", os=16, decoder=True, separable=True,
-                                      multi_grid=(1, 1, 1), peer="smp-r101-os16-dec-sc"),
+                                      multi_grid=None, peer="smp-r101-os16-dec-sc"),
     "ours-r101-os16-dec": dict(backbone="resnet101", os=16, decoder=True, separable=False),
     "ours-r101-os16": dict(backbone="resnet101", os=16, decoder=False, separable=False),
     "ours-r101-os8": dict(backbone="resnet101", os=8, decoder=False, separable=False),
     "ours-r101-os8-mg1": dict(backbone="resnet101", os=8, decoder=False, separable=False,
-                              multi_grid=(1, 1, 1), peer="tv-deeplabv3-r101-os8"),
+                              multi_grid=None, peer="tv-deeplabv3-r101-os8"),
     "ours-r101-os8-dec-sc": dict(backbone="resnet101", os=8, decoder=True, separable=True),
     "ours-x65-os16-dec-sc": dict(backbone="xception65", os=16, decoder=True, separable=True),
     "ours-x65-os8-dec-sc": dict(backbone="xception65", os=8, decoder=True, separable=True),

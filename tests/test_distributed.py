@@ -30,8 +30,8 @@ def test_two_process_ddp_matches_one_process(tiny_train_csv, tmp_path):
     _run([sys.executable, str(HELPER), str(tiny_train_csv), "one.pt", "one.ckpt"], tmp_path)
     _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
           str(HELPER), str(tiny_train_csv), "two.pt", "two.ckpt"], tmp_path)
-    one = torch.load(tmp_path / "one.pt", weights_only=False)
-    two = torch.load(tmp_path / "two.pt", weights_only=False)
+    one = torch.load(tmp_path / "one.pt", weights_only=True)
+    two = torch.load(tmp_path / "two.pt", weights_only=True)
     assert one["world_size"] == 1 and two["world_size"] == 2
     assert two["bn"] == {"GlobalBatchNorm"} and "GlobalBatchNorm" not in one["bn"]
     # The logged loss is the global-batch mean on both.

@@ -19,6 +19,7 @@ from deeplab.model import DeepLabV3Plus
 from deeplab.model.backbones import ResNetBackbone, XceptionBackbone, build_backbone
 from deeplab.recipe import apply_recipe, load_recipe, overrides
 from deeplab.train import param_groups, set_train_mode
+from test_train import RUNTIME, SCHED
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -168,12 +169,8 @@ def test_freeze_bn_keeps_statistics_and_affine(tiny_train_csv, tmp_path):
                 if any(k.startswith(n + ".") for n, m in model.named_modules()
                        if isinstance(m, nn.BatchNorm2d))}
     conv_before = model.aspp.branches[0][0].weight.clone()
-    sched = dict(iterations=3, batch_size=2, crop_size=33, lr=0.05, lr_power=0.9, momentum=0.9,
-                 weight_decay=4e-5, scale_range=[0.5, 2.0], flip=True, checkpoint_every=5,
-                 val_every=0, freeze_bn=True)
-    runtime = dict(device="cpu", amp="off", channels_last=False, compile=False, workers=0,
-                   threads=2, log_every=1)
-    train(model, SegmentationDataset(read_list(tiny_train_csv), 33), sched, runtime,
+    sched = {**SCHED, "iterations": 3, "lr": 0.05, "freeze_bn": True}
+    train(model, SegmentationDataset(read_list(tiny_train_csv), 33), sched, RUNTIME,
           tmp_path / "c.ckpt", 0, {})
     after = model.state_dict()
     assert all(torch.equal(after[k], v) for k, v in bn_state.items() if "num_batches" not in k)

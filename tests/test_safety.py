@@ -30,6 +30,7 @@ from deeplab.model import DeepLabV3Plus
 from deeplab.predict import main as predict_main
 from deeplab.predict import read_rgb
 from deeplab.train import load_checkpoint, train
+from test_train import RUNTIME, SCHED
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -47,6 +48,13 @@ class Evil:
 def tiny_net(seed: int = 0) -> DeepLabV3Plus:
     torch.manual_seed(seed)
     return DeepLabV3Plus(21, "mobilenet_v2", 16, aspp_channels=16, decoder_channels=16).eval()
+
+
+@pytest.fixture
+def model_file(tmp_path) -> Path:
+    path = tmp_path / "m.pt"
+    save_model(path, tiny_net())
+    return path
 
 
 def image_folder(path: Path, names: dict[str, tuple[int, int]]) -> Path:
@@ -91,22 +99,17 @@ def test_crafted_init_file_for_finetune_is_refused(tmp_path):
 def test_checkpoint_round_trips_through_weights_only_load(tmp_path, tiny_train_csv):
     from deeplab.data.dataset import SegmentationDataset, read_list
 
-    sched = dict(iterations=2, batch_size=2, crop_size=33, lr=0.01, lr_power=0.9, momentum=0.9,
-                 weight_decay=4e-5, scale_range=[0.5, 2.0], flip=True, checkpoint_every=1,
-                 val_every=0)
-    runtime = dict(device="cpu", amp="off", channels_last=False, compile=False, workers=0,
-                   threads=2, log_every=1)
     ds = SegmentationDataset(read_list(tiny_train_csv), 33)
-    train(tiny_net(), ds, sched, runtime, tmp_path / "c.ckpt", 0, {"x": 1}, run_id="abc")
+    train(tiny_net(), ds, {**SCHED, "iterations": 2, "checkpoint_every": 1}, RUNTIME,
+          tmp_path / "c.ckpt", 0, {"x": 1}, run_id="abc")
     state = torch.load(tmp_path / "c.ckpt", weights_only=True)  # raises if anything is pickled
     assert state["iteration"] == 2 and state["run_id"] == "abc"
 
 
 # --- Data that must never be lost -----------------------------------------------------------
 
-def test_predict_never_overwrites_inputs_or_its_own_results(tmp_path, capsys):
-    model = tmp_path / "m.pt"
-    save_model(model, tiny_net())
+def test_predict_never_overwrites_inputs_or_its_own_results(tmp_path, model_file, capsys):
+    model = model_file
     folder = image_folder(tmp_path / "photos", {"a.jpg": (40, 50), "a.png": (30, 30)})
     photo = (folder / "a.png").read_bytes()
 
@@ -125,9 +128,8 @@ def test_predict_never_overwrites_inputs_or_its_own_results(tmp_path, capsys):
         assert (folder / "a.png").read_bytes() == photo and len(list(folder.iterdir())) == 6
 
 
-def test_predict_refuses_outputs_that_reach_an_input(tmp_path, capsys):
-    model = tmp_path / "m.pt"
-    save_model(model, tiny_net())
+def test_predict_refuses_outputs_that_reach_an_input(tmp_path, model_file, capsys):
+    model = model_file
     folder = image_folder(tmp_path / "p", {"a.jpg": (30, 30), "b.png": (30, 30)})
     photo = (folder / "b.png").read_bytes()
     out = tmp_path / "out"
@@ -435,19 +437,13 @@ def test_truncated_checkpoint_starts_over_with_a_warning(tmp_path, tiny_train_cs
     ckpt.write_bytes(ckpt.read_bytes()[:200])  # cut mid-file
     assert load_checkpoint(ckpt, "x", 10) is None
     assert any(str(ckpt) in r.message and "truncated or corrupt" in r.message for r in caplog.records)
-    sched = dict(iterations=1, batch_size=2, crop_size=33, lr=0.01, lr_power=0.9, momentum=0.9,
-                 weight_decay=4e-5, scale_range=[0.5, 2.0], flip=True, checkpoint_every=1,
-                 val_every=0)
-    runtime = dict(device="cpu", amp="off", channels_last=False, compile=False, workers=0,
-                   threads=2, log_every=1)
-    result = train(tiny_net(), SegmentationDataset(read_list(tiny_train_csv), 33), sched, runtime,
-                   ckpt, 0, {})
+    result = train(tiny_net(), SegmentationDataset(read_list(tiny_train_csv), 33),
+                   {**SCHED, "iterations": 1, "checkpoint_every": 1}, RUNTIME, ckpt, 0, {})
     assert result.resumed_from == 0 and torch.load(ckpt, weights_only=True)["iteration"] == 1
 
 
-def test_decompression_bomb_is_named_and_skipped(tmp_path, capsys, monkeypatch):
-    model = tmp_path / "m.pt"
-    save_model(model, tiny_net())
+def test_decompression_bomb_is_named_and_skipped(tmp_path, model_file, capsys, monkeypatch):
+    model = model_file
     folder = image_folder(tmp_path / "in", {"ok.png": (30, 30)})
     Image.new("1", (3000, 3000)).save(folder / "bomb.png")  # 9 Mpx, a few kB on disk
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000_000)  # bomb = over 2x this

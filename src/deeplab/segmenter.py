@@ -1,9 +1,9 @@
 """The deployable model: RGB uint8 images in, label maps out, preprocessing included.
 
 `Segmenter` wraps a `DeepLabV3Plus` with its inference strategy (output stride, scales,
-flip). It is what the register stage logs with `mlflow.pytorch` (so the pyfunc flavour
-takes `N x H x W x 3` uint8 arrays and returns `N x H x W` uint8 masks), what
-`python -m deeplab.predict` runs, and what `python -m deeplab.export` exports.
+flip) and the evaluation geometry (`inference.predict_probs`). It is what the registered
+MLflow model runs (`pyfunc_model.py`: `N x H x W x 3` uint8 arrays in, `N x H x W` uint8
+masks out), what `python -m deeplab.predict` runs, and what `python -m deeplab.export` exports.
 """
 
 from __future__ import annotations
