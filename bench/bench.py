@@ -157,10 +157,10 @@ def loader_throughput(params_file: str, seconds: float) -> dict:
 
     from deeplab.config import load_params
     from deeplab.data.dataset import IterationSampler, SegmentationDataset, read_list
-    from deeplab.workflow import build_model
+    from deeplab.engine.stage import build_model
 
     params = load_params(params_file)
-    sched, runtime = params["finetune"], params["train"]
+    sched, runtime = params["finetune"], params["runtime"]
     rows = read_list("data/processed/voc_train_aug.csv")
     dataset = SegmentationDataset(rows, sched["crop_size"], sched["scale_range"], sched["flip"])
     sampler = IterationSampler(len(dataset), sched["batch_size"], 10_000, 0)
@@ -219,6 +219,29 @@ def add_ratios(rows: list[dict]) -> None:
             r["infer_vs_peer"] = round(r["infer_img_s"] / p["infer_img_s"], 3)
 
 
+def preprocess_throughput(size: int, images: int, workers: list[int]) -> dict:
+    """Images/s of COCO -> 21-class mask conversion (pycocotools decoding, checks, palette PNG
+    writing) for each number of worker processes, on synthetic COCO-style data at `size`."""
+    import tempfile
+
+    from deeplab.data.preprocess import SampleGuard, process_coco
+    from deeplab.data.synthetic import generate
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        generate(root / "raw", dict(seed=0, image_size=size, coco_train_images=images,
+                                    coco_val_images=1, voc_train_images=1, voc_val_images=1,
+                                    sbd_images=0))
+        rates = {}
+        for n in workers:
+            out = root / f"out{n}"
+            start = time.perf_counter()
+            split, dropped = process_coco(root / "raw/coco", "train", (out, out), 0,
+                                          SampleGuard("error"), n)
+            rates[n] = round((len(split.rows) + dropped) / (time.perf_counter() - start), 1)
+    return {"image_size": size, "images": images, "img_per_s_by_workers": rates}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -234,6 +257,9 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=None, help="write <out>.json and <out>.md")
     ap.add_argument("--loader", action="store_true", help="data pipeline vs training step instead")
     ap.add_argument("--loader-seconds", type=float, default=10.0)
+    ap.add_argument("--preprocess", type=int, nargs="+", metavar="WORKERS",
+                    help="COCO conversion img/s for these worker counts instead (--size, --images)")
+    ap.add_argument("--images", type=int, default=300, help="images for --preprocess")
     ap.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one config in this process
     args = ap.parse_args()
     if args.threads:
@@ -244,8 +270,9 @@ def main() -> int:
         print(json.dumps(run_one(args.one, device, args.size, args.batch, args.precisions[0],
                                  args.warmup, args.repeats)))
         return 0
-    if args.loader:
-        result = loader_throughput("params.yaml", args.loader_seconds)
+    if args.loader or args.preprocess:
+        result = (preprocess_throughput(args.size, args.images, args.preprocess) if args.preprocess
+                  else loader_throughput("params.yaml", args.loader_seconds))
         print(json.dumps(result))
         if args.out:
             args.out.parent.mkdir(parents=True, exist_ok=True)

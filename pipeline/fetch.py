@@ -1,16 +1,15 @@
 """DVC stage fetch: raw datasets -> data/raw (synthetic, local copy, or download)."""
 
-from pathlib import Path
-
-from deeplab.cli import stage_main
+from deeplab.cli import stage_main, stage_paths
 from deeplab.config import load_params
 from deeplab.data.fetch import fetch
 
 
 @stage_main
 def main() -> None:
+    paths = stage_paths("raw")
     params = load_params(sections=("data",))
-    manifest = fetch(params["data"], Path("data/raw"))
+    manifest = fetch(params["data"], paths.raw)
     print(f"fetch: {manifest['source']} data ready: {manifest}")
 
 

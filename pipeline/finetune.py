@@ -1,21 +1,16 @@
 """DVC stage finetune: VOC train_aug with hard-image bootstrapping -> models/finetune.pt."""
 
-from pathlib import Path
-
-from deeplab.cli import stage_main
+from deeplab.cli import stage_main, stage_paths
 from deeplab.config import load_params
-from deeplab.workflow import run_training_stage
-
-DATA = Path("data/processed")
+from deeplab.engine.stage import run_training_stage
 
 
 @stage_main
 def main() -> None:
-    params = load_params(sections=("model", "train", "finetune", "mlflow"))
-    run_training_stage("finetune", params, DATA / "voc_train_aug.csv", DATA / "voc_val.csv",
-                       Path("models/finetune.pt"), Path("models/checkpoints/finetune.ckpt"),
-                       Path("reports/finetune"), init_file=Path("models/pretrain.pt"),
-                       hard_list=DATA / "hard_images.txt")
+    p = stage_paths("train_list", "val_list", "hard_list", "init", "model", "checkpoint", "reports")
+    params = load_params(sections=("model", "train", "runtime", "finetune", "mlflow"))
+    run_training_stage("finetune", params, p.train_list, p.val_list, p.model, p.checkpoint,
+                       p.reports, init_file=p.init, hard_list=p.hard_list)
 
 
 if __name__ == "__main__":

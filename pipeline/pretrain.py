@@ -1,20 +1,15 @@
 """DVC stage pretrain: DeepLabV3+ on the COCO-derived 21-class data -> models/pretrain.pt."""
 
-from pathlib import Path
-
-from deeplab.cli import stage_main
+from deeplab.cli import stage_main, stage_paths
 from deeplab.config import load_params
-from deeplab.workflow import run_training_stage
-
-DATA = Path("data/processed")
+from deeplab.engine.stage import run_training_stage
 
 
 @stage_main
 def main() -> None:
-    params = load_params(sections=("model", "train", "pretrain", "mlflow"))
-    run_training_stage("pretrain", params, DATA / "coco_train.csv", DATA / "coco_val.csv",
-                       Path("models/pretrain.pt"), Path("models/checkpoints/pretrain.ckpt"),
-                       Path("reports/pretrain"))
+    p = stage_paths("train_list", "val_list", "model", "checkpoint", "reports")
+    params = load_params(sections=("model", "train", "runtime", "pretrain", "mlflow"))
+    run_training_stage("pretrain", params, p.train_list, p.val_list, p.model, p.checkpoint, p.reports)
 
 
 if __name__ == "__main__":

@@ -1,19 +1,18 @@
 """DVC stage register: log the finetuned model to MLflow and register it with an alias."""
 
-from pathlib import Path
-
-from deeplab.cli import stage_main
+from deeplab.cli import stage_main, stage_paths
 from deeplab.config import load_params
 from deeplab.io import write_json
-from deeplab.registry import register
+from deeplab.serving.registry import register
 
 
 @stage_main
 def main() -> None:
+    p = stage_paths("model", "metrics", "out")
     params = load_params(sections=("register", "mlflow"))
-    result = register(Path("models/finetune.pt"), Path("reports/metrics.json"),
-                      params["register"]["model_name"], params, params["register"]["min_miou"])
-    write_json(Path("reports/registry.json"), result)
+    result = register(p.model, p.metrics, params["register"]["model_name"], params,
+                      params["register"]["min_miou"])
+    write_json(p.out, result)
     state = "registered" if result["new"] else "unchanged, already"
     print(f"register: {result['name']} {state} version {result['version']} {result['aliases']}")
 

@@ -49,7 +49,7 @@ def test_sections_limit_what_a_stage_validates(tmp_path):
 
 
 def test_variant_params_override_model_and_init(repo_root):
-    from deeplab.workflow import variant_params
+    from deeplab.engine.stage import variant_params
 
     params = load_params(repo_root / "params.yaml")
     params["ablations"] = {"dense": {"separable": False, "init": "scratch"}}

@@ -165,3 +165,18 @@ def test_local_source_through_fetch_reproduces_masks(raw, tmp_path, monkeypatch)
         fetch(data, tmp_path / "data/raw2")
     with pytest.raises(DeeplabError, match="data.voc_root: required when data.source is 'local'"):
         fetch({**data, "voc_root": None}, tmp_path / "data/raw3")
+
+
+def test_parallel_preprocessing_gives_identical_output(raw, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    outs = []
+    for workers in (1, 2):
+        out = tmp_path / f"w{workers}"
+        preprocess(roots(raw), out, {**PRE, "workers": workers})
+        outs.append({p.relative_to(out): p.read_bytes().replace(f"w{workers}/".encode(), b"OUT/")
+                     for p in sorted(out.rglob("*")) if p.is_file()})
+    assert outs[0].keys() == outs[1].keys() and len(outs[0]) > 20
+    assert all(outs[0][k] == outs[1][k] for k in outs[0])
+    listed = pd.read_csv(tmp_path / "w2/voc_val.csv", dtype=str)
+    image = raw / "VOC2012/JPEGImages" / f"{listed['id'][0]}.jpg"
+    assert listed["image_sig"][0] == f"{image.stat().st_size}-{image.stat().st_mtime_ns}"

@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from deeplab.distributed import GlobalBatchNorm, synchronize_batchnorm
+from deeplab.engine.distributed import GlobalBatchNorm, synchronize_batchnorm
 
 HELPER = Path(__file__).parent / "helpers" / "ddp_train.py"
 

@@ -4,8 +4,8 @@ import numpy as np
 import torch
 from sklearn.metrics import confusion_matrix as sk_confusion
 
-from deeplab.inference import predict_probs
-from deeplab.metrics import boundary_band, confusion_matrix, scores
+from deeplab.evaluation.inference import predict_probs
+from deeplab.evaluation.metrics import boundary_band, confusion_matrix, scores
 
 
 def test_confusion_and_miou_match_sklearn():

@@ -5,7 +5,7 @@ import torch
 import torchvision
 from torch import nn
 
-from deeplab.flops import count_madds
+from deeplab.model.flops import count_madds
 from deeplab.model import DeepLabV3Plus, aspp_rates
 
 

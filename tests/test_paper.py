@@ -12,13 +12,14 @@ from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
 from deeplab.config import ConfigError, load_params
-from deeplab.distributed import synchronize_batchnorm
-from deeplab.flops import count_madds
-from deeplab.inference import padded_size, predict_probs
+from deeplab.engine.distributed import synchronize_batchnorm
+from deeplab.model.flops import count_madds
+from deeplab.evaluation.inference import padded_size, predict_probs
 from deeplab.model import DeepLabV3Plus
 from deeplab.model.backbones import ResNetBackbone, XceptionBackbone, build_backbone
 from deeplab.recipe import apply_recipe, load_recipe, overrides
-from deeplab.train import param_groups, set_train_mode
+from deeplab.engine.loop import set_train_mode
+from deeplab.engine.optim import param_groups
 from test_train import RUNTIME, SCHED
 
 REPO = Path(__file__).resolve().parents[1]
@@ -161,7 +162,7 @@ def test_weight_decay_on_conv_and_linear_weights_only():
 
 def test_freeze_bn_keeps_statistics_and_affine(tiny_train_csv, tmp_path):
     from deeplab.data.dataset import SegmentationDataset, read_list
-    from deeplab.train import train
+    from deeplab.engine.loop import train
 
     torch.manual_seed(0)
     model = DeepLabV3Plus(21, "mobilenet_v2", 16, aspp_channels=16, decoder_channels=16)

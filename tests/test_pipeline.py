@@ -29,7 +29,7 @@ def tiny(params):
     for stage in ("pretrain", "finetune"):
         params[stage].update(iterations=3, batch_size=2, crop_size=33, checkpoint_every=2, val_every=2)
     params["model"].update(aspp_channels=16, decoder_channels=16)
-    params["train"]["workers"] = 0
+    params["runtime"]["workers"] = 0
     params["evaluate"].update(scales=[1.0, 1.5], trimap_widths=[2], sample_images=2, madds_size=65)
     return params
 
@@ -82,6 +82,30 @@ def test_dvc_repro_end_to_end(tmp_path, repo_root):
     assert [line for line in again.splitlines() if "Running stage" in line] == ["Running stage 'fetch':"]
     assert "Stage 'preprocess' didn't change, skipping" in again
 
+    # What an edit reruns, read from `dvc status` of the finished pipeline (nothing is run).
+    training = {"pretrain", "finetune", *(f"variant@{v}" for v in variants)}
+
+    def stale_stages():
+        return set(json.loads(run(["dvc", "status", "--json"], work).stdout or "{}")) - {"fetch"}
+
+    assert stale_stages() == set()
+    for module in ("src/deeplab/serving/predict.py", "src/deeplab/evaluation/report.py",
+                   "src/deeplab/data/synthetic.py"):
+        path = work / module
+        original = path.read_text()
+        path.write_text(original + "\n# an edit\n")
+        assert not stale_stages() & training, module
+        path.write_text(original)
+    assert stale_stages() == set()
+    (work / "params.yaml").write_text(yaml.safe_dump({**params, "runtime": {
+        **params["runtime"], "workers": 3, "threads": 1, "log_every": 1}}))
+    assert stale_stages() == set()
+    aspp = work / "src/deeplab/model/aspp.py"
+    original = aspp.read_text()
+    aspp.write_text(original + "\n# an edit\n")
+    assert stale_stages() >= training | {"evaluate", "register"}
+    aspp.write_text(original)
+
     params["evaluate"]["flip"] = [False]
     (work / "params.yaml").write_text(yaml.safe_dump(params))
     changed = run(["dvc", "repro"], work).stdout
@@ -98,6 +122,17 @@ def test_dvc_repro_end_to_end(tmp_path, repo_root):
 
     params["pretrain"]["lrr"] = params["pretrain"].pop("lr")
     (work / "params.yaml").write_text(yaml.safe_dump(params))
-    bad = run([sys.executable, "pipeline/pretrain.py"], work, check=False)
+    bad = run([sys.executable, "pipeline/pretrain.py", "--train-list", "a", "--val-list", "b",
+               "--model", "m", "--checkpoint", "c", "--reports", "r"], work, check=False)
     assert bad.returncode == 2
     assert "pretrain.lrr: unknown key (did you mean 'lr'?)" in bad.stderr
+    params["pretrain"]["lr"] = params["pretrain"].pop("lrr")
+    (work / "params.yaml").write_text(yaml.safe_dump(params))
+
+    # An edited image is a dependency too: its split list changes (image_sig), so the stages
+    # that read that list rerun and the others do not.
+    voc = work / "data/raw/synthetic/VOC2012"
+    train_id = (voc / "ImageSets/Segmentation/train.txt").read_text().split()[0]
+    os.utime(voc / "JPEGImages" / f"{train_id}.jpg", ns=(10**18, 10**18))  # a training image
+    run(["dvc", "repro", "preprocess"], work)
+    assert stale_stages() == training - {"pretrain"}  # the VOC trainings; not pretrain, not evaluate

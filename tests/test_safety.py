@@ -21,15 +21,16 @@ import torch
 import yaml
 from PIL import Image
 
-from deeplab.checkpoint import read_model_file, save_model
+from deeplab.model_files import read_model_file, save_model
 from deeplab.cli import stage_main
 from deeplab.config import ConfigError, load_params
 from deeplab.errors import DeeplabError, ModelFileError, UnsafeFileError
 from deeplab.io import atomic_dir, remove_stale_temps, write_json
 from deeplab.model import DeepLabV3Plus
-from deeplab.predict import main as predict_main
-from deeplab.predict import read_rgb
-from deeplab.train import load_checkpoint, train
+from deeplab.serving.predict import main as predict_main
+from deeplab.serving.predict import read_rgb
+from deeplab.engine.checkpoints import load_checkpoint
+from deeplab.engine.loop import train
 from test_train import RUNTIME, SCHED
 
 REPO = Path(__file__).resolve().parents[1]
@@ -86,7 +87,7 @@ def test_crafted_model_file_is_refused_and_runs_nothing(tmp_path, capsys):
 
 
 def test_crafted_init_file_for_finetune_is_refused(tmp_path):
-    from deeplab.workflow import initial_model
+    from deeplab.engine.stage import initial_model
 
     marker = tmp_path / "marker"
     torch.save({"config": {}, "state_dict": Evil(marker)}, tmp_path / "pretrain.pt")
@@ -235,10 +236,10 @@ def test_switching_source_keeps_downloads_and_local_changes_are_seen(tmp_path, m
 
 # --- Reproducibility and the registry -------------------------------------------------------
 
-def tiny_params(iterations: int = 3, **train_overrides) -> dict:
+def tiny_params(iterations: int = 3, **runtime_overrides) -> dict:
     params = load_params(REPO / "params.yaml")
     params["model"].update(aspp_channels=16, decoder_channels=16)
-    params["train"].update(workers=0, threads=1, **train_overrides)
+    params["runtime"].update(workers=0, threads=1, **runtime_overrides)
     params["pretrain"].update(iterations=iterations, batch_size=2, crop_size=33,
                               checkpoint_every=2, val_every=0)
     params["mlflow"]["experiment"] = "safety"
@@ -246,7 +247,7 @@ def tiny_params(iterations: int = 3, **train_overrides) -> dict:
 
 
 def test_same_params_give_identical_weights(tmp_path, monkeypatch, tiny_train_csv, tiny_val_csv):
-    from deeplab.workflow import run_training_stage
+    from deeplab.engine.stage import run_training_stage
 
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -263,7 +264,7 @@ def test_same_params_give_identical_weights(tmp_path, monkeypatch, tiny_train_cs
 RUN_STAGE = """
 import json, sys
 from pathlib import Path
-from deeplab.workflow import run_training_stage
+from deeplab.engine.stage import run_training_stage
 params, train_list, val_list, out = json.loads(sys.argv[1]), *map(Path, sys.argv[2:5])
 run_training_stage("pretrain", params, train_list, val_list, out / "m.pt", out / "c.ckpt",
                    out / "reports")
@@ -299,7 +300,7 @@ def test_killed_stage_resumes_the_same_mlflow_run(tmp_path, tiny_train_csv, tiny
 
 
 def _register_args(tmp_path: Path, model: Path, metrics: Path, name: str = "seg") -> list[str]:
-    code = ("import json, sys; from pathlib import Path; from deeplab.registry import register\n"
+    code = ("import json, sys; from pathlib import Path; from deeplab.serving.registry import register\n"
             "p = json.loads(sys.argv[4])\n"
             "print(json.dumps(register(Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], p)))\n")
     params = {"seed": 0, "mlflow": {"experiment": "reg"},
@@ -308,10 +309,10 @@ def _register_args(tmp_path: Path, model: Path, metrics: Path, name: str = "seg"
     return [sys.executable, "-c", code, str(model), str(metrics), name, json.dumps(params)]
 
 
-def test_one_sha256_is_one_version_under_concurrency_and_after_a_crash(tmp_path, monkeypatch):
+def test_one_sha256_is_one_version_under_concurrency_and_after_a_crash(tmp_path):
     from mlflow import MlflowClient
 
-    from deeplab.registry import model_digest
+    from deeplab.serving.registry import model_digest
 
     model, metrics = tmp_path / "m.pt", tmp_path / "metrics.json"
     save_model(model, tiny_net())
@@ -322,8 +323,11 @@ def test_one_sha256_is_one_version_under_concurrency_and_after_a_crash(tmp_path,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for _ in range(3)]
     results = [json.loads(p.communicate(timeout=600)[0].strip().splitlines()[-1]) for p in procs]
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    client = MlflowClient()
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)  # model sources (models:/m-...) resolve through the global URI
+    client = MlflowClient(uri)
     versions = client.search_model_versions("name='seg'")
     assert len(versions) == 1 and {r["version"] for r in results} == {1}
     assert sorted(r["new"] for r in results) == [False, False, True]
@@ -342,12 +346,13 @@ def test_one_sha256_is_one_version_under_concurrency_and_after_a_crash(tmp_path,
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result["version"] == 2 and result["new"] is False and result["aliases"] == ["challenger"]
     assert len(client.search_model_versions("name='seg'")) == 2
+    mlflow.set_tracking_uri(None)
 
 
 def test_registered_model_is_not_pickled(tmp_path, monkeypatch):
     from mlflow.models import Model
 
-    from deeplab.registry import register
+    from deeplab.serving.registry import register
 
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
@@ -467,7 +472,9 @@ def test_register_errors_are_one_line(tmp_path, monkeypatch, capsys):
     env.pop("MLFLOW_TRACKING_URI", None)
 
     def run(extra_env=None):
-        proc = subprocess.run([sys.executable, str(script)], cwd=work, env={**env, **(extra_env or {})},
+        proc = subprocess.run([sys.executable, str(script), "--model", "models/finetune.pt",
+                               "--metrics", "reports/metrics.json", "--out", "reports/registry.json"],
+                              cwd=work, env={**env, **(extra_env or {})},
                               capture_output=True, text=True, timeout=300)
         lines = [line for line in proc.stderr.strip().splitlines() if line.startswith("error:")]
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]

@@ -11,12 +11,12 @@ import pytest
 import torch
 from PIL import Image
 
-from deeplab.checkpoint import save_model
+from deeplab.model_files import save_model
 from deeplab.data.palette import read_label_png
-from deeplab.export import export_program
+from deeplab.serving.export import export_program
 from deeplab.model import DeepLabV3Plus
-from deeplab.predict import main as predict_main
-from deeplab.segmenter import Segmenter
+from deeplab.serving.predict import main as predict_main
+from deeplab.serving.segmenter import Segmenter
 
 PARAMS = {"seed": 0, "mlflow": {"experiment": "test"},
           "register": {"model_name": "seg", "min_miou": 0.0,
@@ -124,7 +124,7 @@ def _metrics(tmp_path: Path, miou: float) -> Path:
 
 
 def test_registry_aliases_noop_and_pyfunc_in_fresh_process(tracking, model_file):
-    from deeplab.registry import register
+    from deeplab.serving.registry import register
 
     first = register(model_file, _metrics(tracking, 0.5), "seg", PARAMS)
     assert first == {"name": "seg", "version": 1, "new": True, "aliases": ["champion"], "miou": 0.5}

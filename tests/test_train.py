@@ -5,7 +5,9 @@ import torch
 
 from deeplab.data.dataset import SegmentationDataset, read_list
 from deeplab.model import DeepLabV3Plus
-from deeplab.train import TrainingDivergedError, poly_lambda, train
+from deeplab.engine.loop import train
+from deeplab.engine.optim import poly_lambda
+from deeplab.errors import TrainingDivergedError
 
 SCHED = dict(iterations=6, batch_size=2, crop_size=33, lr=0.01, lr_power=0.9, momentum=0.9,
              weight_decay=4e-5, scale_range=[0.5, 2.0], flip=True, checkpoint_every=2, val_every=0)

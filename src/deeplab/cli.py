@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import argparse
 import functools
 import logging
 import sys
+from pathlib import Path
 from typing import Callable
 
 from .errors import DeeplabError
@@ -26,3 +28,14 @@ def stage_main(fn: Callable[[], None]) -> Callable[[], None]:
             sys.exit(2)
 
     return wrapper
+
+
+def stage_paths(*names: str, positional: tuple[str, ...] = ()) -> argparse.Namespace:
+    """The paths a stage reads and writes, given by `dvc.yaml` as `--name PATH` options
+    (dvc.yaml holds every path once); `positional` names plain arguments (a variant name)."""
+    parser = argparse.ArgumentParser(description=sys.modules["__main__"].__doc__)
+    for name in positional:
+        parser.add_argument(name)
+    for name in names:
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=Path, required=True)
+    return parser.parse_args()

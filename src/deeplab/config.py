@@ -11,7 +11,6 @@ from typing import Any, Callable
 import yaml
 
 from .errors import ConfigError
-from .model.backbones import BACKBONE_ALIASES, BACKBONES
 
 Validator = Callable[[str, Any], Any]
 
@@ -84,11 +83,15 @@ def pattern(regex: str, expected: str) -> Validator:
 
 
 def backbone() -> Validator:
-    """A backbone name; aliases are accepted and returned in their canonical spelling."""
-    inner = choice(*BACKBONES, *BACKBONE_ALIASES)
+    """A backbone name; aliases are accepted and returned in their canonical spelling.
 
+    The names are the model's own (`deeplab.model.backbones`), imported only when a model
+    setting is validated: stages that read no model settings do not import the model.
+    """
     def check(path: str, value: Any) -> Any:
-        value = inner(path, value)
+        from .model.backbones import BACKBONE_ALIASES, BACKBONES
+
+        value = choice(*BACKBONES, *BACKBONE_ALIASES)(path, value)
         return BACKBONE_ALIASES.get(value, value)
     return check
 
@@ -221,6 +224,7 @@ SCHEMA: dict[str, Any] = {
         "min_pixels": integer(low=0),
         "hard_classes": list_of(choice(*VOC_CLASSES[1:]), min_len=0, unique=True),
         "on_bad_sample": choice("error", "skip"),
+        "workers": integer(low=0, high=256),
     },
     "model": {
         "backbone": backbone(),
@@ -241,6 +245,8 @@ SCHEMA: dict[str, Any] = {
         "amp": choice("off", "bf16", "fp16"),
         "channels_last": boolean(),
         "compile": boolean(),
+    },
+    "runtime": {
         "workers": integer(low=0, high=64),
         "threads": integer(low=0, high=256),
         "log_every": integer(positive=True),

@@ -63,18 +63,42 @@ def files_signature(paths: list[str]) -> str:
     return h.hexdigest()[:16]
 
 
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # the model-training view
+
+
 def setup(experiment: str):
-    """Point MLflow at the tracking URI and select (creating if needed) the experiment."""
+    """Point MLflow at the tracking URI and select (creating if needed) the experiment, tagged
+    so that `mlflow ui` opens it in the model-training view (not the GenAI overview)."""
     import logging
 
     import mlflow
 
     logging.getLogger("alembic").setLevel(logging.WARNING)
     mlflow.set_tracking_uri(tracking_uri())
-    if mlflow.get_experiment_by_name(experiment) is None:
-        mlflow.create_experiment(experiment, artifact_location=artifact_location())
+    found = mlflow.get_experiment_by_name(experiment)
+    if found is None:
+        mlflow.create_experiment(experiment, artifact_location=artifact_location(),
+                                 tags=EXPERIMENT_KIND)
+    elif any(found.tags.get(k) != v for k, v in EXPERIMENT_KIND.items()):
+        for key, value in EXPERIMENT_KIND.items():
+            mlflow.MlflowClient().set_experiment_tag(found.experiment_id, key, value)
     mlflow.set_experiment(experiment)
     return mlflow
+
+
+def log_split_inputs(splits: dict[str, str | Path]) -> None:
+    """Log split lists as the active run's dataset inputs (`{context: list file}`): name,
+    digest (the hash of the list, which names every image with its size and mtime) and
+    size, so that the runs table's Dataset column shows what each run trained on."""
+    import mlflow
+    import pandas as pd
+
+    for context, path in splits.items():
+        rows = pd.read_csv(path, dtype=str)
+        dataset = mlflow.data.from_pandas(rows, source=str(path), name=Path(path).stem,
+                                          digest=files_hash([path]))
+        mlflow.log_input(dataset, context=context)
+        mlflow.set_tag(f"data.{context}_size", str(len(rows)))
 
 
 def _end_orphans(client, experiment_id: str, stage: str) -> None:
@@ -92,12 +116,14 @@ def _end_orphans(client, experiment_id: str, stage: str) -> None:
 
 
 def start_stage_run(stage: str, params: dict[str, Any], experiment: str,
-                    data_files: list[str | Path] = (), resume_run_id: str | None = None):
+                    data_files: list[str | Path] = (), resume_run_id: str | None = None,
+                    splits: dict[str, str | Path] | None = None):
     """An MLflow run for one DVC stage: params logged flat, tags for stage/exp/commit/data.
 
     `resume_run_id` (stored in a training checkpoint) continues that run, so that a stage
     killed and resumed has one run with one continuous loss curve. Runs of this stage left
-    RUNNING by a killed process on this machine are marked KILLED.
+    RUNNING by a killed process on this machine are marked KILLED. `splits` (`{context: split
+    list}`) are logged as the run's dataset inputs.
     """
     mlflow = setup(experiment)
     client = mlflow.MlflowClient()
@@ -121,6 +147,7 @@ def start_stage_run(stage: str, params: dict[str, Any], experiment: str,
         mlflow.set_tag("resumed", "true")
     else:
         run = mlflow.start_run(run_name=f"{stage}", tags=tags)
+        log_split_inputs(splits or {})
     # A resumed run keeps the values it was started with (the checkpoint matched them).
     mlflow.log_params({k: v for k, v in flat.items() if k not in logged})
     return run

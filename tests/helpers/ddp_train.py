@@ -10,9 +10,9 @@ import torch
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from deeplab.data.dataset import SegmentationDataset, read_list
-from deeplab.distributed import init_from_env, shutdown
+from deeplab.engine.distributed import init_from_env, shutdown
 from deeplab.model import DeepLabV3Plus
-from deeplab.train import train
+from deeplab.engine.loop import train
 
 SCHED = dict(iterations=3, batch_size=4, crop_size=49, lr=0.01, lr_power=0.9, momentum=0.9,
              weight_decay=4e-5, scale_range=[0.5, 2.0], flip=True, checkpoint_every=2, val_every=0)

@@ -20,6 +20,7 @@ in [0, 1]), read from the weights' own config.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Sequence
 
@@ -131,27 +132,32 @@ class MobileNetV2Backbone(Backbone):
 
 
 class XceptionBackbone(Backbone):
-    """timm's modified aligned Xception-65.
+    """timm's modified aligned Xception-65, read through timm's feature API.
 
-    Low-level features are the DeepLab entry-flow tap: inside entry block 2, before its
-    strided separable conv (stride 4, 256 channels).
+    Stages start at the strided blocks timm lists (`feature_ends`); the features are timm's
+    `forward_intermediates` taps: low-level = the stride-4 tap inside entry block 2, before
+    its strided separable conv (256 channels, the DeepLab decoder's input), high = the last
+    block's output.
     """
 
     low_channels, high_channels = 256, 2048
 
     def __init__(self, net: nn.Module, **norm: Sequence[float]) -> None:
-        blocks = list(net.blocks.children())
-        stem = nn.Sequential(net.stem, blocks[0])
-        super().__init__(stem, [blocks[1], nn.Sequential(*blocks[2:19]), nn.Sequential(*blocks[19:])],
-                         **norm)
+        blocks, ends = list(net.blocks.children()), net.feature_ends
+        stem = nn.Sequential(net.stem, *blocks[:ends[1]])
+        super().__init__(stem, [blocks[ends[1]], nn.Sequential(*blocks[ends[2]:ends[3]]),
+                                nn.Sequential(*blocks[ends[3]:])], **norm)
+        low = next(i for i, f in enumerate(net.feature_info) if f["reduction"] == 4)
+        # A bound method, not a submodule: its modules are registered above (stem, stages).
+        self._features = functools.partial(net.forward_intermediates,
+                                           indices=[low, len(net.feature_info) - 1],
+                                           intermediates_only=True)
 
     def units(self, stage: int) -> list[nn.Module]:
         return [self.stages[stage]] if stage == 0 else super().units(stage)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        high, low = self.stages[0].forward_with_tap(self.stem(x))
-        for stage in self.stages[1:]:
-            high = stage(high)
+        low, high = self._features(x)
         return low, high
 
 

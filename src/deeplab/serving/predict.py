@@ -1,7 +1,7 @@
-"""Segment images with a trained model: `python -m deeplab.predict --model M --input I --output O`.
+"""Segment images with a trained model: `python -m deeplab.serving.predict --model M --input I --output O`.
 
 M is a model file (`models/finetune.pt`), a registry or run URI (`models:/deeplabv3plus@champion`,
-`runs:/<id>/model`) or an exported program (`.pt2`, see `deeplab.export`). I is an image or
+`runs:/<id>/model`) or an exported program (`.pt2`, see `deeplab.serving.export`). I is an image or
 a folder of images (JPEG, PNG, ... of any size; 16-bit images are rescaled). For each
 image `<name>.<ext>` O gets `<name>.<ext>.labels.png`, the labels as a VOC palette PNG, and
 `<name>.<ext>.overlay.jpg`: the extension stays in the name, so `a.jpg` and `a.png` get
@@ -25,12 +25,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .checkpoint import load_model
-from .data.palette import overlay, save_label_png
-from .errors import DeeplabError, InputError, MissingFileError, ModelFileError
-from .io import atomic_path
+from ..model_files import load_model
+from ..data.palette import overlay, save_label_png
+from ..errors import DeeplabError, InputError, MissingFileError, ModelFileError
+from ..io import atomic_path
 from .segmenter import Segmenter
-from .train import select_device
+from ..device import select_device
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm"}
@@ -42,7 +42,7 @@ def registered_model_file(spec: str, workdir: Path) -> tuple[Path, dict]:
     import mlflow
     from mlflow.models import Model
 
-    from .tracking import tracking_uri
+    from ..tracking import tracking_uri
 
     mlflow.set_tracking_uri(tracking_uri())
     try:
@@ -168,7 +168,7 @@ def predict_files(segment: Callable[[torch.Tensor], torch.Tensor], inputs: list[
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m deeplab.predict", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m deeplab.serving.predict", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="model file, models:/ or runs:/ URI, or .pt2")
     parser.add_argument("--input", required=True, type=Path, help="an image or a folder of images")

@@ -18,11 +18,11 @@ from mlflow.pyfunc import PythonModel
 
 
 class SegmenterModel(PythonModel):
-    """pyfunc wrapper of `deeplab.segmenter.Segmenter`."""
+    """pyfunc wrapper of `deeplab.serving.segmenter.Segmenter`."""
 
     def load_context(self, context) -> None:
-        from deeplab.checkpoint import load_model
-        from deeplab.segmenter import Segmenter
+        from deeplab.model_files import load_model
+        from deeplab.serving.segmenter import Segmenter
 
         with open(context.artifacts["strategy"]) as f:
             strategy = json.load(f)

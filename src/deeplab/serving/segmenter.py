@@ -3,7 +3,7 @@
 `Segmenter` wraps a `DeepLabV3Plus` with its inference strategy (output stride, scales,
 flip) and the evaluation geometry (`inference.predict_probs`). It is what the registered
 MLflow model runs (`pyfunc_model.py`: `N x H x W x 3` uint8 arrays in, `N x H x W` uint8
-masks out), what `python -m deeplab.predict` runs, and what `python -m deeplab.export` exports.
+masks out), what `python -m deeplab.serving.predict` runs, and what `python -m deeplab.serving.export` exports.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from .inference import predict_probs
-from .model import DeepLabV3Plus
+from ..evaluation.inference import predict_probs
+from ..model import DeepLabV3Plus
 
 
 class Segmenter(nn.Module):

@@ -10,16 +10,18 @@ from typing import Any
 import pandas as pd
 import torch
 
-from .checkpoint import read_model_file, save_model
-from .config import VOC_CLASSES
-from .data.dataset import SegmentationDataset, read_list, repeat_rows
+from ..model_files import read_model_file, save_model
+from ..config import VOC_CLASSES
+from ..data.dataset import SegmentationDataset, read_list, repeat_rows
 from .distributed import init_from_env, shutdown
-from .errors import ConfigError, ModelFileError
-from .evaluation import evaluate
-from .io import write_json
-from .model import DeepLabV3Plus
-from .tracking import files_hash, files_signature, start_stage_run
-from .train import fingerprint, load_checkpoint, seed_everything, select_device, train
+from ..errors import ConfigError, ModelFileError
+from ..evaluation.evaluate import evaluate
+from ..io import write_json
+from ..model import DeepLabV3Plus
+from ..tracking import files_hash, files_signature, git_commit, start_stage_run
+from ..device import select_device
+from .checkpoints import fingerprint, load_checkpoint
+from .loop import seed_everything, train
 
 log = logging.getLogger(__name__)
 NUM_CLASSES = len(VOC_CLASSES)
@@ -97,7 +99,7 @@ def run_training_stage(stage: str, params: dict[str, Any], train_list: Path, val
     """
     import mlflow
 
-    sched, runtime = params[stage], params["train"]
+    sched, runtime = params[stage], {**params["train"], **params["runtime"]}
     torch.set_num_threads(runtime["threads"] or torch.get_num_threads())
     base = read_list(train_list)
     hard_ids = hard_list.read_text().split() if hard_list is not None else []
@@ -126,7 +128,8 @@ def run_training_stage(stage: str, params: dict[str, Any], train_list: Path, val
     resume = load_checkpoint(checkpoint, fingerprint(fp), sched["iterations"])
     try:
         with start_stage_run(run_name, params, params["mlflow"]["experiment"], data_files,
-                             resume_run_id=resume.get("run_id") if resume else None) \
+                             resume_run_id=resume.get("run_id") if resume else None,
+                             splits={"train": train_list, "validation": val_list}) \
                 if info.is_main else contextlib.nullcontext() as run:
             if info.is_main:
                 mlflow.set_tag("init", origin)
@@ -146,7 +149,8 @@ def run_training_stage(stage: str, params: dict[str, Any], train_list: Path, val
                        "resumed_from": result.resumed_from, "processes": info.world_size}
             mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
             save_model(out_model, model.cpu(), stage=run_name, val_miou=final["miou"], init=origin,
-                       iterations=result.iterations)
+                       iterations=result.iterations, run_id=run.info.run_id,
+                       data_hash=files_hash(data_files), git_commit=git_commit())
             reports.mkdir(parents=True, exist_ok=True)
             pd.DataFrame(result.history).to_csv(reports / "curve.csv", index=False)
             pd.DataFrame(val_curve).to_csv(reports / "val_curve.csv", index=False)

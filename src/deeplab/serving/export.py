@@ -1,4 +1,4 @@
-"""Export a model for deployment without Python model code: `python -m deeplab.export`.
+"""Export a model for deployment without Python model code: `python -m deeplab.serving.export`.
 
 Writes a `torch.export` program (`.pt2`) of the whole `Segmenter` (uint8 `N x H x W x 3`
 in, uint8 `N x H x W` labels out) with dynamic batch, height and width, single-scale
@@ -16,9 +16,9 @@ from typing import Sequence
 import torch
 from torch.export import Dim
 
-from .checkpoint import load_model
-from .errors import DeeplabError, InputError
-from .io import atomic_path
+from ..model_files import load_model
+from ..errors import DeeplabError, InputError
+from ..io import atomic_path
 from .segmenter import Segmenter
 
 
@@ -30,7 +30,7 @@ def export_program(seg: Segmenter, path: Path, example_size: int = 97, max_size:
     """
     if list(seg.scales) != [1.0]:
         raise InputError(f"export supports single-scale inference (scales [1.0]), got "
-                         f"{list(seg.scales)}; use `python -m deeplab.predict` for multi-scale")
+                         f"{list(seg.scales)}; use `python -m deeplab.serving.predict` for multi-scale")
     example = torch.randint(0, 256, (2, example_size, example_size, 3), dtype=torch.uint8)
     dims = {0: Dim("batch", min=1, max=1024), 1: Dim("height", min=33, max=max_size),
             2: Dim("width", min=33, max=max_size)}
@@ -40,7 +40,7 @@ def export_program(seg: Segmenter, path: Path, example_size: int = 97, max_size:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m deeplab.export", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m deeplab.serving.export", description=__doc__)
     parser.add_argument("--model", required=True, type=Path, help="model file (models/finetune.pt)")
     parser.add_argument("--output", required=True, type=Path, help="program file to write (.pt2)")
     parser.add_argument("--output-stride", type=int, choices=[8, 16, 32], default=None)

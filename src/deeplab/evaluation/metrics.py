@@ -6,7 +6,7 @@ import numpy as np
 import scipy.ndimage as ndi
 import torch
 
-from .data.palette import IGNORE
+from ..data.palette import IGNORE
 
 
 def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:

@@ -15,15 +15,15 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from .checkpoint import model_from_state, read_model_file  # noqa: E402
-from .config import VOC_CLASSES  # noqa: E402
-from .errors import ConfigError  # noqa: E402
-from .data.dataset import read_list  # noqa: E402
-from .data.palette import overlay  # noqa: E402
-from .evaluation import evaluate  # noqa: E402
-from .flops import count_madds  # noqa: E402
-from .io import atomic_path, write_json  # noqa: E402
-from .train import select_device  # noqa: E402
+from ..model_files import model_from_state, read_model_file  # noqa: E402
+from ..config import VOC_CLASSES  # noqa: E402
+from ..errors import ConfigError  # noqa: E402
+from ..data.dataset import read_list  # noqa: E402
+from ..data.palette import overlay  # noqa: E402
+from .evaluate import evaluate  # noqa: E402
+from ..model.flops import count_madds  # noqa: E402
+from ..io import atomic_path, write_json  # noqa: E402
+from ..device import select_device  # noqa: E402
 
 log = logging.getLogger(__name__)
 NUM_CLASSES = len(VOC_CLASSES)
@@ -94,7 +94,7 @@ def run_evaluate_stage(params: dict[str, Any], model_file: Path, val_list: Path,
     training output stride (single scale); write tables, plots and metrics."""
     import mlflow
 
-    from .tracking import start_stage_run
+    from ..tracking import start_stage_run
 
     cfg = params["evaluate"]
     device = select_device("auto")

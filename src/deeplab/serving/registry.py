@@ -26,7 +26,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from .errors import RegistryError
+from ..errors import RegistryError
 
 log = logging.getLogger(__name__)
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
@@ -132,20 +132,31 @@ def _log_and_create_version(client, name: str, model_file: Path, strategy: dict[
         info = mlflow.pyfunc.log_model(
             name="model", python_model=str(PYFUNC_CODE),
             artifacts={"model_file": str(model_file), "strategy": str(strategy_file)},
-            code_paths=[str(Path(__file__).parent)], signature=signature(),
+            code_paths=[str(Path(__file__).parents[1])], signature=signature(),
             input_example=example,
             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}",
                               f"numpy=={np.__version__}", f"mlflow=={mlflow.__version__}"])
+    trained = _training_lineage(model_file)
     version = client.create_model_version(
         name, source=info.model_uri, run_id=run_id, model_id=info.model_id,
-        tags={"model_sha256": digest, "val_miou": f"{miou:.6f}"})
+        tags={"model_sha256": digest, "val_miou": f"{miou:.6f}", **trained})
     return int(version.version)
+
+
+def _training_lineage(model_file: Path) -> dict[str, str]:
+    """Version tags linking to what produced the weights: the training run, data, commit."""
+    from ..model_files import read_model_file
+
+    info = read_model_file(model_file)["info"]
+    keys = {"run_id": "training.run_id", "stage": "training.stage", "data_hash": "data.hash",
+            "git_commit": "git.commit"}
+    return {tag: str(info[k]) for k, tag in keys.items() if info.get(k) is not None}
 
 
 def register(model_file: Path, metrics_file: Path, name: str, params: dict[str, Any],
              min_miou: float = 0.0) -> dict[str, Any]:
     """Log and register `model_file`; return what happened (version, alias, whether new)."""
-    from .tracking import start_stage_run, tracking_uri
+    from ..tracking import start_stage_run, tracking_uri
 
     miou = read_miou(metrics_file)
     strategy = dict(params["register"]["inference"])

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from .data.dataset import load_sample
+from ..data.dataset import load_sample
 from .inference import predict_probs, to_float_image
 from .metrics import boundary_band, confusion_matrix, scores
 

@@ -1,4 +1,4 @@
-"""The training engine used by both pretrain and finetune.
+"""The training loop used by both pretrain and finetune.
 
 SGD + momentum with the "poly" schedule, weight decay on conv and linear weights only (not
 on BN parameters and biases, as the reference), cross-entropy (ignore 255) on logits at the
@@ -10,8 +10,6 @@ restarted with the same settings resumes from its checkpoint and ends with the s
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import random
 import time
@@ -28,102 +26,22 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from .checkpoint import safe_load
-from .data.dataset import IterationSampler, SegmentationDataset
-from .data.palette import IGNORE
+from ..data.dataset import IterationSampler, SegmentationDataset
+from ..data.palette import IGNORE
+from ..device import select_device
+from ..errors import TrainingDivergedError
+from ..io import atomic_path
+from .checkpoints import fingerprint, load_checkpoint, rng_state, set_rng_state
 from .distributed import all_sum, synchronize_batchnorm
-from .errors import ConfigError, ModelFileError, TrainingDivergedError, UnsafeFileError
-from .io import atomic_path, remove_stale_temps
+from .optim import param_groups, poly_lambda
 
 log = logging.getLogger(__name__)
-CHECKPOINT_FORMAT = 2  # bumped when the checkpoint layout changes: older ones are not resumed
-__all__ = ["TrainingDivergedError", "train", "select_device", "seed_everything", "fingerprint",
-           "poly_lambda", "load_checkpoint", "param_groups", "set_train_mode"]
-
-
-def select_device(name: str = "auto") -> torch.device:
-    """`auto` picks CUDA when present, else CPU."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("train.device is 'cuda' but no CUDA device is available")
-    return torch.device(name)
 
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def fingerprint(settings: dict[str, Any]) -> str:
-    """Stable hash of the settings a checkpoint must match to be resumed."""
-    blob = json.dumps({"format": CHECKPOINT_FORMAT, **settings}, sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
-
-def poly_lambda(total: int, power: float) -> Callable[[int], float]:
-    """lr factor `(1 - it / total) ** power`."""
-    return lambda it: max(0.0, 1.0 - it / total) ** power
-
-
-def _rng_state() -> dict[str, Any]:
-    """Python, NumPy, torch (and CUDA) RNG states as tensors and plain data."""
-    version, internal, gauss = random.getstate()
-    np_state = np.random.get_state(legacy=False)
-    state = {"python": {"version": version, "internal": torch.tensor(internal, dtype=torch.int64),
-                        "gauss": gauss},
-             "numpy": {"key": torch.from_numpy(np_state["state"]["key"].astype(np.int64)),
-                       "pos": int(np_state["state"]["pos"]),
-                       "has_gauss": int(np_state["has_gauss"]), "gauss": float(np_state["gauss"])},
-             "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict[str, Any]) -> None:
-    py = state["python"]
-    random.setstate((py["version"], tuple(py["internal"].tolist()), py["gauss"]))
-    np_state = state["numpy"]
-    np.random.set_state({"bit_generator": "MT19937",
-                         "state": {"key": np_state["key"].numpy().astype(np.uint32),
-                                   "pos": np_state["pos"]},
-                         "has_gauss": np_state["has_gauss"], "gauss": np_state["gauss"]})
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def load_checkpoint(path: Path, key: str, total: int) -> dict[str, Any] | None:
-    """The resumable state in `path` if it was written with fingerprint `key`, else None.
-
-    Temporary files a killed run left beside it are removed. A truncated or corrupt
-    checkpoint is reported and ignored (training starts over and overwrites it); one holding
-    pickled code is refused.
-    """
-    remove_stale_temps(path)
-    if not path.is_file():
-        return None
-    try:
-        state = safe_load(path, "training checkpoint")
-    except UnsafeFileError as exc:
-        raise UnsafeFileError(f"{exc}; delete it to train from scratch") from None
-    except ModelFileError as exc:
-        log.warning("%s; starting from iteration 0 (it will be overwritten)", exc)
-        return None
-    if not isinstance(state, dict) or state.get("fingerprint") != key or \
-            not 0 <= state.get("iteration", -1) <= total:
-        log.info("%s was written with other settings; starting from iteration 0", path)
-        return None
-    return state
-
-
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Weight decay on conv and linear weights (ndim > 1) only; none on BN parameters and biases."""
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    return [{"params": [p for p in trainable if p.ndim > 1], "weight_decay": weight_decay},
-            {"params": [p for p in trainable if p.ndim <= 1], "weight_decay": 0.0}]
 
 
 def set_train_mode(model: nn.Module, freeze_bn: bool = False) -> None:
@@ -149,6 +67,36 @@ class TrainResult:
 
 def unwrap(model: nn.Module) -> nn.Module:
     return model.module if hasattr(model, "module") else model
+
+
+def global_batch_loss(model: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor,
+                      labels: torch.Tensor, amp_dtype: torch.dtype | None, world_size: int = 1
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-entropy (ignore 255) on logits upsampled to the label size, under autocast.
+
+    Returns the loss to backpropagate (this process's pixel sum over the valid pixels of all
+    processes, times the process count, since DDP averages gradients: the mean over the
+    global batch) and that global mean itself, the same on every process.
+    """
+    with torch.autocast(images.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        logits = model(images)
+        if logits.shape[-2:] != labels.shape[-2:]:
+            logits = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear",
+                                   align_corners=True)
+        logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
+        loss_sum = F.cross_entropy(logits, labels, ignore_index=IGNORE, reduction="sum")
+        valid = all_sum((labels != IGNORE).sum().float()).clamp_min(1)
+        return loss_sum * world_size / valid, all_sum(loss_sum.detach()) / valid
+
+
+def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer,
+                   scaler: torch.amp.GradScaler, scheduler: Any) -> None:
+    """Backward (scaled for fp16), SGD step, scaler and LR schedule updates."""
+    optimizer.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    scaler.step(optimizer)
+    scaler.update()
+    scheduler.step()
 
 
 _FROM_FILE: Any = object()  # `resume` default: read the checkpoint file
@@ -198,7 +146,7 @@ def train(model: nn.Module, dataset: SegmentationDataset, sched: dict[str, Any],
         optimizer.load_state_dict(resume["optimizer"])
         scheduler.load_state_dict(resume["scheduler"])
         scaler.load_state_dict(resume["scaler"])
-        _set_rng_state(resume["rng"])
+        set_rng_state(resume["rng"])
         start = resume["iteration"]
         history = list(resume.get("history", []))
         val_history = list(resume.get("val_history", []))
@@ -211,7 +159,7 @@ def train(model: nn.Module, dataset: SegmentationDataset, sched: dict[str, Any],
             return
         state = {"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
                  "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                 "rng": _rng_state(), "iteration": iteration, "fingerprint": key,
+                 "rng": rng_state(), "iteration": iteration, "fingerprint": key,
                  "history": history, "val_history": val_history, "run_id": run_id}
         with atomic_path(checkpoint) as tmp:
             torch.save(state, tmp)
@@ -235,29 +183,14 @@ def train(model: nn.Module, dataset: SegmentationDataset, sched: dict[str, Any],
         labels = labels.to(device, non_blocking=True)
         if device.type == "cuda" and runtime["channels_last"]:
             images = images.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            logits = step_fn(images)
-            if logits.shape[-2:] != labels.shape[-2:]:
-                logits = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear",
-                                       align_corners=True)
-            # Sum over this process's pixels / valid pixels of all processes, times the
-            # process count (DDP averages gradients): the mean over the global batch.
-            logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
-            loss_sum = F.cross_entropy(logits, labels, ignore_index=IGNORE, reduction="sum")
-            valid = all_sum((labels != IGNORE).sum().float()).clamp_min(1)
-            loss = loss_sum * world_size / valid
-            global_loss = all_sum(loss_sum.detach()) / valid  # the same on every rank
+        loss, global_loss = global_batch_loss(step_fn, images, labels, amp_dtype, world_size)
         if not torch.isfinite(global_loss):
             bar.close()
             raise TrainingDivergedError(
                 f"loss is {global_loss.item()} at iteration {it + 1}; the last good checkpoint "
                 f"({checkpoint}, iteration {saved}) is kept. Lower the learning rate or check "
                 f"the data")
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
+        optimizer_step(loss, optimizer, scaler, scheduler)
         it += 1
         seen += images.shape[0] * world_size
         speed = seen / (time.perf_counter() - t0)
