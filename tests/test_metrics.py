@@ -4,7 +4,7 @@ import numpy as np
 import torch
 from sklearn.metrics import confusion_matrix as sk_confusion
 
-from deeplab.evaluation.inference import predict_probs
+from deeplab.evaluation.inference import InferenceStrategy, predict_probs
 from deeplab.evaluation.metrics import boundary_band, confusion_matrix, scores
 
 
@@ -51,8 +51,8 @@ def test_flip_and_multiscale_average():
 
     x = torch.zeros(1, 3, 8, 8)
     x[..., :4] = 1.0
-    p = predict_probs(Constant(), x, scales=(1.0,), flip=True)
+    p = predict_probs(Constant(), x, InferenceStrategy(flip=True))
     assert torch.allclose(p.sum(1), torch.ones(1, 8, 8))
     assert (p[0, 1, :, :3] > 0.99).all() and torch.allclose(p[0, 1, :, 5:], torch.tensor(0.5))
-    assert torch.allclose(p, predict_probs(Constant(), x, scales=(1.0,), flip=False))
-    assert predict_probs(Constant(), x, scales=(0.5, 1.0), flip=False).shape == (1, 2, 8, 8)
+    assert torch.allclose(p, predict_probs(Constant(), x, InferenceStrategy()))
+    assert predict_probs(Constant(), x, InferenceStrategy(scales=(0.5, 1.0))).shape == (1, 2, 8, 8)

@@ -14,7 +14,7 @@ from torchvision.transforms.v2 import functional as TF
 from deeplab.config import ConfigError, load_params
 from deeplab.engine.distributed import synchronize_batchnorm
 from deeplab.model.flops import count_madds
-from deeplab.evaluation.inference import padded_size, predict_probs
+from deeplab.evaluation.inference import InferenceStrategy, padded_size, predict_probs
 from deeplab.model import DeepLabV3Plus
 from deeplab.model.backbones import ResNetBackbone, XceptionBackbone, build_backbone
 from deeplab.recipe import apply_recipe, load_recipe, overrides
@@ -203,7 +203,7 @@ def test_views_are_padded_with_the_mean_to_exact_sizes_and_cropped_back():
     probs = predict_probs(probe, x)
     assert probe.sizes == [(49, 81)]  # smallest 16k+1 holding 40 x 70
     assert torch.allclose(probs, (x[:, :2] * 5).softmax(1), atol=1e-6)  # cropped back exactly
-    predict_probs(probe, x, pad_to=513)
+    predict_probs(probe, x, InferenceStrategy(pad_to=513))
     assert probe.sizes[-1] == (513, 513)
     assert padded_size(600, 16, 513) == 609  # larger than pad_to: the next exact size
 
@@ -218,7 +218,7 @@ def test_views_are_padded_with_the_mean_to_exact_sizes_and_cropped_back():
 def test_multi_scale_resizes_as_training_does():
     probe = Probe()
     x = torch.rand(1, 3, 40, 60)
-    probs = predict_probs(probe, x, scales=(0.5,))
+    probs = predict_probs(probe, x, InferenceStrategy(scales=(0.5,)))
     small = TF.resize(x, [20, 30], antialias=True)  # the training transform's resize
     logits = F.interpolate(small[:, :2] * 5, size=(40, 60), mode="bilinear", align_corners=False)
     assert torch.allclose(probs, logits.softmax(1), atol=1e-6)

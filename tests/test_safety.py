@@ -312,6 +312,7 @@ def _register_args(tmp_path: Path, model: Path, metrics: Path, name: str = "seg"
 def test_one_sha256_is_one_version_under_concurrency_and_after_a_crash(tmp_path):
     from mlflow import MlflowClient
 
+    from deeplab.evaluation.inference import InferenceStrategy
     from deeplab.serving.registry import model_digest
 
     model, metrics = tmp_path / "m.pt", tmp_path / "metrics.json"
@@ -336,7 +337,7 @@ def test_one_sha256_is_one_version_under_concurrency_and_after_a_crash(tmp_path)
     # A crash right after the version row was created: tagged, but no alias yet.
     other = tmp_path / "other.pt"
     save_model(other, tiny_net(1))
-    digest = model_digest(other, {"output_stride": 16, "scales": [1.0], "flip": False})
+    digest = model_digest(other, InferenceStrategy(16).as_dict())  # as the registry hashes it
     run = client.create_run(client.get_experiment_by_name("reg").experiment_id)
     client.create_model_version("seg", versions[0].source, run.info.run_id,
                                 tags={"model_sha256": digest, "val_miou": "0.4"})

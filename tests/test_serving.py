@@ -13,10 +13,12 @@ from PIL import Image
 
 from deeplab.model_files import save_model
 from deeplab.data.palette import read_label_png
+from deeplab.errors import DeeplabError
 from deeplab.serving.export import export_program
 from deeplab.model import DeepLabV3Plus
 from deeplab.serving.predict import main as predict_main
-from deeplab.serving.segmenter import Segmenter
+from deeplab.evaluation.inference import InferenceStrategy
+from deeplab.serving.segmenter import Segmenter, load_segmenter
 
 PARAMS = {"seed": 0, "mlflow": {"experiment": "test"},
           "register": {"model_name": "seg", "min_miou": 0.0,
@@ -65,7 +67,7 @@ def test_segmenter_takes_uint8_hwc_of_any_size():
 
 
 def test_exported_program_matches_pytorch(tmp_path):
-    seg = Segmenter(tiny_net(), output_stride=8, flip=True)
+    seg = Segmenter(tiny_net(), InferenceStrategy(output_stride=8, flip=True))
     export_program(seg, tmp_path / "m.pt2", example_size=65, max_size=512)
     program = torch.export.load(str(tmp_path / "m.pt2")).module()
     rng = np.random.default_rng(1)
@@ -74,7 +76,7 @@ def test_exported_program_matches_pytorch(tmp_path):
         with torch.no_grad():
             assert torch.equal(program(x), seg(x))
     with pytest.raises(ValueError, match="single-scale"):
-        export_program(Segmenter(tiny_net(), scales=(0.5, 1.0)), tmp_path / "ms.pt2")
+        export_program(Segmenter(tiny_net(), InferenceStrategy(scales=(0.5, 1.0))), tmp_path / "ms.pt2")
     assert not (tmp_path / "ms.pt2").exists()
 
 
@@ -156,3 +158,24 @@ def test_registry_aliases_noop_and_pyfunc_in_fresh_process(tracking, model_file)
     assert y.shape == (2, 45, 61) and y.dtype == np.uint8
     champion = tiny_net(2)
     assert np.array_equal(y[1], reference_labels(champion, x[1]))
+
+
+def test_one_loader_for_files_registry_uris_and_programs(tmp_path, model_file, tracking):
+    """load_segmenter gives the same labels from the model file, its registered version (with
+    the strategy it was registered with) and its exported program."""
+    from deeplab.serving.registry import register
+
+    x = torch.from_numpy(np.random.default_rng(5).integers(0, 256, (1, 50, 70, 3), dtype=np.uint8))
+    strategy = InferenceStrategy(output_stride=8, flip=True)
+    params = {**PARAMS, "register": {**PARAMS["register"], "inference": strategy.as_dict()}}
+    register(model_file, _metrics(tracking, 0.5), "seg", params)
+    from_file = load_segmenter(model_file, strategy)
+    from_registry = load_segmenter("models:/seg@champion")
+    assert from_registry.strategy == from_file.strategy == strategy
+    export_program(from_file, tmp_path / "m.pt2", example_size=65, max_size=256)
+    program = load_segmenter(tmp_path / "m.pt2")
+    with torch.no_grad():
+        assert torch.equal(from_file(x), from_registry(x)) and torch.equal(from_file(x), program(x))
+    assert load_segmenter("models:/seg@champion", flip=False).strategy.flip is False  # an override
+    with pytest.raises(DeeplabError, match="fixed inference strategy"):
+        load_segmenter(tmp_path / "m.pt2", scales=(0.5, 1.0))

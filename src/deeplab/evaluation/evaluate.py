@@ -11,15 +11,15 @@ from torch import nn
 from tqdm import tqdm
 
 from ..data.dataset import load_sample
-from .inference import predict_probs, to_float_image
+from .inference import InferenceStrategy, predict_probs, to_float_image
 from .metrics import boundary_band, confusion_matrix, scores
 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, rows: pd.DataFrame, num_classes: int, device: torch.device,
-             scales: Sequence[float] = (1.0,), flip: bool = False,
+             strategy: InferenceStrategy = InferenceStrategy(),
              trimap_widths: Sequence[int] = (), desc: str = "eval",
-             keep_predictions: int = 0, pad_to: int | None = None) -> dict[str, object]:
+             keep_predictions: int = 0) -> dict[str, object]:
     """Evaluate every image of a split at its full size (padded to an exact size, see
     `inference`).
 
@@ -34,7 +34,7 @@ def evaluate(model: nn.Module, rows: pd.DataFrame, num_classes: int, device: tor
                                       unit="img", leave=False):
         image, label = load_sample(image_path, mask_path)
         x = to_float_image(image.unsqueeze(0)).to(device)
-        pred = predict_probs(model, x, scales, flip, pad_to).argmax(1)[0].cpu()
+        pred = predict_probs(model, x, strategy).argmax(1)[0].cpu()
         cm += confusion_matrix(pred, label, num_classes)
         if band_cms:
             lab = label.numpy()

@@ -11,12 +11,45 @@ probabilities resized back the same way before averaging.
 
 from __future__ import annotations
 
-from typing import Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchvision.transforms.v2 import functional as TF
+
+
+@dataclass(frozen=True)
+class InferenceStrategy:
+    """How a network runs on full images: the paper's Table 5 columns (eval output stride,
+    multi-scale inputs, left-right flip) and the padding size. `output_stride` None keeps the
+    model's own; `pad_to` None pads to the smallest k * output_stride + 1."""
+
+    output_stride: int | None = None
+    scales: tuple[float, ...] = (1.0,)
+    flip: bool = False
+    pad_to: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "scales", tuple(float(s) for s in self.scales))
+        object.__setattr__(self, "flip", bool(self.flip))
+
+    @property
+    def multi_scale(self) -> bool:
+        return len(self.scales) > 1
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> "InferenceStrategy":
+        return cls(**{k: values[k] for k in ("output_stride", "scales", "flip", "pad_to")
+                      if k in values})
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "scales": list(self.scales)}
+
+    def with_overrides(self, **changes: Any) -> "InferenceStrategy":
+        """This strategy with the given fields replaced (None leaves a field as it is)."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
 
 
 def padded_size(size: int, output_stride: int, pad_to: int | None = None) -> int:
@@ -39,13 +72,15 @@ def run_padded(model: nn.Module, image: torch.Tensor, pad_to: int | None = None)
 
 
 @torch.no_grad()
-def predict_probs(model: nn.Module, image: torch.Tensor, scales: Sequence[float] = (1.0,),
-                  flip: bool = False, pad_to: int | None = None) -> torch.Tensor:
+def predict_probs(model: nn.Module, image: torch.Tensor,
+                  strategy: InferenceStrategy = InferenceStrategy()) -> torch.Tensor:
     """Class probabilities `N x C x H x W` for a float [0, 1] batch at its full size.
 
     Each scale resizes the input, the logits are resized back to the input size, and the
-    softmax probabilities of all scales (and their left-right flips) are averaged.
+    softmax probabilities of all scales (and their left-right flips) are averaged. The
+    model runs at its current output stride (`set_output_stride` applies a strategy's).
     """
+    scales, flip, pad_to = strategy.scales, strategy.flip, strategy.pad_to
     h, w = image.shape[-2:]
     total = None
     count = 0

@@ -21,6 +21,7 @@ from ..errors import ConfigError  # noqa: E402
 from ..data.dataset import read_list  # noqa: E402
 from ..data.palette import overlay  # noqa: E402
 from .evaluate import evaluate  # noqa: E402
+from .inference import InferenceStrategy  # noqa: E402
 from ..model.flops import count_madds  # noqa: E402
 from ..io import atomic_path, write_json  # noqa: E402
 from ..device import select_device  # noqa: E402
@@ -29,17 +30,18 @@ log = logging.getLogger(__name__)
 NUM_CLASSES = len(VOC_CLASSES)
 
 
-def strategies(cfg: dict[str, Any]) -> list[dict[str, Any]]:
+def strategies(cfg: dict[str, Any]) -> list[InferenceStrategy]:
     """(eval OS, multi-scale, flip) combinations declared in `params.evaluate`."""
-    ms_options = [False, True] if len(cfg["scales"]) > 1 else [False]
-    return [{"eval_os": os_, "ms": ms, "flip": flip}
-            for os_, ms, flip in itertools.product(cfg["output_strides"], ms_options, cfg["flip"])]
+    scale_options = [(1.0,), tuple(cfg["scales"])] if len(cfg["scales"]) > 1 else [(1.0,)]
+    return [InferenceStrategy(os_, scales, flip, cfg["pad_to"])
+            for os_, scales, flip in itertools.product(cfg["output_strides"], scale_options,
+                                                       cfg["flip"])]
 
 
-def strategy_madds(model, size: int, scales: list[float], flip: bool) -> int:
+def strategy_madds(model, size: int, strategy: InferenceStrategy) -> int:
     """Multiply-adds of one image at `size` x `size` under a strategy (all scales and flips)."""
-    total = sum(count_madds(model, (max(1, round(size * s)),) * 2) for s in scales)
-    return total * (2 if flip else 1)
+    total = sum(count_madds(model, (max(1, round(size * s)),) * 2) for s in strategy.scales)
+    return total * (2 if strategy.flip else 1)
 
 
 def _save_png(path: Path, array: np.ndarray) -> None:
@@ -66,11 +68,13 @@ def confusion_figure(cm: np.ndarray):
     return fig
 
 
-def _row(variant: str, info: dict[str, Any], strat: dict[str, Any], miou: float, madds: int
+def _row(variant: str, info: dict[str, Any], strategy: InferenceStrategy, miou: float, madds: int
          ) -> dict[str, Any]:
     """One line of the ablation table (the paper's Table 5 columns)."""
     mcfg = info["config"]
-    return {"variant": variant, "train_os": mcfg["output_stride"], **strat,
+    return {"variant": variant, "train_os": mcfg["output_stride"],
+            "eval_os": strategy.output_stride or mcfg["output_stride"],
+            "ms": strategy.multi_scale, "flip": strategy.flip,
             "decoder": mcfg["decoder"], "sc": mcfg["separable"],
             "coco": str(info["info"].get("init", "")).startswith("pretrain"),
             "miou": round(miou, 4), "madds_b": round(madds / 1e9, 2)}
@@ -105,20 +109,19 @@ def run_evaluate_stage(params: dict[str, Any], model_file: Path, val_list: Path,
     reports.mkdir(parents=True, exist_ok=True)
     table = []
     main = None
-    for strat in strategies(cfg):
-        scales = list(cfg["scales"]) if strat["ms"] else [1.0]
-        model.set_output_stride(strat["eval_os"])
-        is_main = strat["eval_os"] == mcfg["output_stride"] and not strat["ms"] and not strat["flip"]
-        res = evaluate(model, rows, NUM_CLASSES, device, scales, strat["flip"],
+    for strategy in strategies(cfg):
+        model.set_output_stride(strategy.output_stride)
+        is_main = (strategy.output_stride == mcfg["output_stride"] and not strategy.multi_scale
+                   and not strategy.flip)
+        res = evaluate(model, rows, NUM_CLASSES, device, strategy,
                        cfg["trimap_widths"] if is_main else (),
-                       desc=f"OS{strat['eval_os']} ms={strat['ms']} flip={strat['flip']}",
-                       keep_predictions=cfg["sample_images"] if is_main else 0,
-                       pad_to=cfg["pad_to"])
-        madds = strategy_madds(model, cfg["madds_size"], scales, strat["flip"])
-        table.append(_row("main", info, strat, res["miou"], madds))
+                       desc=f"OS{strategy.output_stride} ms={strategy.multi_scale} flip={strategy.flip}",
+                       keep_predictions=cfg["sample_images"] if is_main else 0)
+        madds = strategy_madds(model, cfg["madds_size"], strategy)
+        table.append(_row("main", info, strategy, res["miou"], madds))
         if is_main:
             main = res
-        log.info("%s -> mIoU %.4f, %.1fB madds", strat, res["miou"], madds / 1e9)
+        log.info("%s -> mIoU %.4f, %.1fB madds", strategy, res["miou"], madds / 1e9)
     if main is None:
         raise ConfigError(f"evaluate.output_strides must include the training output stride "
                          f"{mcfg['output_stride']} to produce the main metrics")
@@ -126,11 +129,11 @@ def run_evaluate_stage(params: dict[str, Any], model_file: Path, val_list: Path,
     for name, path in (variant_files or {}).items():
         vinfo = read_model_file(path)
         vmodel = model_from_state(vinfo, str(path)).to(device).eval()
-        strat = {"eval_os": vinfo["config"]["output_stride"], "ms": False, "flip": False}
-        res = evaluate(vmodel, rows, NUM_CLASSES, device, (1.0,), False, cfg["trimap_widths"],
-                       desc=f"variant {name}", pad_to=cfg["pad_to"])
-        madds = strategy_madds(vmodel, cfg["madds_size"], [1.0], False)
-        table.append(_row(name, vinfo, strat, res["miou"], madds))
+        strategy = InferenceStrategy(pad_to=cfg["pad_to"])  # its training OS, single scale
+        res = evaluate(vmodel, rows, NUM_CLASSES, device, strategy, cfg["trimap_widths"],
+                       desc=f"variant {name}")
+        madds = strategy_madds(vmodel, cfg["madds_size"], strategy)
+        table.append(_row(name, vinfo, strategy, res["miou"], madds))
         trimaps[name] = res["trimap"]
         log.info("variant %s -> mIoU %.4f, %.1fB madds", name, res["miou"], madds / 1e9)
     df = pd.DataFrame(table)

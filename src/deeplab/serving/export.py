@@ -16,10 +16,10 @@ from typing import Sequence
 import torch
 from torch.export import Dim
 
-from ..model_files import load_model
+from ..evaluation.inference import InferenceStrategy
 from ..errors import DeeplabError, InputError
 from ..io import atomic_path
-from .segmenter import Segmenter
+from .segmenter import Segmenter, load_segmenter
 
 
 def export_program(seg: Segmenter, path: Path, example_size: int = 97, max_size: int = 4096) -> None:
@@ -28,9 +28,10 @@ def export_program(seg: Segmenter, path: Path, example_size: int = 97, max_size:
     Single-scale strategies only (any output stride, flip or not): multi-scale resizing
     makes size guards that `torch.export` cannot prove for every input size.
     """
-    if list(seg.scales) != [1.0]:
+    if seg.strategy.multi_scale:
         raise InputError(f"export supports single-scale inference (scales [1.0]), got "
-                         f"{list(seg.scales)}; use `python -m deeplab.serving.predict` for multi-scale")
+                         f"{list(seg.strategy.scales)}; use `python -m deeplab.serving.predict` for "
+                         f"multi-scale")
     example = torch.randint(0, 256, (2, example_size, example_size, 3), dtype=torch.uint8)
     dims = {0: Dim("batch", min=1, max=1024), 1: Dim("height", min=33, max=max_size),
             2: Dim("width", min=33, max=max_size)}
@@ -50,12 +51,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {args.output}: the output name must end in .pt2", file=sys.stderr)
         return 2
     try:
-        seg = Segmenter(load_model(args.model), args.output_stride, (1.0,), args.flip)
+        seg = load_segmenter(args.model, InferenceStrategy(args.output_stride, (1.0,), args.flip))
         export_program(seg, args.output)
     except DeeplabError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"export: {args.output} ({seg.strategy})")
+    print(f"export: {args.output} ({seg.strategy.as_dict()})")
     return 0
 
 

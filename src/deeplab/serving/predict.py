@@ -14,10 +14,8 @@ processing the rest.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
-import tempfile
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -25,65 +23,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..model_files import load_model
 from ..data.palette import overlay, save_label_png
-from ..errors import DeeplabError, InputError, MissingFileError, ModelFileError
-from ..io import atomic_path
-from .segmenter import Segmenter
 from ..device import select_device
+from ..errors import DeeplabError, InputError, MissingFileError
+from ..io import atomic_path
+from .segmenter import load_segmenter
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm"}
 LABELS_SUFFIX, OVERLAY_SUFFIX = ".labels.png", ".overlay.jpg"
-
-
-def registered_model_file(spec: str, workdir: Path) -> tuple[Path, dict]:
-    """The weights file and inference strategy of a registered (or logged) model URI."""
-    import mlflow
-    from mlflow.models import Model
-
-    from ..tracking import tracking_uri
-
-    mlflow.set_tracking_uri(tracking_uri())
-    try:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=spec, dst_path=str(workdir)))
-        artifacts = Model.load(str(local)).flavors.get("python_function", {}).get("artifacts", {})
-    except Exception as exc:  # noqa: BLE001 - MLflow raises many kinds
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelFileError(f"{spec}: cannot load the model ({first})") from None
-    if "model_file" not in artifacts or "strategy" not in artifacts:
-        raise ModelFileError(f"{spec}: not a model registered by this version of the pipeline "
-                             f"(no weights-only model file; older versions were pickled and are "
-                             f"not loaded); register it again")
-    strategy = json.loads((local / artifacts["strategy"]["path"]).read_text())
-    return local / artifacts["model_file"]["path"], strategy
-
-
-def load_segmenter(spec: str, device: torch.device, output_stride: int | None = None,
-                   scales: Sequence[float] | None = None, flip: bool | None = None
-                   ) -> Callable[[torch.Tensor], torch.Tensor]:
-    """A callable uint8 `N x H x W x 3` -> uint8 `N x H x W` from a file, URI or `.pt2` program.
-
-    `output_stride`, `scales` and `flip` override the strategy a registered model carries
-    (a `.pt2` program has its strategy compiled in and accepts no override).
-    """
-    if spec.endswith(".pt2"):
-        if not Path(spec).is_file():
-            raise MissingFileError(f"{spec}: exported program not found")
-        if output_stride or scales or flip is not None:
-            raise InputError(f"{spec}: an exported program has a fixed inference strategy; "
-                             f"re-export it to change output stride, scales or flip")
-        return torch.export.load(spec).module().to(device)
-    if spec.startswith(("models:/", "runs:/")) or "://" in spec:
-        with tempfile.TemporaryDirectory() as tmp:
-            model_file, default = registered_model_file(spec, Path(tmp))
-            net = load_model(model_file)
-    else:
-        net = load_model(spec)
-        default = {"output_stride": None, "scales": [1.0], "flip": False}
-    seg = Segmenter(net, output_stride or default["output_stride"],
-                    scales or default["scales"], default["flip"] if flip is None else flip)
-    return seg.to(device).eval()
 
 
 def _to_uint8_rgb(img: Image.Image) -> np.ndarray:
@@ -185,7 +133,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         device = select_device(args.device)
         inputs = list_inputs(args.input)
         output_paths(inputs, args.output)  # refuse a clobbering output before loading anything
-        segment = load_segmenter(args.model, device, args.output_stride, args.scales, args.flip)
+        segment = load_segmenter(args.model, device=device, output_stride=args.output_stride,
+                                 scales=tuple(args.scales) if args.scales else None,
+                                 flip=args.flip)
         errors = predict_files(segment, inputs, args.output, device)
     except DeeplabError as exc:
         print(f"error: {exc}", file=sys.stderr)

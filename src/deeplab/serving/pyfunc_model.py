@@ -21,15 +21,13 @@ class SegmenterModel(PythonModel):
     """pyfunc wrapper of `deeplab.serving.segmenter.Segmenter`."""
 
     def load_context(self, context) -> None:
-        from deeplab.model_files import load_model
-        from deeplab.serving.segmenter import Segmenter
+        from deeplab.evaluation.inference import InferenceStrategy
+        from deeplab.serving.segmenter import load_segmenter
 
         with open(context.artifacts["strategy"]) as f:
-            strategy = json.load(f)
+            strategy = InferenceStrategy.from_dict(json.load(f))
         self.device = torch.device((context.model_config or {}).get("device", "cpu"))
-        net = load_model(context.artifacts["model_file"])
-        self.segmenter = Segmenter(net, strategy["output_stride"], strategy["scales"],
-                                   strategy["flip"]).to(self.device).eval()
+        self.segmenter = load_segmenter(context.artifacts["model_file"], strategy, self.device)
 
     def predict(self, context, model_input, params=None):  # no type hints: the signature is explicit
         images = torch.from_numpy(np.ascontiguousarray(model_input, dtype=np.uint8))

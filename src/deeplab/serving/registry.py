@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from ..errors import RegistryError
+from ..evaluation.inference import InferenceStrategy
 
 log = logging.getLogger(__name__)
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
@@ -159,7 +160,7 @@ def register(model_file: Path, metrics_file: Path, name: str, params: dict[str, 
     from ..tracking import start_stage_run, tracking_uri
 
     miou = read_miou(metrics_file)
-    strategy = dict(params["register"]["inference"])
+    strategy = InferenceStrategy.from_dict(params["register"]["inference"]).as_dict()
     digest = model_digest(model_file, strategy)
     uri = tracking_uri()
     try:

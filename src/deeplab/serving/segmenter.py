@@ -8,30 +8,34 @@ masks out), what `python -m deeplab.serving.predict` runs, and what `python -m d
 
 from __future__ import annotations
 
-from typing import Sequence
+import json
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
-from ..evaluation.inference import predict_probs
+from ..errors import InputError, MissingFileError, ModelFileError
+from ..evaluation.inference import InferenceStrategy, predict_probs
 from ..model import DeepLabV3Plus
+from ..model_files import load_model
 
 
 class Segmenter(nn.Module):
     """`N x H x W x 3` (or `H x W x 3`) uint8 RGB -> `N x H x W` (or `H x W`) uint8 labels."""
 
-    def __init__(self, net: DeepLabV3Plus, output_stride: int | None = None,
-                 scales: Sequence[float] = (1.0,), flip: bool = False) -> None:
+    def __init__(self, net: DeepLabV3Plus, strategy: InferenceStrategy = InferenceStrategy()) -> None:
         super().__init__()
         self.net = net.eval()
-        if output_stride is not None:
-            self.net.set_output_stride(output_stride)
-        self.scales, self.flip = tuple(float(s) for s in scales), bool(flip)
+        if strategy.output_stride is not None:
+            self.net.set_output_stride(strategy.output_stride)
+        self._strategy = strategy
 
     @property
-    def strategy(self) -> dict[str, object]:
-        return {"output_stride": self.net.output_stride, "scales": list(self.scales),
-                "flip": self.flip}
+    def strategy(self) -> InferenceStrategy:
+        """The strategy it runs, with the output stride resolved."""
+        return self._strategy.with_overrides(output_stride=self.net.output_stride)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         single = images.dim() == 3
@@ -42,6 +46,55 @@ class Segmenter(nn.Module):
         if batch.dtype != torch.uint8:
             raise ValueError(f"expected uint8 pixels (0-255), got {batch.dtype}")
         x = batch.permute(0, 3, 1, 2).to(self.net.mean.dtype).div(255)
-        probs = predict_probs(self.net, x, self.scales, self.flip)
-        labels = probs.argmax(1).to(torch.uint8)
+        labels = predict_probs(self.net, x, self._strategy).argmax(1).to(torch.uint8)
         return labels[0] if single else labels
+
+
+def registered_model_file(uri: str, workdir: Path) -> tuple[Path, InferenceStrategy]:
+    """The weights file and inference strategy of a registered (or logged) model URI."""
+    import mlflow
+    from mlflow.models import Model
+
+    from ..tracking import tracking_uri
+
+    mlflow.set_tracking_uri(tracking_uri())
+    try:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(workdir)))
+        artifacts = Model.load(str(local)).flavors.get("python_function", {}).get("artifacts", {})
+    except Exception as exc:  # noqa: BLE001 - MLflow raises many kinds
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelFileError(f"{uri}: cannot load the model ({first})") from None
+    if "model_file" not in artifacts or "strategy" not in artifacts:
+        raise ModelFileError(f"{uri}: not a model registered by this version of the pipeline "
+                             f"(no weights-only model file; older versions were pickled and are "
+                             f"not loaded); register it again")
+    strategy = json.loads((local / artifacts["strategy"]["path"]).read_text())
+    return local / artifacts["model_file"]["path"], InferenceStrategy.from_dict(strategy)
+
+
+def load_segmenter(source: str | Path, strategy: InferenceStrategy | None = None,
+                   device: str | torch.device = "cpu", **overrides: Any
+                   ) -> Callable[[torch.Tensor], torch.Tensor]:
+    """uint8 `N x H x W x 3` -> uint8 `N x H x W` from a model file, a `models:/`/`runs:/` URI
+    or an exported `.pt2` program.
+
+    The strategy is `strategy` if given, else the one a registered model carries (single
+    scale at the training output stride for a model file), with `overrides` (output_stride,
+    scales, flip, pad_to; None = keep) applied. A `.pt2` program has its strategy compiled in.
+    """
+    spec = str(source)
+    if spec.endswith(".pt2"):
+        if not Path(spec).is_file():
+            raise MissingFileError(f"{spec}: exported program not found")
+        if strategy is not None or any(v is not None for v in overrides.values()):
+            raise InputError(f"{spec}: an exported program has a fixed inference strategy; "
+                             f"re-export it to change output stride, scales or flip")
+        return torch.export.load(spec).module().to(device)
+    if spec.startswith(("models:/", "runs:/")) or "://" in spec:
+        with tempfile.TemporaryDirectory() as tmp:
+            model_file, registered = registered_model_file(spec, Path(tmp))
+            net = load_model(model_file)
+    else:
+        net, registered = load_model(spec), InferenceStrategy()
+    chosen = (strategy or registered).with_overrides(**overrides)
+    return Segmenter(net, chosen).to(device).eval()
