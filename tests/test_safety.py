@@ -7,7 +7,6 @@ registrations) and checks what happens now.
 
 import json
 import os
-import shutil
 import signal
 import stat
 import subprocess
