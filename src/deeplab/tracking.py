@@ -103,7 +103,7 @@ def log_split_inputs(splits: dict[str, str | Path]) -> None:
 
 def _end_orphans(client, experiment_id: str, stage: str) -> None:
     """Mark KILLED the RUNNING runs of `stage` whose process (same host) no longer exists."""
-    from .io import _pid_alive
+    from .io import pid_alive
 
     host = socket.gethostname()
     runs = client.search_runs([experiment_id], filter_string=(
@@ -111,7 +111,7 @@ def _end_orphans(client, experiment_id: str, stage: str) -> None:
     for run in runs:
         tags = run.data.tags
         if tags.get("process.host") == host and tags.get("process.pid", "").isdigit() and \
-                not _pid_alive(int(tags["process.pid"])):
+                not pid_alive(int(tags["process.pid"])):
             client.set_terminated(run.info.run_id, status="KILLED")
 
 
