@@ -29,6 +29,8 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from deeplab.model.choices import BACKBONES, OUTPUT_STRIDES
+
 # name -> (kind, settings); "peer" names the peer with the same architecture.
 # "mg1" = no multi-grid (`multi_grid=None`: the plain atrous convention, which equals
 # torchvision's replace_stride_with_dilation, tested): the same-architecture comparisons with
@@ -52,6 +54,9 @@ DEFAULT = ["ours-r101-os16-dec-sc", "ours-r101-os16-dec-sc-mg1", "ours-r101-os16
            "ours-r101-os8", "ours-r101-os8-mg1", "ours-x65-os16-dec-sc", "ours-x65-os8-dec-sc",
            "tv-deeplabv3-r101-os8", "smp-r101-os16-dec-sc"]
 PRECISIONS = ("fp32", "bf16-cl", "bf16-cl-compile")
+for _name, _cfg in CONFIGS.items():  # our rows use only settings the network defines
+    if "peer_lib" not in _cfg:
+        assert _cfg["backbone"] in BACKBONES and _cfg["os"] in OUTPUT_STRIDES, _name
 
 
 def build(name: str, num_classes: int = 21) -> torch.nn.Module:
@@ -160,11 +165,11 @@ def loader_throughput(params_file: str, seconds: float) -> dict:
     from deeplab.engine.stage import build_model
 
     params = load_params(params_file)
-    sched, runtime = params["finetune"], params["runtime"]
+    sched, runtime = params.finetune, params.runtime
     rows = read_list("data/processed/voc_train_aug.csv")
-    dataset = SegmentationDataset(rows, sched["crop_size"], sched["scale_range"], sched["flip"])
-    sampler = IterationSampler(len(dataset), sched["batch_size"], 10_000, 0)
-    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=runtime["workers"])
+    dataset = SegmentationDataset(rows, sched.crop_size, sched.scale_range, sched.flip)
+    sampler = IterationSampler(len(dataset), sched.batch_size, 10_000, 0)
+    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=runtime.workers)
     seen, t0 = 0, None
     for k, (images, _) in enumerate(loader):
         if k == 2:
@@ -173,9 +178,9 @@ def loader_throughput(params_file: str, seconds: float) -> dict:
         if t0 and time.perf_counter() - t0 > seconds:
             break
     loader_rate = seen / (time.perf_counter() - t0)
-    model = build_model(params["model"]).train()
+    model = build_model(params.model).train()
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-    crop, batch = sched["crop_size"], sched["batch_size"]
+    crop, batch = sched.crop_size, sched.batch_size
     x, y = torch.rand(batch, 3, crop, crop), torch.randint(0, 21, (batch, crop, crop))
 
     def step() -> None:
@@ -185,7 +190,7 @@ def loader_throughput(params_file: str, seconds: float) -> dict:
         opt.step()
 
     step_s = statistics.median(_timed(step, torch.device("cpu"), 3, 10))
-    return {"loader_workers": runtime["workers"], "loader_img_s": round(loader_rate, 1),
+    return {"loader_workers": runtime.workers, "loader_img_s": round(loader_rate, 1),
             "train_step_img_s": round(batch / step_s, 1),
             "training_waits_on_data": bool(loader_rate < batch / step_s)}
 

@@ -9,7 +9,7 @@ from deeplab.data.fetch import fetch
 def main() -> None:
     paths = stage_paths("raw")
     params = load_params(sections=("data",))
-    manifest = fetch(params["data"], paths.raw)
+    manifest = fetch(params.data, paths.raw)
     print(f"fetch: {manifest['source']} data ready: {manifest}")
 
 

@@ -14,7 +14,7 @@ def main() -> None:
     params = load_params(sections=("preprocess",))
     if not paths.manifest.is_file():
         raise MissingFileError(f"{paths.manifest}: not found (run the fetch stage)")
-    summary = preprocess(json.loads(paths.manifest.read_text()), paths.out, params["preprocess"])
+    summary = preprocess(json.loads(paths.manifest.read_text()), paths.out, params.preprocess)
     print(f"preprocess: {json.dumps(summary['samples'])}, hard images {summary['hard_images']}, "
           f"skipped {summary['skipped_bad_samples']}")
 

@@ -10,8 +10,7 @@ from deeplab.serving.registry import register
 def main() -> None:
     p = stage_paths("model", "metrics", "out")
     params = load_params(sections=("register", "mlflow"))
-    result = register(p.model, p.metrics, params["register"]["model_name"], params,
-                      params["register"]["min_miou"])
+    result = register(p.model, p.metrics, params)
     write_json(p.out, result)
     state = "registered" if result["new"] else "unchanged, already"
     print(f"register: {result['name']} {state} version {result['version']} {result['aliases']}")

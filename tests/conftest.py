@@ -18,17 +18,20 @@ def tiny_train_csv(tmp_path_factory):
     """A VOC-style train_aug list (absolute paths) of six 40x40 synthetic images."""
     import pandas as pd
 
+    from deeplab.config import PreprocessConfig, SyntheticData
     from deeplab.data.preprocess import preprocess
     from deeplab.data.synthetic import generate
 
     root = tmp_path_factory.mktemp("tiny")
-    generate(root / "raw", dict(seed=0, image_size=40, coco_train_images=2, coco_val_images=1,
-                                voc_train_images=6, voc_val_images=2, sbd_images=0))
+    generate(root / "raw", SyntheticData(seed=0, image_size=40, coco_train_images=2,
+                                         coco_val_images=1, voc_train_images=6, voc_val_images=2,
+                                         sbd_images=0))
     cwd = os.getcwd()
     os.chdir(root)
     try:
         preprocess({"coco_root": "raw/coco", "voc_root": "raw/VOC2012", "sbd_root": None},
-                   root / "processed", dict(min_pixels=0, hard_classes=[], on_bad_sample="error"))
+                   root / "processed",
+                   PreprocessConfig(min_pixels=0, hard_classes=[], on_bad_sample="error", workers=1))
     finally:
         os.chdir(cwd)
     for split, name in (("voc_train_aug", "train_abs.csv"), ("voc_val", "val_abs.csv")):

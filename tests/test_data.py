@@ -12,16 +12,17 @@ from pycocotools.coco import COCO
 
 from deeplab.data.coco import COCO_IDS_OF_VOC, VOC_ID_OF_COCO
 from deeplab.data.dataset import IterationSampler, augment
+from deeplab.config import PreprocessConfig, SyntheticData, load_params
 from deeplab.data.palette import read_label_png, save_label_png
 from deeplab.data.preprocess import preprocess
 from deeplab.data.samples import BadSampleError
 from deeplab.data.synthetic import generate
 from deeplab.errors import DeeplabError
 
-CFG = dict(seed=3, image_size=48, coco_train_images=12, coco_val_images=4, voc_train_images=6,
-           voc_val_images=4, sbd_images=5)
-PRE = dict(min_pixels=10, hard_classes=["bicycle", "chair", "diningtable", "pottedplant", "sofa"],
-           on_bad_sample="error")
+CFG = SyntheticData(seed=3, image_size=48, coco_train_images=12, coco_val_images=4,
+                    voc_train_images=6, voc_val_images=4, sbd_images=5)
+PRE = PreprocessConfig(min_pixels=10, hard_classes=["bicycle", "chair", "diningtable", "pottedplant",
+                                                   "sofa"], on_bad_sample="error", workers=1)
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +69,7 @@ def test_preprocess_matches_pycocotools(raw, tmp_path, monkeypatch):
     summary = preprocess(roots(raw), tmp_path / "processed", PRE)
     coco = COCO(str(raw / "coco/annotations/instances_train2017.json"))
     rows = pd.read_csv(tmp_path / "processed/coco_train.csv", dtype=str)
-    assert len(rows) + summary["dropped_min_pixels"]["coco_train"] == CFG["coco_train_images"]
+    assert len(rows) + summary["dropped_min_pixels"]["coco_train"] == CFG.coco_train_images
     saw_crowd = False
     for _, row in rows.iterrows():
         image_id = int(row["id"])
@@ -78,7 +79,7 @@ def test_preprocess_matches_pycocotools(raw, tmp_path, monkeypatch):
         assert np.array_equal(got, want), row["id"]
         saw_crowd |= (got == 255).any()
     train = pd.read_csv(tmp_path / "processed/voc_train_aug.csv", dtype=str)
-    assert len(train) == CFG["voc_train_images"] + CFG["sbd_images"]
+    assert len(train) == CFG.voc_train_images + CFG.sbd_images
     stats = pd.read_csv(tmp_path / "processed/class_stats.csv")
     assert set(stats["split"]) == {"coco_train", "coco_val", "voc_train_aug", "voc_val"}
     hard = (tmp_path / "processed/hard_images.txt").read_text().split()
@@ -113,9 +114,9 @@ def test_skip_policy_counts(raw, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     broken = _copy(raw, tmp_path)
     (broken / "VOC2012/JPEGImages/2012_v00001.jpg").write_bytes(b"junk")
-    summary = preprocess(roots(broken), tmp_path / "processed", {**PRE, "on_bad_sample": "skip"})
+    summary = preprocess(roots(broken), tmp_path / "processed", PRE.replace(on_bad_sample="skip"))
     assert summary["skipped_bad_samples"] == 1
-    assert summary["samples"]["voc_val"] == CFG["voc_val_images"] - 1
+    assert summary["samples"]["voc_val"] == CFG.voc_val_images - 1
 
 
 def test_augment_pads_label_with_ignore():
@@ -135,7 +136,7 @@ def test_sampler_is_a_pure_function_of_iteration():
     assert sorted(ranks[0] + ranks[1]) == sorted(full[2])
 
 
-def test_local_source_through_fetch_reproduces_masks(raw, tmp_path, monkeypatch):
+def test_local_source_through_fetch_reproduces_masks(raw, tmp_path, monkeypatch, repo_root):
     """data.source=local: the user's own VOC/COCO/SBD directories, elsewhere on disk."""
     from deeplab.data.fetch import fetch
 
@@ -143,10 +144,11 @@ def test_local_source_through_fetch_reproduces_masks(raw, tmp_path, monkeypatch)
     shutil.copytree(raw / "VOC2012", user / "VOCdevkit/VOC2012")
     shutil.copytree(raw / "coco", user / "datasets/coco")
     shutil.copytree(raw / "SBD", user / "benchmark_RELEASE")
-    data = {"source": "local", "voc_root": str(user / "VOCdevkit/VOC2012"),
-            "coco_root": str(user / "datasets/coco"), "sbd_root": str(user / "benchmark_RELEASE")}
+    data = load_params(repo_root / "params.yaml").data.replace(
+        source="local", voc_root=str(user / "VOCdevkit/VOC2012"),
+        coco_root=str(user / "datasets/coco"), sbd_root=str(user / "benchmark_RELEASE"))
     manifest = fetch(data, tmp_path / "data/raw")
-    assert json.loads((tmp_path / "data/raw/manifest.json").read_text())["voc_root"] == data["voc_root"]
+    assert json.loads((tmp_path / "data/raw/manifest.json").read_text())["voc_root"] == data.voc_root
     monkeypatch.chdir(tmp_path)
     preprocess(manifest, tmp_path / "processed", PRE)
     coco = COCO(str(user / "datasets/coco/annotations/instances_val2017.json"))
@@ -155,7 +157,7 @@ def test_local_source_through_fetch_reproduces_masks(raw, tmp_path, monkeypatch)
         assert np.array_equal(read_label_png(row["mask"]),
                               independent_mask(coco, int(row["id"]), info["height"], info["width"]))
     val = pd.read_csv(tmp_path / "processed/voc_val.csv", dtype=str)
-    assert len(val) == CFG["voc_val_images"]
+    assert len(val) == CFG.voc_val_images
     for _, row in val.iterrows():
         original = user / "VOCdevkit/VOC2012/SegmentationClass" / f"{row['id']}.png"
         assert np.array_equal(read_label_png(row["mask"]), read_label_png(original))
@@ -164,7 +166,7 @@ def test_local_source_through_fetch_reproduces_masks(raw, tmp_path, monkeypatch)
         (user / "datasets/coco/annotations/instances_train2017.json").unlink()
         fetch(data, tmp_path / "data/raw2")
     with pytest.raises(DeeplabError, match="data.voc_root: required when data.source is 'local'"):
-        fetch({**data, "voc_root": None}, tmp_path / "data/raw3")
+        fetch(data.replace(voc_root=None), tmp_path / "data/raw3")
 
 
 def test_parallel_preprocessing_gives_identical_output(raw, tmp_path, monkeypatch):
@@ -172,7 +174,7 @@ def test_parallel_preprocessing_gives_identical_output(raw, tmp_path, monkeypatc
     outs = []
     for workers in (1, 2):
         out = tmp_path / f"w{workers}"
-        preprocess(roots(raw), out, {**PRE, "workers": workers})
+        preprocess(roots(raw), out, PRE.replace(workers=workers))
         outs.append({p.relative_to(out): p.read_bytes().replace(f"w{workers}/".encode(), b"OUT/")
                      for p in sorted(out.rglob("*")) if p.is_file()})
     assert outs[0].keys() == outs[1].keys() and len(outs[0]) > 20

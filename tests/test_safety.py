@@ -22,7 +22,8 @@ from PIL import Image
 
 from deeplab.model_files import read_model_file, save_model
 from deeplab.cli import stage_main
-from deeplab.config import ConfigError, load_params
+from deeplab.config import (ConfigError, Params, PreprocessConfig, SyntheticData, load_params,
+                            parse_params)
 from deeplab.errors import DeeplabError, ModelFileError, UnsafeFileError
 from deeplab.io import atomic_dir, remove_stale_temps, write_json
 from deeplab.model import DeepLabV3Plus
@@ -30,7 +31,7 @@ from deeplab.serving.predict import main as predict_main
 from deeplab.serving.predict import read_rgb
 from deeplab.engine.checkpoints import load_checkpoint
 from deeplab.engine.loop import train
-from test_train import RUNTIME, SCHED
+from test_train import RUNTIME, SCHED, SETTINGS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -100,7 +101,7 @@ def test_checkpoint_round_trips_through_weights_only_load(tmp_path, tiny_train_c
     from deeplab.data.dataset import SegmentationDataset, read_list
 
     ds = SegmentationDataset(read_list(tiny_train_csv), 33)
-    train(tiny_net(), ds, {**SCHED, "iterations": 2, "checkpoint_every": 1}, RUNTIME,
+    train(tiny_net(), ds, SCHED.replace(iterations=2, checkpoint_every=1), SETTINGS, RUNTIME,
           tmp_path / "c.ckpt", 0, {"x": 1}, run_id="abc")
     state = torch.load(tmp_path / "c.ckpt", weights_only=True)  # raises if anything is pickled
     assert state["iteration"] == 2 and state["run_id"] == "abc"
@@ -190,8 +191,8 @@ def test_switching_source_keeps_downloads_and_local_changes_are_seen(tmp_path, m
     from deeplab.data.synthetic import generate
 
     gen = tmp_path / "gen"
-    generate(gen, dict(seed=0, image_size=40, coco_train_images=2, coco_val_images=1,
-                       voc_train_images=2, voc_val_images=1, sbd_images=1))
+    generate(gen, SyntheticData(seed=0, image_size=40, coco_train_images=2, coco_val_images=1,
+                               voc_train_images=2, voc_val_images=1, sbd_images=1))
     www = tmp_path / "www"
     www.mkdir()
     with tarfile.open(www / "voc.tar", "w") as tf:
@@ -208,14 +209,14 @@ def test_switching_source_keeps_downloads_and_local_changes_are_seen(tmp_path, m
     catalogue = {k: (names[k], "unused", md5[names[k]], *v[3:]) for k, v in fetch_mod.SOURCES.items()}
     monkeypatch.setattr(fetch_mod, "SOURCES", catalogue)  # the catalogue of tiny archives
     monkeypatch.chdir(tmp_path)
-    data = load_params(REPO / "params.yaml")["data"]
+    data = load_params(REPO / "params.yaml").data
     with serve(www) as url:
-        downloaded = {**data, "source": "download",
-                      "download": {**data["download"], "mirror": url, "retries": 0}}
+        downloaded = data.replace(source="download",
+                                  download=data.download.replace(mirror=url, retries=0))
         first = fetch_mod.fetch(downloaded, Path("data/raw"))
         before = sorted(str(p) for p in Path("data/downloads").rglob("*"))
         assert (Path(first["voc_root"]) / "JPEGImages").is_dir()
-        fetch_mod.fetch({**data, "source": "synthetic"}, Path("data/raw"))
+        fetch_mod.fetch(data.replace(source="synthetic"), Path("data/raw"))
         assert sorted(str(p) for p in Path("data/downloads").rglob("*")) == before
         assert (Path("data/downloads/archives") / "voc.tar").is_file()
         again = fetch_mod.fetch(downloaded, Path("data/raw"))
@@ -223,26 +224,26 @@ def test_switching_source_keeps_downloads_and_local_changes_are_seen(tmp_path, m
 
     user = {"source": "local", "voc_root": str(gen / "VOC2012"), "coco_root": str(gen / "coco"),
             "sbd_root": None}
-    one = fetch_mod.fetch({**data, **user}, Path("data/raw"))
+    one = fetch_mod.fetch(data.replace(**user), Path("data/raw"))
     manifest = Path("data/raw/manifest.json")
     mtime = manifest.stat().st_mtime_ns
-    assert fetch_mod.fetch({**data, **user}, Path("data/raw")) == one
+    assert fetch_mod.fetch(data.replace(**user), Path("data/raw")) == one
     assert manifest.stat().st_mtime_ns == mtime  # unchanged data: not even rewritten
     mask = next((gen / "VOC2012" / "SegmentationClass").iterdir())
     os.utime(mask, ns=(1, 1))  # an edited mask
-    assert fetch_mod.fetch({**data, **user}, Path("data/raw"))["signature"] != one["signature"]
+    assert fetch_mod.fetch(data.replace(**user), Path("data/raw"))["signature"] != one["signature"]
 
 
 # --- Reproducibility and the registry -------------------------------------------------------
 
-def tiny_params(iterations: int = 3, **runtime_overrides) -> dict:
+def tiny_params(iterations: int = 3, checkpoint_every: int = 2, **runtime_overrides) -> Params:
     params = load_params(REPO / "params.yaml")
-    params["model"].update(aspp_channels=16, decoder_channels=16)
-    params["runtime"].update(workers=0, threads=1, **runtime_overrides)
-    params["pretrain"].update(iterations=iterations, batch_size=2, crop_size=33,
-                              checkpoint_every=2, val_every=0)
-    params["mlflow"]["experiment"] = "safety"
-    return params
+    return params.replace(
+        model=params.model.replace(aspp_channels=16, decoder_channels=16),
+        runtime=params.runtime.replace(workers=0, threads=1, **runtime_overrides),
+        pretrain=params.pretrain.replace(iterations=iterations, batch_size=2, crop_size=33,
+                                         checkpoint_every=checkpoint_every, val_every=0),
+        mlflow=params.mlflow.replace(experiment="safety"))
 
 
 def test_same_params_give_identical_weights(tmp_path, monkeypatch, tiny_train_csv, tiny_val_csv):
@@ -263,8 +264,9 @@ def test_same_params_give_identical_weights(tmp_path, monkeypatch, tiny_train_cs
 RUN_STAGE = """
 import json, sys
 from pathlib import Path
+from deeplab.config import parse_params
 from deeplab.engine.stage import run_training_stage
-params, train_list, val_list, out = json.loads(sys.argv[1]), *map(Path, sys.argv[2:5])
+params, train_list, val_list, out = parse_params(json.loads(sys.argv[1])), *map(Path, sys.argv[2:5])
 run_training_stage("pretrain", params, train_list, val_list, out / "m.pt", out / "c.ckpt",
                    out / "reports")
 """
@@ -273,11 +275,10 @@ run_training_stage("pretrain", params, train_list, val_list, out / "m.pt", out /
 def test_killed_stage_resumes_the_same_mlflow_run(tmp_path, tiny_train_csv, tiny_val_csv):
     from mlflow import MlflowClient
 
-    params = tiny_params(iterations=120, log_every=1)
-    params["pretrain"]["checkpoint_every"] = 10
+    params = tiny_params(iterations=120, checkpoint_every=10, log_every=1)
     env = {**os.environ, "DVC_ROOT": str(tmp_path), "TQDM_DISABLE": "1"}
     env.pop("MLFLOW_TRACKING_URI", None)
-    args = [sys.executable, "-c", RUN_STAGE, json.dumps(params), str(tiny_train_csv),
+    args = [sys.executable, "-c", RUN_STAGE, json.dumps(params.as_dict()), str(tiny_train_csv),
             str(tiny_val_csv), str(tmp_path / "out")]
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
@@ -300,12 +301,13 @@ def test_killed_stage_resumes_the_same_mlflow_run(tmp_path, tiny_train_csv, tiny
 
 def _register_args(tmp_path: Path, model: Path, metrics: Path, name: str = "seg") -> list[str]:
     code = ("import json, sys; from pathlib import Path; from deeplab.serving.registry import register\n"
-            "p = json.loads(sys.argv[4])\n"
-            "print(json.dumps(register(Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], p)))\n")
+            "from deeplab.config import parse_params\n"
+            "p = parse_params(json.loads(sys.argv[3]), sections=('register', 'mlflow'))\n"
+            "print(json.dumps(register(Path(sys.argv[1]), Path(sys.argv[2]), p)))\n")
     params = {"seed": 0, "mlflow": {"experiment": "reg"},
               "register": {"model_name": name, "min_miou": 0.0,
                            "inference": {"output_stride": 16, "scales": [1.0], "flip": False}}}
-    return [sys.executable, "-c", code, str(model), str(metrics), name, json.dumps(params)]
+    return [sys.executable, "-c", code, str(model), str(metrics), json.dumps(params)]
 
 
 def test_one_sha256_is_one_version_under_concurrency_and_after_a_crash(tmp_path):
@@ -359,8 +361,9 @@ def test_registered_model_is_not_pickled(tmp_path, monkeypatch):
     model, metrics = tmp_path / "m.pt", tmp_path / "metrics.json"
     save_model(model, tiny_net())
     metrics.write_text(json.dumps({"miou": 0.5}))
-    params = json.loads(_register_args(tmp_path, model, metrics)[-1])
-    register(model, metrics, "seg", params)
+    params = parse_params(json.loads(_register_args(tmp_path, model, metrics)[-1]),
+                          sections=("register", "mlflow"))
+    register(model, metrics, params)
     import mlflow
     local = Path(mlflow.artifacts.download_artifacts("models:/seg@champion", dst_path=str(tmp_path / "dl")))
     flavors = Model.load(str(local)).flavors
@@ -381,11 +384,11 @@ def test_voc_ids_in_train_and_val_duplicates_and_bad_coco_references(tmp_path, m
     from deeplab.data.synthetic import generate
 
     raw = tmp_path / "raw"
-    generate(raw, dict(seed=0, image_size=40, coco_train_images=3, coco_val_images=2,
-                       voc_train_images=4, voc_val_images=2, sbd_images=0))
+    generate(raw, SyntheticData(seed=0, image_size=40, coco_train_images=3, coco_val_images=2,
+                               voc_train_images=4, voc_val_images=2, sbd_images=0))
     monkeypatch.chdir(tmp_path)
     roots = {"coco_root": str(raw / "coco"), "voc_root": str(raw / "VOC2012"), "sbd_root": None}
-    cfg = dict(min_pixels=0, hard_classes=[], on_bad_sample="error")
+    cfg = PreprocessConfig(min_pixels=0, hard_classes=[], on_bad_sample="error", workers=1)
     lists = raw / "VOC2012/ImageSets/Segmentation"
     val_id = lists.joinpath("val.txt").read_text().split()[0]
     lists.joinpath("train.txt").write_text(lists.joinpath("train.txt").read_text() + f"{val_id}\n")
@@ -397,7 +400,7 @@ def test_voc_ids_in_train_and_val_duplicates_and_bad_coco_references(tmp_path, m
     lists.joinpath("train.txt").write_text(lists.joinpath("train.txt").read_text() + f"{first}\n")
     with pytest.raises(BadSampleError, match=rf"train.txt: duplicate ids {first}"):
         preprocess(roots, tmp_path / "p2", cfg)
-    skipped = preprocess(roots, tmp_path / "p3", {**cfg, "on_bad_sample": "skip"})
+    skipped = preprocess(roots, tmp_path / "p3", cfg.replace(on_bad_sample="skip"))
     assert skipped["skipped_bad_samples"] == 1 and len(pd.read_csv(tmp_path / "p3/voc_train_aug.csv")) == 4
 
     ann_file = raw / "coco/annotations/instances_val2017.json"
@@ -413,7 +416,7 @@ def test_voc_ids_in_train_and_val_duplicates_and_bad_coco_references(tmp_path, m
     ann_file.write_text(json.dumps(data))
     with pytest.raises(BadSampleError, match="duplicate image ids"):
         preprocess(roots, tmp_path / "p5", cfg)
-    skipped = preprocess(roots, tmp_path / "p6", {**cfg, "on_bad_sample": "skip"})
+    skipped = preprocess(roots, tmp_path / "p6", cfg.replace(on_bad_sample="skip"))
     assert skipped["skipped_bad_samples"] == 3  # duplicate image, unknown category, train dup
     assert any("unknown category ids: 999002 (category 4242)" in s for s in skipped["skipped"])
     assert not (tmp_path / "p4").exists() and not (tmp_path / "p5").exists()
@@ -443,7 +446,7 @@ def test_truncated_checkpoint_starts_over_with_a_warning(tmp_path, tiny_train_cs
     assert load_checkpoint(ckpt, "x", 10) is None
     assert any(str(ckpt) in r.message and "truncated or corrupt" in r.message for r in caplog.records)
     result = train(tiny_net(), SegmentationDataset(read_list(tiny_train_csv), 33),
-                   {**SCHED, "iterations": 1, "checkpoint_every": 1}, RUNTIME, ckpt, 0, {})
+                   SCHED.replace(iterations=1, checkpoint_every=1), SETTINGS, RUNTIME, ckpt, 0, {})
     assert result.resumed_from == 0 and torch.load(ckpt, weights_only=True)["iteration"] == 1
 
 

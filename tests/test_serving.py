@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from deeplab.model_files import save_model
+from deeplab.config import parse_params
 from deeplab.data.palette import read_label_png
 from deeplab.errors import DeeplabError
 from deeplab.serving.export import export_program
@@ -20,9 +21,11 @@ from deeplab.serving.predict import main as predict_main
 from deeplab.evaluation.inference import InferenceStrategy
 from deeplab.serving.segmenter import Segmenter, load_segmenter
 
-PARAMS = {"seed": 0, "mlflow": {"experiment": "test"},
-          "register": {"model_name": "seg", "min_miou": 0.0,
-                       "inference": {"output_stride": 16, "scales": [1.0], "flip": False}}}
+PARAMS = parse_params({"seed": 0, "mlflow": {"experiment": "test"},
+                       "register": {"model_name": "seg", "min_miou": 0.0,
+                                    "inference": {"output_stride": 16, "scales": [1.0],
+                                                  "flip": False}}},
+                      sections=("register", "mlflow"))
 
 
 def tiny_net(seed: int = 0) -> DeepLabV3Plus:
@@ -128,17 +131,17 @@ def _metrics(tmp_path: Path, miou: float) -> Path:
 def test_registry_aliases_noop_and_pyfunc_in_fresh_process(tracking, model_file):
     from deeplab.serving.registry import register
 
-    first = register(model_file, _metrics(tracking, 0.5), "seg", PARAMS)
+    first = register(model_file, _metrics(tracking, 0.5), PARAMS)
     assert first == {"name": "seg", "version": 1, "new": True, "aliases": ["champion"], "miou": 0.5}
-    again = register(model_file, _metrics(tracking, 0.5), "seg", PARAMS)
+    again = register(model_file, _metrics(tracking, 0.5), PARAMS)
     assert again["new"] is False and again["version"] == 1 and again["aliases"] == ["champion"]
 
     worse = tracking / "worse.pt"
     save_model(worse, tiny_net(1), stage="finetune")
-    assert register(worse, _metrics(tracking, 0.4), "seg", PARAMS)["aliases"] == ["challenger"]
+    assert register(worse, _metrics(tracking, 0.4), PARAMS)["aliases"] == ["challenger"]
     better = tracking / "better.pt"
     save_model(better, tiny_net(2), stage="finetune")
-    assert register(better, _metrics(tracking, 0.6), "seg", PARAMS) == {
+    assert register(better, _metrics(tracking, 0.6), PARAMS) == {
         "name": "seg", "version": 3, "new": True, "aliases": ["champion"], "miou": 0.6}
 
     # A fresh interpreter that has never imported deeplab: the package travels with the model.
@@ -167,8 +170,9 @@ def test_one_loader_for_files_registry_uris_and_programs(tmp_path, model_file, t
 
     x = torch.from_numpy(np.random.default_rng(5).integers(0, 256, (1, 50, 70, 3), dtype=np.uint8))
     strategy = InferenceStrategy(output_stride=8, flip=True)
-    params = {**PARAMS, "register": {**PARAMS["register"], "inference": strategy.as_dict()}}
-    register(model_file, _metrics(tracking, 0.5), "seg", params)
+    params = PARAMS.replace(register=PARAMS.register.replace(
+        inference=PARAMS.register.inference.replace(output_stride=8, flip=True)))
+    register(model_file, _metrics(tracking, 0.5), params)
     from_file = load_segmenter(model_file, strategy)
     from_registry = load_segmenter("models:/seg@champion")
     assert from_registry.strategy == from_file.strategy == strategy

@@ -1,298 +1,370 @@
-"""Loading and validating `params.yaml`: every key checked, every error names its key path."""
+"""`params.yaml` as one typed config (pydantic v2): every key checked, every error names its
+key path and what was expected.
+
+Each section is a frozen model; a stage reads the sections it depends on (`load_params(...,
+sections=...)`) and the others stay `None`, so a broken section only fails the stages that
+read it. The choices the network accepts (backbones, output strides) come from
+`deeplab.model.choices`, the one place they are defined.
+"""
 
 from __future__ import annotations
 
 import difflib
-import math
 import re
+import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Annotated, Any, Literal, Optional, Self, Union, get_args, get_origin
 
 import yaml
+from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field,
+                      ValidationError, model_validator)
+from pydantic_core import PydanticCustomError
 
 from .errors import ConfigError
-
-Validator = Callable[[str, Any], Any]
-
-
-def _show(value: Any) -> str:
-    return f'"{value}"' if isinstance(value, str) else repr(value)
-
-
-def _fail(path: str, expected: str, value: Any) -> None:
-    raise ConfigError(f"{path}: expected {expected}, got {_show(value)}")
-
-
-def number(low: float | None = None, high: float | None = None, *, positive: bool = False,
-           integer: bool = False) -> Validator:
-    """A number (int or float; int only if `integer`), optionally bounded."""
-    kind = "integer" if integer else "number"
-    if positive:
-        expected = f"a positive {kind}"
-    elif low is not None and high is not None:
-        expected = f"a {kind} in [{low}, {high}]"
-    elif low is not None:
-        expected = f"a {kind} >= {low}"
-    else:
-        expected = f"a {kind}"
-
-    def check(path: str, value: Any) -> Any:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            _fail(path, expected, value)
-        if integer and not isinstance(value, int):
-            _fail(path, expected, value)
-        if isinstance(value, float) and not math.isfinite(value):
-            _fail(path, expected, value)
-        if (positive and value <= 0) or (low is not None and value < low) or (
-                high is not None and value > high):
-            _fail(path, expected, value)
-        return value
-
-    return check
-
-
-def integer(low: int | None = None, high: int | None = None, *, positive: bool = False) -> Validator:
-    return number(low, high, positive=positive, integer=True)
-
-
-def boolean() -> Validator:
-    def check(path: str, value: Any) -> Any:
-        if not isinstance(value, bool):
-            _fail(path, "true or false", value)
-        return value
-    return check
-
-
-def string() -> Validator:
-    def check(path: str, value: Any) -> Any:
-        if not isinstance(value, str) or not value:
-            _fail(path, "a non-empty string", value)
-        return value
-    return check
-
-
-def pattern(regex: str, expected: str) -> Validator:
-    """A string that matches `regex` entirely."""
-    compiled = re.compile(regex)
-
-    def check(path: str, value: Any) -> Any:
-        if not isinstance(value, str) or not compiled.fullmatch(value):
-            _fail(path, expected, value)
-        return value
-    return check
-
-
-def backbone() -> Validator:
-    """A backbone name; aliases are accepted and returned in their canonical spelling.
-
-    The names are the model's own (`deeplab.model.backbones`), imported only when a model
-    setting is validated: stages that read no model settings do not import the model.
-    """
-    def check(path: str, value: Any) -> Any:
-        from .model.backbones import BACKBONE_ALIASES, BACKBONES
-
-        value = choice(*BACKBONES, *BACKBONE_ALIASES)(path, value)
-        return BACKBONE_ALIASES.get(value, value)
-    return check
-
-
-def choice(*options: Any) -> Validator:
-    def check(path: str, value: Any) -> Any:
-        if value not in options:
-            _fail(path, "one of " + ", ".join(_show(o) for o in options), value)
-        return value
-    return check
-
-
-def optional(inner: Validator) -> Validator:
-    """`null` or whatever `inner` accepts."""
-    def check(path: str, value: Any) -> Any:
-        return None if value is None else inner(path, value)
-    return check
-
-
-def list_of(inner: Validator, min_len: int = 1, max_len: int | None = None,
-            unique: bool = False) -> Validator:
-    def check(path: str, value: Any) -> Any:
-        if not isinstance(value, list):
-            _fail(path, "a list", value)
-        if len(value) < min_len or (max_len is not None and len(value) > max_len):
-            span = f"{min_len}" if max_len == min_len else f"{min_len}..{max_len or 'any'}"
-            _fail(path, f"a list of {span} items", value)
-        if unique and len(set(map(repr, value))) != len(value):
-            _fail(path, "a list without duplicates", value)
-        return [inner(f"{path}[{i}]", v) for i, v in enumerate(value)]
-    return check
-
-
-def variants(settings: dict[str, Validator]) -> Validator:
-    """A mapping of variant names (lower-case letters, digits, `_`) to partial settings:
-    each may give any subset of `settings`' keys."""
-    def check(path: str, value: Any) -> Any:
-        if value is None:
-            return {}
-        if not isinstance(value, dict):
-            _fail(path, "a mapping of variant names to settings", value)
-        out = {}
-        for name, over in value.items():
-            where = f"{path}.{name}"
-            if not isinstance(name, str) or not name or name == "main" or \
-                    not all(c.islower() or c.isdigit() or c == "_" for c in name):
-                raise ConfigError(f"{where}: a variant name must be lower-case letters, digits "
-                                  f"and '_' (and not 'main')")
-            if not isinstance(over, dict) or not over:
-                _fail(where, "a mapping of settings to change (e.g. {decoder: false})", over)
-            _reject_unknown(over, settings, where)
-            out[name] = {k: settings[k](f"{where}.{k}", v) for k, v in over.items()}
-        return out
-    return check
-
-
-def _reject_unknown(raw: dict[str, Any], schema: dict[str, Any], path: str) -> None:
-    unknown = sorted(set(raw) - set(schema), key=str)
-    if unknown:
-        key = unknown[0]
-        hint = difflib.get_close_matches(str(key), list(schema), n=1)
-        full = f"{path}.{key}" if path else str(key)
-        raise ConfigError(f"{full}: unknown key" + (f" (did you mean '{hint[0]}'?)" if hint else "")
-                          + f"; allowed here: {', '.join(schema)}")
-
-
-def validate(raw: Any, schema: dict[str, Any], path: str = "") -> dict[str, Any]:
-    """Check `raw` against a nested schema of validators; return the validated dict."""
-    where = path or "params"
-    if not isinstance(raw, dict):
-        _fail(where, "a mapping of keys", raw)
-    _reject_unknown(raw, schema, path)
-    out: dict[str, Any] = {}
-    for key, spec in schema.items():
-        full = f"{path}.{key}" if path else key
-        if key not in raw:
-            raise ConfigError(f"{full}: missing key")
-        out[key] = validate(raw[key], spec, full) if isinstance(spec, dict) else spec(full, raw[key])
-    return out
-
-
-def _optimisation() -> dict[str, Any]:
-    """Schema of one training schedule (shared by pretrain and finetune)."""
-    return {
-        "iterations": integer(positive=True),
-        "batch_size": integer(positive=True),
-        "crop_size": integer(low=16),
-        "lr": number(positive=True),
-        "lr_power": number(positive=True),
-        "momentum": number(0.0, 0.999),
-        "weight_decay": number(low=0.0),
-        "scale_range": list_of(number(positive=True), 2, 2),
-        "flip": boolean(),
-        "checkpoint_every": integer(positive=True),
-        "val_every": integer(low=0),
-        "freeze_bn": boolean(),
-    }
-
+from .model.choices import BACKBONE_ALIASES, BACKBONES, OUTPUT_STRIDES
 
 VOC_CLASSES = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
     "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant",
     "sheep", "sofa", "train", "tvmonitor",
 )
+SOURCES = ("synthetic", "download", "local")
+INITS = ("pretrain", "imagenet", "scratch")
 
-SCHEMA: dict[str, Any] = {
-    "seed": integer(low=0),
-    "data": {
-        "source": choice("synthetic", "download", "local"),
-        "voc_root": optional(string()),
-        "sbd_root": optional(string()),
-        "coco_root": optional(string()),
-        "synthetic": {
-            "seed": integer(low=0),
-            "image_size": integer(low=32, high=1024),
-            "coco_train_images": integer(positive=True),
-            "coco_val_images": integer(positive=True),
-            "voc_train_images": integer(positive=True),
-            "voc_val_images": integer(positive=True),
-            "sbd_images": integer(low=0),
-        },
-        "download": {
-            "dir": string(),
-            "mirror": optional(string()),
-            "retries": integer(low=0, high=20),
-            "timeout_s": number(positive=True),
-        },
-    },
-    "preprocess": {
-        "min_pixels": integer(low=0),
-        "hard_classes": list_of(choice(*VOC_CLASSES[1:]), min_len=0, unique=True),
-        "on_bad_sample": choice("error", "skip"),
-        "workers": integer(low=0, high=256),
-    },
-    "model": {
-        "backbone": backbone(),
-        "output_stride": choice(8, 16, 32),
-        "decoder": boolean(),
-        "separable": boolean(),
-        "aspp_channels": integer(positive=True),
-        "decoder_channels": integer(positive=True),
-        "low_level_channels": integer(positive=True),
-        "multi_grid": optional(list_of(integer(positive=True), 1, 3)),
-        "bn_momentum": number(0.0, 1.0),
-        "dropout": number(0.0, 0.9),
-        "pretrained_backbone": optional(string()),
-    },
-    "train": {
-        "launcher": string(),
-        "device": choice("auto", "cpu", "cuda"),
-        "amp": choice("off", "bf16", "fp16"),
-        "channels_last": boolean(),
-        "compile": boolean(),
-    },
-    "runtime": {
-        "workers": integer(low=0, high=64),
-        "threads": integer(low=0, high=256),
-        "log_every": integer(positive=True),
-    },
-    "pretrain": _optimisation(),
-    "finetune": {
-        **_optimisation(),
-        "init": choice("pretrain", "imagenet", "scratch"),
-        "bootstrap_factor": integer(positive=True),
-    },
-    "evaluate": {
-        "output_strides": list_of(choice(8, 16, 32), unique=True),
-        "scales": list_of(number(positive=True), unique=True),
-        "flip": list_of(boolean(), unique=True),
-        "trimap_widths": list_of(integer(positive=True), unique=True),
-        "sample_images": integer(low=0, high=64),
-        "madds_size": integer(low=32),
-        "pad_to": optional(integer(low=33)),
-    },
-    "register": {
-        "model_name": pattern(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}",
-                              "a name of letters, digits, '_', '.' and '-' (no quotes, spaces "
-                              "or slashes: it goes into models:/ URIs and registry filters)"),
-        "min_miou": number(0.0, 1.0),
-        "inference": {
-            "output_stride": choice(8, 16, 32),
-            "scales": list_of(number(positive=True), unique=True),
-            "flip": boolean(),
-        },
-    },
-    "ablations": variants({
-        "backbone": backbone(),
-        "output_stride": choice(8, 16, 32),
-        "decoder": boolean(),
-        "separable": boolean(),
-        "init": choice("pretrain", "imagenet", "scratch"),
-    }),
-    "mlflow": {
-        "experiment": string(),
-    },
-}
+
+def _unique(values: list[Any]) -> list[Any]:
+    if len(set(map(repr, values))) != len(values):
+        raise PydanticCustomError("unique", "expected a list without duplicates")
+    return values
+
+
+def _ordered(values: list[float]) -> list[float]:
+    if values != sorted(values):
+        raise PydanticCustomError("ordered", "expected [low, high] with low <= high")
+    return values
+
+
+def _model_name(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", value):
+        raise PydanticCustomError(
+            "model_name", "expected a name of letters, digits, '_', '.' and '-' (no quotes, "
+            "spaces or slashes: it goes into models:/ URIs and registry filters)")
+    return value
+
+
+def _variant_name(value: str) -> str:
+    if not value or value == "main" or not all(c.islower() or c.isdigit() or c == "_" for c in value):
+        raise PydanticCustomError("variant_name", "a variant name must be lower-case letters, "
+                                  "digits and '_' (and not 'main')")
+    return value
+
+
+PositiveInt = Annotated[int, Field(gt=0)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+Name = Annotated[str, Field(min_length=1)]
+OutputStride = Literal[OUTPUT_STRIDES]  # type: ignore[valid-type]
+Backbone = Annotated[Literal[BACKBONES + tuple(BACKBONE_ALIASES)],  # type: ignore[valid-type]
+                     AfterValidator(lambda name: BACKBONE_ALIASES.get(name, name))]
+Init = Literal[INITS]  # type: ignore[valid-type]
+VocClass = Literal[VOC_CLASSES[1:]]  # type: ignore[valid-type]
+UniqueFloats = Annotated[list[PositiveFloat], Field(min_length=1), AfterValidator(_unique)]
+
+
+class Section(BaseModel):
+    """A params section: no unknown keys, no type coercion ("1" is not 1), immutable."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
+
+    def replace(self, **changes: Any) -> Self:
+        """A copy with `changes` applied, validated like the params file."""
+        try:
+            return type(self).model_validate({**self.model_dump(exclude_unset=True), **changes})
+        except ValidationError as exc:
+            raise ConfigError("\n".join(_message(e) for e in exc.errors())) from None
+
+
+class SyntheticData(Section):
+    seed: NonNegativeInt
+    image_size: Annotated[int, Field(ge=32, le=1024)]
+    coco_train_images: PositiveInt
+    coco_val_images: PositiveInt
+    voc_train_images: PositiveInt
+    voc_val_images: PositiveInt
+    sbd_images: NonNegativeInt
+
+
+class DownloadSettings(Section):
+    dir: Name
+    mirror: Optional[Name]
+    retries: Annotated[int, Field(ge=0, le=20)]
+    timeout_s: PositiveFloat
+
+
+class DataConfig(Section):
+    source: Literal[SOURCES]  # type: ignore[valid-type]
+    voc_root: Optional[Name]
+    sbd_root: Optional[Name]
+    coco_root: Optional[Name]
+    synthetic: SyntheticData
+    download: DownloadSettings
+
+
+class PreprocessConfig(Section):
+    min_pixels: NonNegativeInt
+    hard_classes: Annotated[list[VocClass], AfterValidator(_unique)]
+    on_bad_sample: Literal["error", "skip"]
+    workers: Annotated[int, Field(ge=0, le=256)]
+
+
+class ModelConfig(Section):
+    backbone: Backbone
+    output_stride: OutputStride
+    decoder: bool
+    separable: bool
+    aspp_channels: PositiveInt
+    decoder_channels: PositiveInt
+    low_level_channels: PositiveInt
+    multi_grid: Optional[Annotated[list[PositiveInt], Field(min_length=1, max_length=3)]]
+    bn_momentum: Annotated[float, Field(ge=0, le=1)]
+    dropout: Annotated[float, Field(ge=0, le=0.9)]
+    pretrained_backbone: Optional[Name]
+
+    def network_kwargs(self) -> dict[str, Any]:
+        """The `DeepLabV3Plus` arguments these settings describe (no weights file)."""
+        return self.model_dump(exclude={"pretrained_backbone"})
+
+
+class TrainConfig(Section):
+    launcher: Name
+    device: Literal["auto", "cpu", "cuda"]
+    amp: Literal["off", "bf16", "fp16"]
+    channels_last: bool
+    compile: bool
+
+
+class RuntimeConfig(Section):
+    workers: Annotated[int, Field(ge=0, le=64)]
+    threads: Annotated[int, Field(ge=0, le=256)]
+    log_every: PositiveInt
+
+
+class Schedule(Section):
+    """One training schedule (pretrain; finetune adds its init and bootstrapping)."""
+
+    iterations: PositiveInt
+    batch_size: PositiveInt
+    crop_size: Annotated[int, Field(ge=16)]
+    lr: PositiveFloat
+    lr_power: PositiveFloat
+    momentum: Annotated[float, Field(ge=0, le=0.999)]
+    weight_decay: Annotated[float, Field(ge=0)]
+    scale_range: Annotated[list[PositiveFloat], Field(min_length=2, max_length=2),
+                           AfterValidator(_ordered)]
+    flip: bool
+    checkpoint_every: PositiveInt
+    val_every: NonNegativeInt
+    freeze_bn: bool
+
+    @property
+    def repeat_hard(self) -> int:
+        """How many times a hard image appears per epoch (1: no bootstrapping)."""
+        return 1
+
+
+class FinetuneSchedule(Schedule):
+    init: Init
+    bootstrap_factor: PositiveInt
+
+    @property
+    def repeat_hard(self) -> int:
+        return self.bootstrap_factor
+
+
+class EvaluateConfig(Section):
+    output_strides: Annotated[list[OutputStride], Field(min_length=1), AfterValidator(_unique)]
+    scales: UniqueFloats
+    flip: Annotated[list[bool], Field(min_length=1), AfterValidator(_unique)]
+    trimap_widths: Annotated[list[PositiveInt], Field(min_length=1), AfterValidator(_unique)]
+    sample_images: Annotated[int, Field(ge=0, le=64)]
+    madds_size: Annotated[int, Field(ge=32)]
+    pad_to: Optional[Annotated[int, Field(ge=33)]]
+
+
+class InferenceConfig(Section):
+    output_stride: OutputStride
+    scales: UniqueFloats
+    flip: bool
+
+
+class RegisterConfig(Section):
+    model_name: Annotated[str, AfterValidator(_model_name)]
+    min_miou: Annotated[float, Field(ge=0, le=1)]
+    inference: InferenceConfig
+
+
+class VariantOverrides(Section):
+    """One ablation variant: the model settings and finetune init it changes."""
+
+    backbone: Optional[Backbone] = None
+    output_stride: Optional[OutputStride] = None
+    decoder: Optional[bool] = None
+    separable: Optional[bool] = None
+    init: Optional[Init] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _something_to_change(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not data:
+            raise PydanticCustomError("variant", "expected a mapping of settings to change "
+                                      "(e.g. {decoder: false})")
+        unset = [key for key, value in data.items() if value is None]
+        if unset:
+            raise PydanticCustomError("variant", "{key}: expected a value (leave the key out to "
+                                      "keep the main model's setting)", {"key": unset[0]})
+        return data
+
+    def changes(self) -> dict[str, Any]:
+        return self.model_dump(exclude_unset=True)
+
+
+class MlflowConfig(Section):
+    experiment: Name
+
+
+warnings.filterwarnings("ignore", 'Field name "register" in "Params" shadows', UserWarning)
+Variants = dict[Annotated[str, AfterValidator(_variant_name)], VariantOverrides]
+
+
+class Params(Section):
+    """The whole params file; sections a stage does not read are `None`.
+
+    (The `register` section shadows `BaseModel.register`, ABCMeta's class method, which
+    instances never reach: the warning pydantic gives for it is silenced below.)
+    """
+
+    seed: NonNegativeInt
+    data: Optional[DataConfig] = None
+    preprocess: Optional[PreprocessConfig] = None
+    model: Optional[ModelConfig] = None
+    train: Optional[TrainConfig] = None
+    runtime: Optional[RuntimeConfig] = None
+    pretrain: Optional[Schedule] = None
+    finetune: Optional[FinetuneSchedule] = None
+    evaluate: Optional[EvaluateConfig] = None
+    register: Optional[RegisterConfig] = None
+    ablations: Annotated[Optional[Variants], BeforeValidator(lambda v: {} if v is None else v)] = None
+    mlflow: Optional[MlflowConfig] = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The loaded sections as plain data (for MLflow params and checkpoint fingerprints)."""
+        return self.model_dump(exclude_unset=True)
+
+    def variant(self, name: str) -> "Params":
+        """The params of ablation variant `name`: `model` and `finetune.init` overridden."""
+        variants = self.ablations or {}
+        if name not in variants:
+            raise ConfigError(f"ablations.{name}: no such variant (defined: "
+                              f"{', '.join(variants) or 'none'})")
+        changes = variants[name].changes()
+        update: dict[str, Any] = {}
+        if "init" in changes:
+            update["finetune"] = self.finetune.replace(init=changes.pop("init"))
+        if changes:
+            update["model"] = self.model.replace(**changes)
+        return self.replace(**update)
+
+
+SECTIONS = tuple(name for name in Params.model_fields if name != "seed")
+
+
+def _path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if part == "[key]":
+            continue
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "params"
+
+
+def _show(value: Any) -> str:
+    return f'"{value}"' if isinstance(value, str) else repr(value)
+
+
+def _unwrap(tp: Any) -> Any:
+    while True:
+        if get_origin(tp) is Annotated:
+            tp = get_args(tp)[0]
+        elif get_origin(tp) is Union:
+            tp = next(a for a in get_args(tp) if a is not type(None))
+        else:
+            return tp
+
+
+def _keys_at(loc: tuple[Any, ...]) -> list[str]:
+    """The keys a mapping at `loc` may hold (for "did you mean")."""
+    tp: Any = Params
+    parts = list(loc)
+    while True:
+        tp = _unwrap(tp)
+        if isinstance(tp, type) and issubclass(tp, BaseModel):
+            if not parts:
+                return list(tp.model_fields)
+            tp = tp.model_fields[parts.pop(0)].annotation
+        elif get_origin(tp) in (dict, list) and parts:
+            parts.pop(0)
+            tp = get_args(tp)[-1]
+        else:
+            return []
+
+
+def _message(err: dict[str, Any]) -> str:
+    loc, kind, msg = tuple(err["loc"]), err["type"], err["msg"]
+    path = _path(loc)
+    if kind == "missing":
+        return f"{path}: missing key"
+    if kind == "extra_forbidden":
+        allowed = _keys_at(loc[:-1])
+        hint = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
+        return (f"{path}: unknown key" + (f" (did you mean '{hint[0]}'?)" if hint else "")
+                + f"; allowed here: {', '.join(allowed)}")
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        msg = "expected a mapping of keys"
+    elif msg.startswith("Input should be "):
+        rest = msg[len("Input should be "):]
+        msg = "expected " + ("a value " + rest if rest.startswith(("greater", "less")) else rest)
+    elif kind == "string_too_short":
+        msg = "expected a non-empty string"
+    elif kind in ("too_short", "too_long"):
+        ctx = err["ctx"]
+        msg = (f"expected at least {ctx['min_length']}" if kind == "too_short"
+               else f"expected at most {ctx['max_length']}") + " items"
+    if kind == "variant" or (loc and loc[-1] == "[key]"):
+        return f"{path}: {msg}"
+    return f"{path}: {msg}, got {_show(err['input'])}"
+
+
+def parse_params(raw: Any, sections: tuple[str, ...] | None = None) -> Params:
+    """Validate a params mapping (all sections, or only `sections`); ConfigError lists every
+    fault, one per line, each with its key path."""
+    if not isinstance(raw, dict):
+        raise ConfigError("params: expected a mapping of sections at the top level")
+    wanted = SECTIONS if sections is None else tuple(sections)
+    missing = [name for name in ("seed", *wanted) if name not in raw]
+    if missing:
+        raise ConfigError("\n".join(f"{name}: missing key" for name in missing))
+    # Sections a stage does not read are left out; unknown top-level keys stay in, so a
+    # misspelled section is an error for every stage.
+    given = {k: v for k, v in raw.items() if k not in SECTIONS or k in wanted}
+    try:
+        return Params.model_validate(given)
+    except ValidationError as exc:
+        raise ConfigError("\n".join(_message(e) for e in exc.errors())) from None
 
 
 def load_params(path: str | Path = "params.yaml", sections: tuple[str, ...] | None = None
-                ) -> dict[str, Any]:
-    """Read and validate a params file; raise ConfigError naming the offending key path.
+                ) -> Params:
+    """Read and validate a params file; ConfigError names the file and offending key paths.
 
     `sections` restricts validation to the sections a stage reads (plus `seed`), so that
     a broken section only fails the stages that depend on it.
@@ -306,12 +378,7 @@ def load_params(path: str | Path = "params.yaml", sections: tuple[str, ...] | No
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping of sections at the top level")
-    if sections is None:
-        return validate(raw, SCHEMA)
-    wanted = ("seed",) + tuple(sections)
-    _reject_unknown(raw, SCHEMA, "")  # a misspelled section is an error for every stage
-    schema = {k: SCHEMA[k] for k in wanted}
-    return validate({k: raw[k] for k in wanted if k in raw}, schema)
+    return parse_params(raw, sections)
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 
 import yaml
 
-from .config import SCHEMA, flatten, validate
+from .config import Params, flatten, parse_params
 from .errors import ConfigError, DeeplabError
 
 
@@ -35,7 +35,7 @@ def load_recipe(path: str | Path) -> dict[str, Any]:
     return recipe
 
 
-def apply_recipe(params: dict[str, Any], recipe: dict[str, Any], path: str = "") -> dict[str, Any]:
+def apply_recipe(params: Params, recipe: dict[str, Any], path: str = "") -> Params:
     """`params` with the recipe's values put in (sections merged key by key), validated."""
     def merge(base: Any, over: Any, where: str) -> Any:
         if isinstance(over, dict) and isinstance(base, dict):
@@ -46,9 +46,9 @@ def apply_recipe(params: dict[str, Any], recipe: dict[str, Any], path: str = "")
             return out
         return copy.deepcopy(over)
 
-    merged = merge(params, recipe, "")
+    merged = merge(params.as_dict(), recipe, "")
     try:
-        return validate(merged, SCHEMA)
+        return parse_params(merged)
     except ConfigError as exc:
         raise ConfigError(f"{path or 'recipe'}: {exc}") from None
 

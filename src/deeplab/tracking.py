@@ -9,7 +9,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from .config import flatten
+from .config import Params, flatten
 
 
 def repo_root() -> Path:
@@ -115,7 +115,7 @@ def _end_orphans(client, experiment_id: str, stage: str) -> None:
             client.set_terminated(run.info.run_id, status="KILLED")
 
 
-def start_stage_run(stage: str, params: dict[str, Any], experiment: str,
+def start_stage_run(stage: str, params: Params, experiment: str,
                     data_files: list[str | Path] = (), resume_run_id: str | None = None,
                     splits: dict[str, str | Path] | None = None):
     """An MLflow run for one DVC stage: params logged flat, tags for stage/exp/commit/data.
@@ -134,7 +134,7 @@ def start_stage_run(stage: str, params: dict[str, Any], experiment: str,
     if data_files:
         tags["data.hash"] = files_hash(list(data_files))
     flat = {k: (str(v) if isinstance(v, (list, dict)) or v is None else v)
-            for k, v in flatten(params).items()}
+            for k, v in flatten(params.as_dict()).items()}
     logged: dict[str, str] = {}
     if resume_run_id:
         try:

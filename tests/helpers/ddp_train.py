@@ -9,15 +9,17 @@ from pathlib import Path
 import torch
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from deeplab.config import RuntimeConfig, Schedule, TrainConfig
 from deeplab.data.dataset import SegmentationDataset, read_list
 from deeplab.engine.distributed import init_from_env, shutdown
 from deeplab.model import DeepLabV3Plus
 from deeplab.engine.loop import train
 
-SCHED = dict(iterations=3, batch_size=4, crop_size=49, lr=0.01, lr_power=0.9, momentum=0.9,
-             weight_decay=4e-5, scale_range=[0.5, 2.0], flip=True, checkpoint_every=2, val_every=0)
-RUNTIME = dict(device="cpu", amp="off", channels_last=False, compile=False, workers=0, threads=1,
-               log_every=1)
+SCHED = Schedule(iterations=3, batch_size=4, crop_size=49, lr=0.01, lr_power=0.9, momentum=0.9,
+                 weight_decay=4e-5, scale_range=[0.5, 2.0], flip=True, checkpoint_every=2,
+                 val_every=0, freeze_bn=False)
+SETTINGS = TrainConfig(launcher="python", device="cpu", amp="off", channels_last=False, compile=False)
+RUNTIME = RuntimeConfig(workers=0, threads=1, log_every=1)
 
 
 def main(csv: str, out: str, checkpoint: str) -> None:
@@ -26,8 +28,8 @@ def main(csv: str, out: str, checkpoint: str) -> None:
     torch.manual_seed(0)
     model = DeepLabV3Plus(21, "mobilenetv2", 16, aspp_channels=16, decoder_channels=16, dropout=0.0)
     model.double()  # float64: the comparison tests the maths, not float32 rounding
-    dataset = SegmentationDataset(read_list(csv), SCHED["crop_size"], SCHED["scale_range"], True)
-    result = train(model, dataset, SCHED, RUNTIME, Path(checkpoint), seed=3,
+    dataset = SegmentationDataset(read_list(csv), SCHED.crop_size, SCHED.scale_range, True)
+    result = train(model, dataset, SCHED, SETTINGS, RUNTIME, Path(checkpoint), seed=3,
                    fingerprint_settings={}, device=device, rank=info.rank, world_size=info.world_size)
     if info.is_main:
         torch.save({"state": model.state_dict(), "loss": [h["loss"] for h in result.history],

@@ -20,6 +20,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ..config import DataConfig, SyntheticData
 from ..errors import MissingFileError
 from ..io import atomic_dir, write_json
 from .download import download, safe_extract
@@ -68,29 +69,29 @@ def tree_signature(roots: list[str | None]) -> str:
     return h.hexdigest()
 
 
-def local_roots(data: dict[str, Any]) -> dict[str, str | None]:
+def local_roots(data: DataConfig) -> dict[str, str | None]:
     """Validate the user's own dataset directories."""
     roots = {
-        "voc_root": _check_dir(data["voc_root"], "voc_root",
+        "voc_root": _check_dir(data.voc_root, "voc_root",
                                ["JPEGImages", "SegmentationClass", "ImageSets/Segmentation"]),
-        "coco_root": _check_dir(data["coco_root"], "coco_root",
+        "coco_root": _check_dir(data.coco_root, "coco_root",
                                 ["annotations/instances_train2017.json",
                                  "annotations/instances_val2017.json", "train2017", "val2017"]),
         "sbd_root": None,
     }
-    if data["sbd_root"]:
-        roots["sbd_root"] = _check_dir(data["sbd_root"], "sbd_root", ["dataset/cls", "dataset/img"])
+    if data.sbd_root:
+        roots["sbd_root"] = _check_dir(data.sbd_root, "sbd_root", ["dataset/cls", "dataset/img"])
     return roots
 
 
-def download_all(data: dict[str, Any], raw: Path) -> dict[str, str]:
+def download_all(data: DataConfig, raw: Path) -> dict[str, str]:
     """Download and extract VOC 2012, SBD and COCO 2017 under `raw` (the downloads folder)."""
-    opts = data["download"]
+    opts = data.download
     archives = raw / "archives"
     for name, (archive, url, md5, into, _) in SOURCES.items():
-        if opts["mirror"]:
-            url = opts["mirror"].rstrip("/") + "/" + archive
-        path = download(url, archives / archive, md5, opts["retries"], opts["timeout_s"])
+        if opts.mirror:
+            url = opts.mirror.rstrip("/") + "/" + archive
+        path = download(url, archives / archive, md5, opts.retries, opts.timeout_s)
         done = raw / f".{name}.extracted"
         if not done.exists():
             dest = raw / into
@@ -117,27 +118,27 @@ def _generator_version() -> str:
     return hashlib.sha256(Path(synthetic.__file__).read_bytes()).hexdigest()[:16]
 
 
-def fetch_synthetic(cfg: dict[str, Any], out: Path) -> dict[str, str | None]:
+def fetch_synthetic(cfg: SyntheticData, out: Path) -> dict[str, str | None]:
     """Generate the synthetic dataset into `out` (replaced atomically) unless it is current."""
-    stamp = {"settings": cfg, "generator": _generator_version()}
+    stamp = {"settings": cfg.model_dump(), "generator": _generator_version()}
     marker = out / "generated.json"
     if not (marker.is_file() and json.loads(marker.read_text()) == stamp):
         with atomic_dir(out) as tmp:
             generate(tmp, cfg)
             write_json(tmp / "generated.json", stamp)
     return {"voc_root": str(out / "VOC2012"), "coco_root": str(out / "coco"),
-            "sbd_root": str(out / "SBD") if cfg["sbd_images"] else None}
+            "sbd_root": str(out / "SBD") if cfg.sbd_images else None}
 
 
-def fetch(data: dict[str, Any], raw: Path) -> dict[str, Any]:
+def fetch(data: DataConfig, raw: Path) -> dict[str, Any]:
     """Run the fetch stage for `data.source`; return the manifest written to `raw/manifest.json`."""
-    source = data["source"]
+    source = data.source
     if source == "synthetic":
-        roots = fetch_synthetic(data["synthetic"], raw / "synthetic")
+        roots = fetch_synthetic(data.synthetic, raw / "synthetic")
     elif source == "local":
         roots = local_roots(data)
     else:
-        roots = download_all(data, Path(data["download"]["dir"]))
+        roots = download_all(data, Path(data.download.dir))
     manifest = {"source": source, **roots, "signature": tree_signature(list(roots.values()))}
     path = raw / "manifest.json"
     if not (path.is_file() and json.loads(path.read_text()) == manifest):

@@ -27,7 +27,7 @@ import pandas as pd
 import scipy.io
 from tqdm import tqdm
 
-from ..config import VOC_CLASSES
+from ..config import VOC_CLASSES, PreprocessConfig
 from ..errors import MissingFileError
 from ..io import atomic_dir, write_json, write_text
 from .coco import load_coco, semantic_mask
@@ -229,16 +229,16 @@ def hard_images(split: Split, hard_classes: list[str]) -> list[str]:
     return [row["id"] for row, h in zip(split.rows, split.hist) if ids and h[ids].any()]
 
 
-def preprocess(roots: dict[str, Any], out: Path, cfg: dict[str, Any]) -> dict[str, Any]:
+def preprocess(roots: dict[str, Any], out: Path, cfg: PreprocessConfig) -> dict[str, Any]:
     """Run the whole preprocessing into `out` (atomically); return the summary."""
-    guard = SampleGuard(cfg["on_bad_sample"])
-    workers = cfg.get("workers", 1) or os.cpu_count() or 1
+    guard = SampleGuard(cfg.on_bad_sample)
+    workers = cfg.workers or os.cpu_count() or 1
     with atomic_dir(out) as tmp:
         dirs = (tmp, out)
         coco_root = Path(roots["coco_root"])
-        coco_train, dropped_train = process_coco(coco_root, "train", dirs, cfg["min_pixels"], guard,
+        coco_train, dropped_train = process_coco(coco_root, "train", dirs, cfg.min_pixels, guard,
                                                  workers)
-        coco_val, dropped_val = process_coco(coco_root, "val", dirs, cfg["min_pixels"], guard,
+        coco_val, dropped_val = process_coco(coco_root, "val", dirs, cfg.min_pixels, guard,
                                              workers)
         sbd = Path(roots["sbd_root"]) if roots.get("sbd_root") else None
         train_aug, val, overlap = process_voc(Path(roots["voc_root"]), sbd, dirs, guard, workers)
@@ -248,7 +248,7 @@ def preprocess(roots: dict[str, Any], out: Path, cfg: dict[str, Any]) -> dict[st
                 raise BadSampleError(f"split {split.name} has no usable samples")
             pd.DataFrame(split.rows).to_csv(tmp / f"{split.name}.csv", index=False)
         class_stats(splits).to_csv(tmp / "class_stats.csv", index=False)
-        hard = hard_images(train_aug, cfg["hard_classes"])
+        hard = hard_images(train_aug, cfg.hard_classes)
         write_text(tmp / "hard_images.txt", "".join(f"{i}\n" for i in hard))
         summary = {
             "samples": {s.name: len(s.rows) for s in splits},

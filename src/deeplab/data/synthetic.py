@@ -25,7 +25,7 @@ import scipy.ndimage as ndi
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from ..config import VOC_CLASSES
+from ..config import VOC_CLASSES, SyntheticData
 from .coco import COCO_IDS_OF_VOC
 from .palette import IGNORE, save_label_png
 
@@ -288,14 +288,14 @@ def write_sbd(root: Path, count: int, size: int, rng: np.random.Generator) -> No
     (ds / "val.txt").write_text("\n".join(ids[half:]) + "\n")
 
 
-def generate(root: Path, cfg: dict) -> None:
+def generate(root: Path, cfg: SyntheticData) -> None:
     """Write the whole synthetic dataset described by `params.data.synthetic` under `root`."""
-    seed, size = cfg["seed"], cfg["image_size"]
+    seed, size = cfg.seed, cfg.image_size
     streams = np.random.SeedSequence(seed).spawn(5)
     coco = root / "coco"
-    write_coco(coco, "train", cfg["coco_train_images"], size, np.random.default_rng(streams[0]), 1)
-    write_coco(coco, "val", cfg["coco_val_images"], size, np.random.default_rng(streams[1]), 900_000)
-    write_voc(root, {"train": cfg["voc_train_images"], "val": cfg["voc_val_images"]}, size,
+    write_coco(coco, "train", cfg.coco_train_images, size, np.random.default_rng(streams[0]), 1)
+    write_coco(coco, "val", cfg.coco_val_images, size, np.random.default_rng(streams[1]), 900_000)
+    write_voc(root, {"train": cfg.voc_train_images, "val": cfg.voc_val_images}, size,
               np.random.default_rng(streams[2]))
-    if cfg["sbd_images"]:
-        write_sbd(root, cfg["sbd_images"], size, np.random.default_rng(streams[3]))
+    if cfg.sbd_images:
+        write_sbd(root, cfg.sbd_images, size, np.random.default_rng(streams[3]))

@@ -27,13 +27,14 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ..data.dataset import IterationSampler, SegmentationDataset
+from ..config import RuntimeConfig, Schedule, TrainConfig
 from ..data.palette import IGNORE
 from ..device import select_device
 from ..errors import TrainingDivergedError
 from ..io import atomic_path
 from .checkpoints import fingerprint, load_checkpoint, rng_state, set_rng_state
 from .distributed import all_sum, synchronize_batchnorm
-from .optim import param_groups, poly_lambda
+from .optim import sgd_with_poly_schedule
 
 log = logging.getLogger(__name__)
 
@@ -102,36 +103,38 @@ def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer,
 _FROM_FILE: Any = object()  # `resume` default: read the checkpoint file
 
 
-def train(model: nn.Module, dataset: SegmentationDataset, sched: dict[str, Any], runtime: dict[str, Any],
-          checkpoint: Path, seed: int, fingerprint_settings: dict[str, Any],
+def train(model: nn.Module, dataset: SegmentationDataset, sched: Schedule, settings: TrainConfig,
+          runtime: RuntimeConfig, checkpoint: Path, seed: int, fingerprint_settings: dict[str, Any],
           on_log: Callable[[int, dict[str, float]], None] | None = None,
           on_validate: Callable[[nn.Module, int], dict[str, float]] | None = None,
           device: torch.device | None = None, rank: int = 0, world_size: int = 1,
           stop_after: int | None = None, resume: dict[str, Any] | None = _FROM_FILE,
           run_id: str | None = None) -> TrainResult:
-    """Train `model` for `sched["iterations"]` iterations, resuming from `checkpoint` if it matches.
+    """Train `model` for `sched.iterations` iterations, resuming from `checkpoint` if it matches.
+
+    `settings` says how (device, AMP, channels_last, compile); `runtime` holds what cannot
+    change the weights (loader workers, log interval).
 
     `resume` is the state `load_checkpoint` returned (read here if not given); `run_id` (the
     MLflow run) is stored in each checkpoint so that a resumed stage continues the same run.
     `stop_after` ends the run early after that many iterations (a checkpoint is written
     first); it exists to test interruption and resume.
     """
-    device = device or select_device(runtime["device"])
-    total = sched["iterations"]
-    freeze_bn = bool(sched.get("freeze_bn", False))
+    device = device or select_device(settings.device)
+    total = sched.iterations
+    freeze_bn = sched.freeze_bn
+    channels_last = device.type == "cuda" and settings.channels_last
     seed_everything(seed)
     model.to(device)
-    if device.type == "cuda" and runtime["channels_last"]:
+    if channels_last:
         model.to(memory_format=torch.channels_last)
     set_train_mode(model, freeze_bn)  # frozen BN parameters stay out of the optimizer
     if world_size > 1:
         model = DistributedDataParallel(synchronize_batchnorm(model, device),
                                         device_ids=[device.index] if device.type == "cuda" else None)
     param_dtype = next(model.parameters()).dtype  # float32; float64 in exactness tests
-    optimizer = torch.optim.SGD(param_groups(model, sched["weight_decay"]), lr=sched["lr"],
-                                momentum=sched["momentum"])
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, poly_lambda(total, sched["lr_power"]))
-    amp = runtime["amp"] if device.type == "cuda" else "off"
+    optimizer, scheduler = sgd_with_poly_schedule(model, sched)
+    amp = settings.amp if device.type == "cuda" else "off"
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
     scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16")
 
@@ -165,12 +168,12 @@ def train(model: nn.Module, dataset: SegmentationDataset, sched: dict[str, Any],
             torch.save(state, tmp)
         saved = iteration
 
-    sampler = IterationSampler(len(dataset), sched["batch_size"], total, seed, start, rank, world_size)
+    sampler = IterationSampler(len(dataset), sched.batch_size, total, seed, start, rank, world_size)
     # Its own generator: the loader must not draw from the global RNG that checkpoints restore.
-    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=runtime["workers"],
+    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=runtime.workers,
                         pin_memory=device.type == "cuda",
                         generator=torch.Generator().manual_seed(seed))
-    step_fn = torch.compile(model) if runtime["compile"] and device.type == "cuda" else model
+    step_fn = torch.compile(model) if settings.compile and device.type == "cuda" else model
     set_train_mode(model, freeze_bn)
     t0 = time.perf_counter()
     seen = 0
@@ -181,7 +184,7 @@ def train(model: nn.Module, dataset: SegmentationDataset, sched: dict[str, Any],
     for images, labels in loader:
         images = images.to(device, non_blocking=True).to(param_dtype).div_(255)
         labels = labels.to(device, non_blocking=True)
-        if device.type == "cuda" and runtime["channels_last"]:
+        if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         loss, global_loss = global_batch_loss(step_fn, images, labels, amp_dtype, world_size)
         if not torch.isfinite(global_loss):
@@ -198,15 +201,15 @@ def train(model: nn.Module, dataset: SegmentationDataset, sched: dict[str, Any],
                   "images_per_s": speed}
         bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}", img_s=f"{speed:.1f}")
         bar.update(1)
-        if it % runtime["log_every"] == 0 or it == total:
+        if it % runtime.log_every == 0 or it == total:
             history.append({"iteration": it, **record})
             if on_log and rank == 0:
                 on_log(it, record)
-        if (on_validate and rank == 0 and sched["val_every"] and it % sched["val_every"] == 0
+        if (on_validate and rank == 0 and sched.val_every and it % sched.val_every == 0
                 and it < total):
             val_history.append({"iteration": it, **on_validate(unwrap(model), it)})
             set_train_mode(model, freeze_bn)
-        if it % sched["checkpoint_every"] == 0 or it == end:
+        if it % sched.checkpoint_every == 0 or it == end:
             save(it)
         if it >= end:
             break

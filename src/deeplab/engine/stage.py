@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 
 from ..model_files import read_model_file, save_model
-from ..config import VOC_CLASSES
+from ..config import VOC_CLASSES, ModelConfig, Params
 from ..data.dataset import SegmentationDataset, read_list, repeat_rows
 from .distributed import init_from_env, shutdown
 from ..errors import ConfigError, ModelFileError
@@ -27,44 +27,26 @@ log = logging.getLogger(__name__)
 NUM_CLASSES = len(VOC_CLASSES)
 
 
-def build_model(cfg: dict[str, Any], pretrained_backbone: str | None = None) -> DeepLabV3Plus:
-    """The network described by `params.model`."""
+def build_model(cfg: ModelConfig, pretrained_backbone: str | None = None) -> DeepLabV3Plus:
+    """The network described by `params.model` (with backbone weights if given)."""
     try:
-        return DeepLabV3Plus(
-            num_classes=NUM_CLASSES, backbone=cfg["backbone"], output_stride=cfg["output_stride"],
-            decoder=cfg["decoder"], separable=cfg["separable"],
-            pretrained_backbone=pretrained_backbone, multi_grid=cfg["multi_grid"],
-            aspp_channels=cfg["aspp_channels"], decoder_channels=cfg["decoder_channels"],
-            low_level_channels=cfg["low_level_channels"], dropout=cfg["dropout"],
-            bn_momentum=cfg["bn_momentum"])
+        return DeepLabV3Plus(num_classes=NUM_CLASSES, pretrained_backbone=pretrained_backbone,
+                             **cfg.network_kwargs())
     except FileNotFoundError as exc:  # model.pretrained_backbone names a missing file
         raise ConfigError(f"model.pretrained_backbone: {exc}") from None
     except ValueError as exc:  # a weights file of another network
         raise ModelFileError(f"model.pretrained_backbone: {exc}") from None
 
 
-def variant_params(params: dict[str, Any], name: str) -> dict[str, Any]:
-    """The params of ablation variant `name`: `model` and `finetune.init` overridden."""
-    if name not in params.get("ablations", {}):
-        raise ConfigError(f"ablations.{name}: no such variant (defined: "
-                          f"{', '.join(params['ablations']) or 'none'})")
-    over = dict(params["ablations"][name])
-    out = {**params, "model": dict(params["model"]), "finetune": dict(params["finetune"])}
-    if "init" in over:
-        out["finetune"]["init"] = over.pop("init")
-    out["model"].update(over)
-    return out
-
-
-def initial_model(stage: str, params: dict[str, Any], init_file: Path | None,
+def initial_model(stage: str, params: Params, init_file: Path | None,
                   partial: bool = False) -> tuple[DeepLabV3Plus, str]:
     """The model a stage starts from, and a description of where its weights came from.
 
     With `partial`, a pretrain checkpoint of another architecture (an ablation variant)
     gives the tensors whose names and shapes match; the rest keep their initialisation.
     """
-    model_cfg = params["model"]
-    init = params["finetune"]["init"] if stage == "finetune" else "imagenet"
+    model_cfg = params.model
+    init = params.finetune.init if stage == "finetune" else "imagenet"
     if init == "pretrain":
         model = build_model(model_cfg)
         state = read_model_file(init_file)
@@ -79,16 +61,16 @@ def initial_model(stage: str, params: dict[str, Any], init_file: Path | None,
                  ", ".join(sorted({k.rsplit(".", 2)[0] for k in fresh}))[:300] or "none")
         return model, (f"pretrain checkpoint {init_file}" + (
             f" (matching tensors; {len(fresh)} re-initialised)" if fresh else ""))
-    if init == "imagenet" and model_cfg["pretrained_backbone"]:
-        return build_model(model_cfg, model_cfg["pretrained_backbone"]), \
-            f"backbone {model_cfg['pretrained_backbone']}"
+    if init == "imagenet" and model_cfg.pretrained_backbone:
+        return build_model(model_cfg, model_cfg.pretrained_backbone), \
+            f"backbone {model_cfg.pretrained_backbone}"
     if stage == "finetune" and init == "imagenet":
         raise ConfigError("finetune.init is 'imagenet' but model.pretrained_backbone is null; set "
                           "it to 'imagenet' or a weights file")
     return build_model(model_cfg), "random initialisation"
 
 
-def run_training_stage(stage: str, params: dict[str, Any], train_list: Path, val_list: Path,
+def run_training_stage(stage: str, params: Params, train_list: Path, val_list: Path,
                        out_model: Path, checkpoint: Path, reports: Path,
                        init_file: Path | None = None, hard_list: Path | None = None,
                        run_name: str | None = None, partial_init: bool = False) -> dict[str, Any]:
@@ -99,23 +81,24 @@ def run_training_stage(stage: str, params: dict[str, Any], train_list: Path, val
     """
     import mlflow
 
-    sched, runtime = params[stage], {**params["train"], **params["runtime"]}
-    torch.set_num_threads(runtime["threads"] or torch.get_num_threads())
+    sched = getattr(params, stage)
+    torch.set_num_threads(params.runtime.threads or torch.get_num_threads())
     base = read_list(train_list)
     hard_ids = hard_list.read_text().split() if hard_list is not None else []
-    rows = repeat_rows(base, hard_ids, sched.get("bootstrap_factor", 1))
+    rows = repeat_rows(base, hard_ids, sched.repeat_hard)
     val_rows = read_list(val_list)
     run_name = run_name or stage
-    seed_everything(params["seed"])  # the initialisation of new layers is part of the run
+    seed_everything(params.seed)  # the initialisation of new layers is part of the run
     model, origin = initial_model(stage, params, init_file, partial_init)
     fill = tuple(int(round(255 * float(m))) for m in model.mean.flatten())
-    dataset = SegmentationDataset(rows, sched["crop_size"], sched["scale_range"], sched["flip"],
+    dataset = SegmentationDataset(rows, sched.crop_size, sched.scale_range, sched.flip,
                                   fill=fill)
-    info, device = init_from_env(select_device(runtime["device"]))
+    info, device = init_from_env(select_device(params.train.device))
     data_files = [train_list, val_list] + ([hard_list] if hard_list else [])
     log.info("%s: %d training samples (%d hard repeats), init from %s, device %s, process %d of %d",
              stage, len(rows), len(rows) - len(base), origin, device, info.rank + 1, info.world_size)
-    fp = {"stage": run_name, "params": {k: params[k] for k in ("seed", "model", stage)},
+    settings = params.as_dict()
+    fp = {"stage": run_name, "params": {k: settings[k] for k in ("seed", "model", stage)},
           "data": files_hash(data_files),
           "files": files_signature(dataset.images + dataset.masks),
           "init": files_hash([init_file]) if init_file and origin.startswith("pretrain") else origin}
@@ -125,16 +108,16 @@ def run_training_stage(stage: str, params: dict[str, Any], train_list: Path, val
         mlflow.log_metric("val_miou", miou, step=it)
         return {"val_miou": miou}
 
-    resume = load_checkpoint(checkpoint, fingerprint(fp), sched["iterations"])
+    resume = load_checkpoint(checkpoint, fingerprint(fp), sched.iterations)
     try:
-        with start_stage_run(run_name, params, params["mlflow"]["experiment"], data_files,
+        with start_stage_run(run_name, params, params.mlflow.experiment, data_files,
                              resume_run_id=resume.get("run_id") if resume else None,
                              splits={"train": train_list, "validation": val_list}) \
                 if info.is_main else contextlib.nullcontext() as run:
             if info.is_main:
                 mlflow.set_tag("init", origin)
                 mlflow.set_tag("processes", str(info.world_size))
-            result = train(model, dataset, sched, runtime, checkpoint, params["seed"], fp,
+            result = train(model, dataset, sched, params.train, params.runtime, checkpoint, params.seed, fp,
                            on_log=lambda it, rec: mlflow.log_metrics(rec, step=it),
                            on_validate=validate, device=device, rank=info.rank,
                            world_size=info.world_size, resume=resume,

@@ -16,7 +16,7 @@ import pandas as pd  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from ..model_files import model_from_state, read_model_file  # noqa: E402
-from ..config import VOC_CLASSES  # noqa: E402
+from ..config import VOC_CLASSES, EvaluateConfig, Params  # noqa: E402
 from ..errors import ConfigError  # noqa: E402
 from ..data.dataset import read_list  # noqa: E402
 from ..data.palette import overlay  # noqa: E402
@@ -30,12 +30,11 @@ log = logging.getLogger(__name__)
 NUM_CLASSES = len(VOC_CLASSES)
 
 
-def strategies(cfg: dict[str, Any]) -> list[InferenceStrategy]:
+def strategies(cfg: EvaluateConfig) -> list[InferenceStrategy]:
     """(eval OS, multi-scale, flip) combinations declared in `params.evaluate`."""
-    scale_options = [(1.0,), tuple(cfg["scales"])] if len(cfg["scales"]) > 1 else [(1.0,)]
-    return [InferenceStrategy(os_, scales, flip, cfg["pad_to"])
-            for os_, scales, flip in itertools.product(cfg["output_strides"], scale_options,
-                                                       cfg["flip"])]
+    scale_options = [(1.0,), tuple(cfg.scales)] if len(cfg.scales) > 1 else [(1.0,)]
+    return [InferenceStrategy(os_, scales, flip, cfg.pad_to)
+            for os_, scales, flip in itertools.product(cfg.output_strides, scale_options, cfg.flip)]
 
 
 def strategy_madds(model, size: int, strategy: InferenceStrategy) -> int:
@@ -92,7 +91,7 @@ def trimap_figure(curves: dict[str, dict[int, float]]):
     return fig
 
 
-def run_evaluate_stage(params: dict[str, Any], model_file: Path, val_list: Path, reports: Path,
+def run_evaluate_stage(params: Params, model_file: Path, val_list: Path, reports: Path,
                        variant_files: dict[str, Path] | None = None) -> dict[str, Any]:
     """Evaluate the finetuned model under every strategy and each ablation variant at its
     training output stride (single scale); write tables, plots and metrics."""
@@ -100,7 +99,7 @@ def run_evaluate_stage(params: dict[str, Any], model_file: Path, val_list: Path,
 
     from ..tracking import start_stage_run
 
-    cfg = params["evaluate"]
+    cfg = params.evaluate
     device = select_device("auto")
     info = read_model_file(model_file)
     mcfg = info["config"]
@@ -114,10 +113,10 @@ def run_evaluate_stage(params: dict[str, Any], model_file: Path, val_list: Path,
         is_main = (strategy.output_stride == mcfg["output_stride"] and not strategy.multi_scale
                    and not strategy.flip)
         res = evaluate(model, rows, NUM_CLASSES, device, strategy,
-                       cfg["trimap_widths"] if is_main else (),
+                       cfg.trimap_widths if is_main else (),
                        desc=f"OS{strategy.output_stride} ms={strategy.multi_scale} flip={strategy.flip}",
-                       keep_predictions=cfg["sample_images"] if is_main else 0)
-        madds = strategy_madds(model, cfg["madds_size"], strategy)
+                       keep_predictions=cfg.sample_images if is_main else 0)
+        madds = strategy_madds(model, cfg.madds_size, strategy)
         table.append(_row("main", info, strategy, res["miou"], madds))
         if is_main:
             main = res
@@ -129,10 +128,10 @@ def run_evaluate_stage(params: dict[str, Any], model_file: Path, val_list: Path,
     for name, path in (variant_files or {}).items():
         vinfo = read_model_file(path)
         vmodel = model_from_state(vinfo, str(path)).to(device).eval()
-        strategy = InferenceStrategy(pad_to=cfg["pad_to"])  # its training OS, single scale
-        res = evaluate(vmodel, rows, NUM_CLASSES, device, strategy, cfg["trimap_widths"],
+        strategy = InferenceStrategy(pad_to=cfg.pad_to)  # its training OS, single scale
+        res = evaluate(vmodel, rows, NUM_CLASSES, device, strategy, cfg.trimap_widths,
                        desc=f"variant {name}")
-        madds = strategy_madds(vmodel, cfg["madds_size"], strategy)
+        madds = strategy_madds(vmodel, cfg.madds_size, strategy)
         table.append(_row(name, vinfo, strategy, res["miou"], madds))
         trimaps[name] = res["trimap"]
         log.info("variant %s -> mIoU %.4f, %.1fB madds", name, res["miou"], madds / 1e9)
@@ -161,7 +160,7 @@ def run_evaluate_stage(params: dict[str, Any], model_file: Path, val_list: Path,
                "variants": {name: float(df.loc[df["variant"] == name, "miou"].iloc[0])
                             for name in trimaps if name != "main"}}
     write_json(reports / "metrics.json", metrics)
-    with start_stage_run("evaluate", params, params["mlflow"]["experiment"], [val_list]):
+    with start_stage_run("evaluate", params, params.mlflow.experiment, [val_list]):
         mlflow.log_metrics({k: v for k, v in metrics.items() if not isinstance(v, dict)})
         mlflow.log_metrics({f"variant_{k}_miou": v for k, v in metrics["variants"].items()})
         mlflow.log_metrics({f"trimap_{k}": v for k, v in metrics["trimap"].items()})

@@ -1,7 +1,23 @@
-"""The DeepLabV3+ network: backbones, ASPP, decoder."""
+"""The DeepLabV3+ network: backbones, ASPP, decoder.
 
-from .aspp import ASPP, aspp_rates
-from .backbones import BACKBONES, build_backbone
-from .deeplab import DeepLabV3Plus
+`deeplab.model.choices` (backbone names, output strides) is plain data; the torch modules
+below load on first use, so that reading the choices (params validation in the data stages)
+does not import torch.
+"""
 
-__all__ = ["ASPP", "BACKBONES", "DeepLabV3Plus", "aspp_rates", "build_backbone"]
+from importlib import import_module
+from typing import Any
+
+from .choices import BACKBONE_ALIASES, BACKBONES, OUTPUT_STRIDES, canonical_backbone
+
+_LAZY = {"ASPP": ".aspp", "aspp_rates": ".aspp", "build_backbone": ".backbones",
+         "DeepLabV3Plus": ".deeplab"}
+
+__all__ = ["ASPP", "BACKBONES", "BACKBONE_ALIASES", "DeepLabV3Plus", "OUTPUT_STRIDES",
+           "aspp_rates", "build_backbone", "canonical_backbone"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -28,19 +28,8 @@ import torch
 import torchvision
 from torch import nn
 
+from .choices import canonical_backbone, check_output_stride
 from .layers import set_dilation
-
-BACKBONES = ("resnet50", "resnet101", "xception65", "mobilenet_v2")
-BACKBONE_ALIASES = {"mobilenetv2": "mobilenet_v2"}  # this project's spelling before torchvision's
-
-
-def canonical_backbone(name: str) -> str:
-    """The canonical backbone name (`mobilenetv2` -> `mobilenet_v2`); ValueError if unknown."""
-    name = BACKBONE_ALIASES.get(name, name)
-    if name not in BACKBONES:
-        raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")
-    return name
-
 
 class Backbone(nn.Module):
     """Common part: a stride-4 `stem`, then `stages` that each halve the resolution."""
@@ -79,8 +68,9 @@ class Backbone(nn.Module):
     def set_output_stride(self, output_stride: int) -> None:
         """Stride 1 + dilation for the stages past `output_stride`; parameters unchanged."""
         native = self.stem_stride * 2 ** len(self.stages)
-        if output_stride not in (8, 16, 32) or output_stride > native:
-            raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
+        check_output_stride(output_stride)
+        if output_stride > native:
+            raise ValueError(f"output_stride {output_stride} exceeds the network's native {native}")
         stride, rate = self.stem_stride, 1
         last = len(self.stages) - 1
         for i in range(len(self.stages)):

@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .aspp import ASPP, aspp_rates
-from .backbones import build_backbone, canonical_backbone
+from .backbones import build_backbone
+from .choices import canonical_backbone
 from .decoder import Decoder, PlainHead
 
 

@@ -19,6 +19,7 @@ from torch.export import Dim
 from ..evaluation.inference import InferenceStrategy
 from ..errors import DeeplabError, InputError
 from ..io import atomic_path
+from ..model.choices import OUTPUT_STRIDES
 from .segmenter import Segmenter, load_segmenter
 
 
@@ -44,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m deeplab.serving.export", description=__doc__)
     parser.add_argument("--model", required=True, type=Path, help="model file (models/finetune.pt)")
     parser.add_argument("--output", required=True, type=Path, help="program file to write (.pt2)")
-    parser.add_argument("--output-stride", type=int, choices=[8, 16, 32], default=None)
+    parser.add_argument("--output-stride", type=int, choices=OUTPUT_STRIDES, default=None)
     parser.add_argument("--flip", action="store_true")
     args = parser.parse_args(argv)
     if args.output.suffix != ".pt2":

@@ -27,6 +27,7 @@ from ..data.palette import overlay, save_label_png
 from ..device import select_device
 from ..errors import DeeplabError, InputError, MissingFileError
 from ..io import atomic_path
+from ..model.choices import OUTPUT_STRIDES
 from .segmenter import load_segmenter
 
 log = logging.getLogger(__name__)
@@ -122,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--input", required=True, type=Path, help="an image or a folder of images")
     parser.add_argument("--output", required=True, type=Path, help="folder for labels and overlays")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--output-stride", type=int, choices=[8, 16, 32], default=None)
+    parser.add_argument("--output-stride", type=int, choices=OUTPUT_STRIDES, default=None)
     parser.add_argument("--scales", type=float, nargs="+", default=None,
                         help="multi-scale inference, e.g. 0.5 0.75 1 1.25 1.5 1.75")
     parser.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,

@@ -26,6 +26,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
+from ..config import Params
 from ..errors import RegistryError
 from ..evaluation.inference import InferenceStrategy
 
@@ -154,18 +155,17 @@ def _training_lineage(model_file: Path) -> dict[str, str]:
     return {tag: str(info[k]) for k, tag in keys.items() if info.get(k) is not None}
 
 
-def register(model_file: Path, metrics_file: Path, name: str, params: dict[str, Any],
-             min_miou: float = 0.0) -> dict[str, Any]:
+def register(model_file: Path, metrics_file: Path, params: Params) -> dict[str, Any]:
     """Log and register `model_file`; return what happened (version, alias, whether new)."""
     from ..tracking import start_stage_run, tracking_uri
 
+    name, min_miou = params.register.model_name, params.register.min_miou
     miou = read_miou(metrics_file)
-    strategy = InferenceStrategy.from_dict(params["register"]["inference"]).as_dict()
+    strategy = InferenceStrategy.from_dict(params.register.inference.model_dump()).as_dict()
     digest = model_digest(model_file, strategy)
     uri = tracking_uri()
     try:
-        with store_lock(uri), start_stage_run("register", params,
-                                              params["mlflow"]["experiment"]) as run:
+        with store_lock(uri), start_stage_run("register", params, params.mlflow.experiment) as run:
             return _register_locked(run.info.run_id, model_file, name, strategy, digest, miou,
                                     min_miou)
     except _store_errors() as exc:
