@@ -128,6 +128,22 @@ def _metrics(tmp_path: Path, miou: float) -> Path:
     return path
 
 
+def test_model_digest_covers_weights_config_and_strategy_not_metadata(tmp_path):
+    from deeplab.serving.registry import model_digest
+
+    strategy = InferenceStrategy(16).as_dict()
+    save_model(tmp_path / "a.pt", tiny_net(), run_id="one")
+    save_model(tmp_path / "b.pt", tiny_net(), run_id="two", git_commit="abc")
+    digest = model_digest(tmp_path / "a.pt", strategy)
+    assert model_digest(tmp_path / "b.pt", strategy) == digest
+    assert model_digest(tmp_path / "a.pt", InferenceStrategy(8).as_dict()) != digest
+    net = tiny_net()
+    with torch.no_grad():
+        net.head.classifier.bias[0] += 1e-6  # one value of one tensor
+    save_model(tmp_path / "c.pt", net, run_id="one")
+    assert model_digest(tmp_path / "c.pt", strategy) != digest
+
+
 def test_registry_aliases_noop_and_pyfunc_in_fresh_process(tracking, model_file):
     from deeplab.serving.registry import register
 
@@ -135,6 +151,10 @@ def test_registry_aliases_noop_and_pyfunc_in_fresh_process(tracking, model_file)
     assert first == {"name": "seg", "version": 1, "new": True, "aliases": ["champion"], "miou": 0.5}
     again = register(model_file, _metrics(tracking, 0.5), PARAMS)
     assert again["new"] is False and again["version"] == 1 and again["aliases"] == ["champion"]
+    retrained = tracking / "retrained.pt"  # the same weights from another run: same version
+    save_model(retrained, tiny_net(), stage="finetune", run_id="another-run", git_commit="abc")
+    assert retrained.read_bytes() != model_file.read_bytes()
+    assert register(retrained, _metrics(tracking, 0.5), PARAMS)["version"] == 1
 
     worse = tracking / "worse.pt"
     save_model(worse, tiny_net(1), stage="finetune")

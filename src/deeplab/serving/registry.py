@@ -29,14 +29,22 @@ import torch
 from ..config import Params
 from ..errors import RegistryError
 from ..evaluation.inference import InferenceStrategy
+from ..model_files import read_model_file
 
 log = logging.getLogger(__name__)
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
 
 
 def model_digest(path: Path, strategy: dict[str, Any]) -> str:
-    """sha256 of the model file and the inference strategy registered with it."""
-    h = hashlib.sha256(path.read_bytes())
+    """sha256 of what the registered model computes: the network's config, its tensors (name,
+    dtype, shape, bytes) and the inference strategy. Training metadata in the file (run id,
+    commit, timings) is left out: a retrain that reproduces the weights is the same version,
+    whose tags keep the run that first produced them."""
+    state = read_model_file(path)
+    h = hashlib.sha256(json.dumps(state["config"], sort_keys=True).encode())
+    for name, tensor in sorted(state["state_dict"].items()):
+        h.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
+        h.update(tensor.detach().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     h.update(json.dumps(strategy, sort_keys=True).encode())
     return h.hexdigest()
 
@@ -147,8 +155,6 @@ def _log_and_create_version(client, name: str, model_file: Path, strategy: dict[
 
 def _training_lineage(model_file: Path) -> dict[str, str]:
     """Version tags linking to what produced the weights: the training run, data, commit."""
-    from ..model_files import read_model_file
-
     info = read_model_file(model_file)["info"]
     keys = {"run_id": "training.run_id", "stage": "training.stage", "data_hash": "data.hash",
             "git_commit": "git.commit"}
