@@ -66,6 +66,11 @@ def test_dvc_repro_end_to_end(tmp_path, repo_root):
     runs = client.search_runs([client.get_experiment_by_name("deeplabv3plus").experiment_id])
     assert {r.data.tags["dvc.stage"] for r in runs} >= {"pretrain", "finetune", "evaluate", "register",
                                                         "variant@no_sc"}
+    finetune = next(r for r in runs if r.data.tags["dvc.stage"] == "finetune")
+    final = json.loads((work / "reports/finetune/metrics.json").read_text())["val_miou"]
+    assert finetune.data.metrics["val_miou"] == final  # the runs table's column: the final value
+    history = client.get_metric_history(finetune.info.run_id, "val_miou")
+    assert [m.step for m in sorted(history, key=lambda m: m.step)] == [2, 3]
 
     # The registered champion in a fresh interpreter: uint8 image in, label map out.
     script = ("import sys, numpy as np, mlflow.pyfunc; from PIL import Image\n"

@@ -261,6 +261,43 @@ def test_same_params_give_identical_weights(tmp_path, monkeypatch, tiny_train_cs
     assert all(torch.equal(models[0][k], models[1][k]) for k in models[0])
 
 
+def test_a_finished_checkpoint_of_other_code_is_not_resumed(tmp_path, monkeypatch, tiny_train_csv,
+                                                            tiny_val_csv):
+    """DVC reruns a training stage when its code changed; the stage must then train anew,
+    not pick up the old code's finished checkpoint (same settings, same data)."""
+    from deeplab.engine import stage
+
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    out = tmp_path / "out"
+    args = (tiny_train_csv, tiny_val_csv, out / "m.pt", out / "c.ckpt", out / "reports")
+    assert stage.run_training_stage("pretrain", tiny_params(), *args)["resumed_from"] == 0
+    assert stage.run_training_stage("pretrain", tiny_params(), *args)["resumed_from"] == 3
+    monkeypatch.setattr(stage, "code_signature", lambda: "edited code")
+    assert stage.run_training_stage("pretrain", tiny_params(), *args)["resumed_from"] == 0
+
+
+def test_code_signature_follows_the_loaded_sources(tmp_path, monkeypatch):
+    from deeplab.engine.checkpoints import code_signature
+
+    pkg = tmp_path / "pkgx"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "mod.py").write_text("X = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import importlib
+
+    importlib.import_module("pkgx.mod")
+    try:
+        before = code_signature("pkgx")
+        assert code_signature("pkgx") == before
+        (pkg / "mod.py").write_text("X = 2\n")
+        assert code_signature("pkgx") != before
+    finally:
+        for name in ("pkgx.mod", "pkgx"):
+            sys.modules.pop(name, None)
+
+
 RUN_STAGE = """
 import json, sys
 from pathlib import Path

@@ -2,7 +2,9 @@
 
 A checkpoint holds model, optimizer, scheduler, grad scaler, RNG states, the iteration,
 the loss/validation history and the MLflow run id, as tensors and plain data only (read back
-with `weights_only=True`). It is resumed only if written with the same fingerprint.
+with `weights_only=True`). It is resumed only if written with the same fingerprint: the same
+settings and data, and the same code (`code_signature`), so that a stage DVC reruns because
+its code changed trains anew instead of picking up the finished checkpoint of the old code.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import hashlib
 import json
 import logging
 import random
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +32,17 @@ def fingerprint(settings: dict[str, Any]) -> str:
     """Stable hash of the settings a checkpoint must match to be resumed."""
     blob = json.dumps({"format": CHECKPOINT_FORMAT, **settings}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def code_signature(package: str = "deeplab") -> str:
+    """sha256 over the source of every module of `package` this process has loaded."""
+    h = hashlib.sha256()
+    for name in sorted(sys.modules):
+        if name == package or name.startswith(package + "."):
+            file = getattr(sys.modules[name], "__file__", None)
+            if file and file.endswith(".py"):
+                h.update(name.encode() + b"\0" + Path(file).read_bytes())
+    return h.hexdigest()[:16]
 
 
 def rng_state() -> dict[str, Any]:

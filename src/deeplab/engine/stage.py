@@ -20,7 +20,7 @@ from ..io import write_json
 from ..model import DeepLabV3Plus
 from ..tracking import files_hash, files_signature, git_commit, start_stage_run
 from ..device import select_device
-from .checkpoints import fingerprint, load_checkpoint
+from .checkpoints import code_signature, fingerprint, load_checkpoint
 from .loop import seed_everything, train
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,8 @@ def run_training_stage(stage: str, params: Params, train_list: Path, val_list: P
     fp = {"stage": run_name, "params": {k: settings[k] for k in ("seed", "model", stage)},
           "data": files_hash(data_files),
           "files": files_signature(dataset.images + dataset.masks),
-          "init": files_hash([init_file]) if init_file and origin.startswith("pretrain") else origin}
+          "init": files_hash([init_file]) if init_file and origin.startswith("pretrain") else origin,
+          "code": code_signature()}
 
     def validate(m: torch.nn.Module, it: int) -> dict[str, float]:
         miou = evaluate(m, val_rows, NUM_CLASSES, device, desc="val")["miou"]
@@ -130,7 +131,8 @@ def run_training_stage(stage: str, params: Params, train_list: Path, val_list: P
                        "iterations": result.iterations, "train_seconds": round(result.seconds, 1),
                        "train_images_per_s": round(result.images_per_s, 2),
                        "resumed_from": result.resumed_from, "processes": info.world_size}
-            mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+            # At the last iteration: the runs table shows each metric's value at its last step.
+            mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=result.iterations)
             save_model(out_model, model.cpu(), stage=run_name, val_miou=final["miou"], init=origin,
                        iterations=result.iterations, run_id=run.info.run_id,
                        data_hash=files_hash(data_files), git_commit=git_commit())
