@@ -13,7 +13,7 @@ import difflib
 import re
 import warnings
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional, Self, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Optional, Self, TypeVar, Union, get_args, get_origin
 
 import yaml
 from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field,
@@ -21,7 +21,7 @@ from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Fi
 from pydantic_core import PydanticCustomError
 
 from .errors import ConfigError
-from .model.choices import BACKBONE_ALIASES, BACKBONES, OUTPUT_STRIDES
+from .model.choices import BACKBONE_ALIASES, BACKBONES, OUTPUT_STRIDES, canonical_backbone
 
 VOC_CLASSES = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat",
@@ -65,7 +65,7 @@ PositiveFloat = Annotated[float, Field(gt=0)]
 Name = Annotated[str, Field(min_length=1)]
 OutputStride = Literal[OUTPUT_STRIDES]  # type: ignore[valid-type]
 Backbone = Annotated[Literal[BACKBONES + tuple(BACKBONE_ALIASES)],  # type: ignore[valid-type]
-                     AfterValidator(lambda name: BACKBONE_ALIASES.get(name, name))]
+                     AfterValidator(canonical_backbone)]
 Init = Literal[INITS]  # type: ignore[valid-type]
 VocClass = Literal[VOC_CLASSES[1:]]  # type: ignore[valid-type]
 UniqueFloats = Annotated[list[PositiveFloat], Field(min_length=1), AfterValidator(_unique)]
@@ -78,10 +78,7 @@ class Section(BaseModel):
 
     def replace(self, **changes: Any) -> Self:
         """A copy with `changes` applied, validated like the params file."""
-        try:
-            return type(self).model_validate({**self.model_dump(exclude_unset=True), **changes})
-        except ValidationError as exc:
-            raise ConfigError("\n".join(_message(e) for e in exc.errors())) from None
+        return _validate(type(self), {**self.model_dump(exclude_unset=True), **changes})
 
 
 class SyntheticData(Section):
@@ -232,49 +229,50 @@ class MlflowConfig(Section):
     experiment: Name
 
 
-warnings.filterwarnings("ignore", 'Field name "register" in "Params" shadows', UserWarning)
 Variants = dict[Annotated[str, AfterValidator(_variant_name)], VariantOverrides]
 
 
-class Params(Section):
-    """The whole params file; sections a stage does not read are `None`.
+# The `register` section shadows `BaseModel.register`, ABCMeta's class method, which
+# instances never reach: pydantic's warning about it is silenced for this definition only.
+with warnings.catch_warnings():
+    warnings.filterwarnings("ignore", 'Field name "register" in "Params" shadows', UserWarning)
 
-    (The `register` section shadows `BaseModel.register`, ABCMeta's class method, which
-    instances never reach: the warning pydantic gives for it is silenced below.)
-    """
+    class Params(Section):
+        """The whole params file; sections a stage does not read are `None`."""
 
-    seed: NonNegativeInt
-    data: Optional[DataConfig] = None
-    preprocess: Optional[PreprocessConfig] = None
-    model: Optional[ModelConfig] = None
-    train: Optional[TrainConfig] = None
-    runtime: Optional[RuntimeConfig] = None
-    pretrain: Optional[Schedule] = None
-    finetune: Optional[FinetuneSchedule] = None
-    evaluate: Optional[EvaluateConfig] = None
-    register: Optional[RegisterConfig] = None
-    ablations: Annotated[Optional[Variants], BeforeValidator(lambda v: {} if v is None else v)] = None
-    mlflow: Optional[MlflowConfig] = None
+        seed: NonNegativeInt
+        data: Optional[DataConfig] = None
+        preprocess: Optional[PreprocessConfig] = None
+        model: Optional[ModelConfig] = None
+        train: Optional[TrainConfig] = None
+        runtime: Optional[RuntimeConfig] = None
+        pretrain: Optional[Schedule] = None
+        finetune: Optional[FinetuneSchedule] = None
+        evaluate: Optional[EvaluateConfig] = None
+        register: Optional[RegisterConfig] = None
+        ablations: Annotated[Optional[Variants], BeforeValidator(lambda v: {} if v is None else v)] = None
+        mlflow: Optional[MlflowConfig] = None
 
-    def as_dict(self) -> dict[str, Any]:
-        """The loaded sections as plain data (for MLflow params and checkpoint fingerprints)."""
-        return self.model_dump(exclude_unset=True)
+        def as_dict(self) -> dict[str, Any]:
+            """The loaded sections as plain data (for MLflow params and checkpoint fingerprints)."""
+            return self.model_dump(exclude_unset=True)
 
-    def variant(self, name: str) -> "Params":
-        """The params of ablation variant `name`: `model` and `finetune.init` overridden."""
-        variants = self.ablations or {}
-        if name not in variants:
-            raise ConfigError(f"ablations.{name}: no such variant (defined: "
-                              f"{', '.join(variants) or 'none'})")
-        changes = variants[name].changes()
-        update: dict[str, Any] = {}
-        if "init" in changes:
-            update["finetune"] = self.finetune.replace(init=changes.pop("init"))
-        if changes:
-            update["model"] = self.model.replace(**changes)
-        return self.replace(**update)
+        def variant(self, name: str) -> "Params":
+            """The params of ablation variant `name`: `model` and `finetune.init` overridden."""
+            variants = self.ablations or {}
+            if name not in variants:
+                raise ConfigError(f"ablations.{name}: no such variant (defined: "
+                                  f"{', '.join(variants) or 'none'})")
+            changes = variants[name].changes()
+            update: dict[str, Any] = {}
+            if "init" in changes:
+                update["finetune"] = self.finetune.replace(init=changes.pop("init"))
+            if changes:
+                update["model"] = self.model.replace(**changes)
+            return self.replace(**update)
 
 
+SectionT = TypeVar("SectionT", bound=BaseModel)
 SECTIONS = tuple(name for name in Params.model_fields if name != "seed")
 
 
@@ -301,9 +299,9 @@ def _unwrap(tp: Any) -> Any:
             return tp
 
 
-def _keys_at(loc: tuple[Any, ...]) -> list[str]:
-    """The keys a mapping at `loc` may hold (for "did you mean")."""
-    tp: Any = Params
+def _keys_at(root: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
+    """The keys a mapping at `loc` (below `root`) may hold (for "did you mean")."""
+    tp: Any = root
     parts = list(loc)
     while True:
         tp = _unwrap(tp)
@@ -318,13 +316,13 @@ def _keys_at(loc: tuple[Any, ...]) -> list[str]:
             return []
 
 
-def _message(err: dict[str, Any]) -> str:
+def _message(root: type[BaseModel], err: dict[str, Any]) -> str:
     loc, kind, msg = tuple(err["loc"]), err["type"], err["msg"]
     path = _path(loc)
     if kind == "missing":
         return f"{path}: missing key"
     if kind == "extra_forbidden":
-        allowed = _keys_at(loc[:-1])
+        allowed = _keys_at(root, loc[:-1])
         hint = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
         return (f"{path}: unknown key" + (f" (did you mean '{hint[0]}'?)" if hint else "")
                 + f"; allowed here: {', '.join(allowed)}")
@@ -355,11 +353,15 @@ def parse_params(raw: Any, sections: tuple[str, ...] | None = None) -> Params:
         raise ConfigError("\n".join(f"{name}: missing key" for name in missing))
     # Sections a stage does not read are left out; unknown top-level keys stay in, so a
     # misspelled section is an error for every stage.
-    given = {k: v for k, v in raw.items() if k not in SECTIONS or k in wanted}
+    return _validate(Params, {k: v for k, v in raw.items() if k not in SECTIONS or k in wanted})
+
+
+def _validate(model: type[SectionT], data: dict[str, Any]) -> SectionT:
+    """`model` built from `data`; ConfigError lists every fault, one line each, with its path."""
     try:
-        return Params.model_validate(given)
+        return model.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError("\n".join(_message(e) for e in exc.errors())) from None
+        raise ConfigError("\n".join(_message(model, e) for e in exc.errors())) from None
 
 
 def load_params(path: str | Path = "params.yaml", sections: tuple[str, ...] | None = None

@@ -135,7 +135,7 @@ def run_training_stage(stage: str, params: Params, train_list: Path, val_list: P
             mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=result.iterations)
             save_model(out_model, model.cpu(), stage=run_name, val_miou=final["miou"], init=origin,
                        iterations=result.iterations, run_id=run.info.run_id,
-                       data_hash=files_hash(data_files), git_commit=git_commit())
+                       data_hash=fp["data"], git_commit=git_commit())
             reports.mkdir(parents=True, exist_ok=True)
             pd.DataFrame(result.history).to_csv(reports / "curve.csv", index=False)
             pd.DataFrame(val_curve).to_csv(reports / "val_curve.csv", index=False)

@@ -6,7 +6,8 @@ The registered model is an MLflow pyfunc "from code" (`pyfunc_model.py`): uint8 
 `code_paths`; nothing is pickled. The new version gets alias `champion` when its validation
 mIoU beats the current champion's (or there is none), else `challenger`.
 
-One model (sha256 of weights + strategy) is one version, whatever happens: the version is
+One model (sha256 of the network config, its tensors and the strategy) is one version,
+whatever happens: the version is
 created with its `model_sha256` tag in one call, concurrent registrations of the same model
 are collapsed to the lowest version, a rerun after a crash finds that version and gives it
 its alias, and on a local SQLite store registrations take turns under a file lock.
@@ -36,11 +37,15 @@ PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
 
 
 def model_digest(path: Path, strategy: dict[str, Any]) -> str:
+    """`state_digest` of a model file."""
+    return state_digest(read_model_file(path), strategy)
+
+
+def state_digest(state: dict[str, Any], strategy: dict[str, Any]) -> str:
     """sha256 of what the registered model computes: the network's config, its tensors (name,
     dtype, shape, bytes) and the inference strategy. Training metadata in the file (run id,
     commit, timings) is left out: a retrain that reproduces the weights is the same version,
     whose tags keep the run that first produced them."""
-    state = read_model_file(path)
     h = hashlib.sha256(json.dumps(state["config"], sort_keys=True).encode())
     for name, tensor in sorted(state["state_dict"].items()):
         h.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
@@ -132,7 +137,7 @@ def _versions_with_digest(client, name: str, digest: str) -> list[int]:
 
 
 def _log_and_create_version(client, name: str, model_file: Path, strategy: dict[str, Any],
-                            digest: str, miou: float, run_id: str) -> int:
+                            digest: str, lineage: dict[str, str], miou: float, run_id: str) -> int:
     import mlflow
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -146,16 +151,14 @@ def _log_and_create_version(client, name: str, model_file: Path, strategy: dict[
             input_example=example,
             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}",
                               f"numpy=={np.__version__}", f"mlflow=={mlflow.__version__}"])
-    trained = _training_lineage(model_file)
     version = client.create_model_version(
         name, source=info.model_uri, run_id=run_id, model_id=info.model_id,
-        tags={"model_sha256": digest, "val_miou": f"{miou:.6f}", **trained})
+        tags={"model_sha256": digest, "val_miou": f"{miou:.6f}", **lineage})
     return int(version.version)
 
 
-def _training_lineage(model_file: Path) -> dict[str, str]:
+def _training_lineage(info: dict[str, Any]) -> dict[str, str]:
     """Version tags linking to what produced the weights: the training run, data, commit."""
-    info = read_model_file(model_file)["info"]
     keys = {"run_id": "training.run_id", "stage": "training.stage", "data_hash": "data.hash",
             "git_commit": "git.commit"}
     return {tag: str(info[k]) for k, tag in keys.items() if info.get(k) is not None}
@@ -168,18 +171,20 @@ def register(model_file: Path, metrics_file: Path, params: Params) -> dict[str, 
     name, min_miou = params.register.model_name, params.register.min_miou
     miou = read_miou(metrics_file)
     strategy = InferenceStrategy.from_dict(params.register.inference.model_dump()).as_dict()
-    digest = model_digest(model_file, strategy)
+    state = read_model_file(model_file)
+    digest, lineage = state_digest(state, strategy), _training_lineage(state["info"])
     uri = tracking_uri()
     try:
         with store_lock(uri), start_stage_run("register", params, params.mlflow.experiment) as run:
-            return _register_locked(run.info.run_id, model_file, name, strategy, digest, miou,
-                                    min_miou)
+            return _register_locked(run.info.run_id, model_file, name, strategy, digest, lineage,
+                                    miou, min_miou)
     except _store_errors() as exc:
         raise RegistryError(f"tracking store {uri}: {_first_line(exc)}") from None
 
 
 def _register_locked(run_id: str, model_file: Path, name: str, strategy: dict[str, Any],
-                     digest: str, miou: float, min_miou: float) -> dict[str, Any]:
+                     digest: str, lineage: dict[str, str], miou: float, min_miou: float
+                     ) -> dict[str, Any]:
     import mlflow
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
@@ -200,7 +205,8 @@ def _register_locked(run_id: str, model_file: Path, name: str, strategy: dict[st
                                 f"{min_miou}; not registering")
         mlflow.log_metrics({"val_miou": miou})
         mlflow.log_params({f"inference.{k}": v for k, v in strategy.items()})
-        mine = _log_and_create_version(client, name, model_file, strategy, digest, miou, run_id)
+        mine = _log_and_create_version(client, name, model_file, strategy, digest, lineage, miou,
+                                       run_id)
         existing = _versions_with_digest(client, name, digest)
         if existing and existing[0] != mine:  # a concurrent registration was first
             client.delete_model_version(name, str(mine))
