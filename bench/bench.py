@@ -166,7 +166,7 @@ def loader_throughput(params_file: str, seconds: float) -> dict:
 
     params = load_params(params_file)
     sched, runtime = params.finetune, params.runtime
-    rows = read_list("data/processed/voc_train_aug.csv")
+    rows = read_list("data/processed/train.csv")
     dataset = SegmentationDataset(rows, sched.crop_size, sched.scale_range, sched.flip)
     sampler = IterationSampler(len(dataset), sched.batch_size, 10_000, 0)
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=runtime.workers)
@@ -229,21 +229,24 @@ def preprocess_throughput(size: int, images: int, workers: list[int]) -> dict:
     writing) for each number of worker processes, on synthetic COCO-style data at `size`."""
     import tempfile
 
-    from deeplab.data.preprocess import SampleGuard, process_coco
+    from deeplab.config import SyntheticData
+    from deeplab.data.classes import VOC_CLASSES, ClassList, voc_palette
+    from deeplab.data.preprocess import Job, SampleGuard, process_coco
     from deeplab.data.synthetic import generate
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        generate(root / "raw", dict(seed=0, image_size=size, coco_train_images=images,
-                                    coco_val_images=1, voc_train_images=1, voc_val_images=1,
-                                    sbd_images=0))
+        generate(root / "raw", SyntheticData(seed=0, image_size=size, coco_train_images=images,
+                                             coco_val_images=1, train_images=1, val_images=1,
+                                             sbd_images=0))
+        classes = ClassList(VOC_CLASSES, voc_palette(len(VOC_CLASSES)))
         rates = {}
         for n in workers:
             out = root / f"out{n}"
             start = time.perf_counter()
-            split, dropped = process_coco(root / "raw/coco", "train", (out, out), 0,
-                                          SampleGuard("error"), n)
-            rates[n] = round((len(split.rows) + dropped) / (time.perf_counter() - start), 1)
+            split = process_coco(root / "raw/coco", "train", Job(out, classes), None,
+                                 SampleGuard("error"), n, out)
+            rates[n] = round((len(split.rows) + split.dropped) / (time.perf_counter() - start), 1)
     return {"image_size": size, "images": images, "img_per_s_by_workers": rates}
 
 

@@ -8,10 +8,10 @@ from deeplab.evaluation.report import run_evaluate_stage
 
 @stage_main
 def main() -> None:
-    p = stage_paths("model", "variants", "val_list", "reports")
+    p = stage_paths("model", "variants", "val_list", "classes", "reports")
     params = load_params(sections=("evaluate", "ablations", "mlflow"))
     variants = {name: p.variants / f"{name}.pt" for name in params.ablations}
-    metrics = run_evaluate_stage(params, p.model, p.val_list, p.reports, variants)
+    metrics = run_evaluate_stage(params, p.model, p.val_list, p.reports, p.classes, variants)
     print(f"evaluate: val mIoU {metrics['miou']:.4f} (best strategy {metrics['best_strategy_miou']:.4f}); "
           f"variants {metrics['variants']}")
 

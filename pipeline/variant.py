@@ -8,12 +8,12 @@ from deeplab.engine.stage import run_training_stage
 
 @stage_main
 def main() -> None:
-    p = stage_paths("train_list", "val_list", "hard_list", "init", "model", "checkpoint", "reports",
-                    positional=("name",))
+    p = stage_paths("train_list", "val_list", "hard_list", "classes", "init", "model", "checkpoint",
+                    "reports", positional=("name",))
     params = load_params(sections=("model", "train", "runtime", "finetune", "ablations",
                                    "mlflow")).variant(p.name)
     run_training_stage("finetune", params, p.train_list, p.val_list, p.model, p.checkpoint,
-                       p.reports, init_file=p.init, hard_list=p.hard_list,
+                       p.reports, p.classes, init_file=p.init, hard_list=p.hard_list,
                        run_name=f"variant@{p.name}", partial_init=True)
 
 

@@ -19,22 +19,25 @@ def tiny_train_csv(tmp_path_factory):
     import pandas as pd
 
     from deeplab.config import PreprocessConfig, SyntheticData
+    from deeplab.data.classes import ClassList
     from deeplab.data.preprocess import preprocess
     from deeplab.data.synthetic import generate
 
     root = tmp_path_factory.mktemp("tiny")
     generate(root / "raw", SyntheticData(seed=0, image_size=40, coco_train_images=2,
-                                         coco_val_images=1, voc_train_images=6, voc_val_images=2,
+                                         coco_val_images=1, train_images=6, val_images=2,
                                          sbd_images=0))
     cwd = os.getcwd()
     os.chdir(root)
     try:
-        preprocess({"coco_root": "raw/coco", "voc_root": "raw/VOC2012", "sbd_root": None},
+        preprocess({"coco_root": "raw/coco", "root": "raw/VOC2012", "sbd_root": None,
+                    "layout": "voc", "classes": ClassList.default(21).as_dict()},
                    root / "processed",
                    PreprocessConfig(min_pixels=0, hard_classes=[], on_bad_sample="error", workers=1))
     finally:
         os.chdir(cwd)
-    for split, name in (("voc_train_aug", "train_abs.csv"), ("voc_val", "val_abs.csv")):
+    (root / "processed/classes.json").rename(root / "classes.json")
+    for split, name in (("train", "train_abs.csv"), ("val", "val_abs.csv")):
         rows = pd.read_csv(root / f"processed/{split}.csv", dtype=str)
         rows["image"] = [str(root / p) for p in rows["image"]]
         rows["mask"] = [str(root / p) for p in rows["mask"]]
@@ -46,6 +49,12 @@ def tiny_train_csv(tmp_path_factory):
 def tiny_val_csv(tiny_train_csv):
     """The matching VOC-style val list (absolute paths) of two 40x40 images."""
     return tiny_train_csv.with_name("val_abs.csv")
+
+
+@pytest.fixture(scope="session")
+def tiny_classes(tiny_train_csv):
+    """The class list (classes.json) of the tiny lists: VOC's 21 classes."""
+    return tiny_train_csv.with_name("classes.json")
 
 
 @pytest.fixture

@@ -38,17 +38,27 @@ def test_default_params_are_valid(repo_root):
     (lambda p: p["pretrain"].__setitem__("scale_range", [2.0, 0.5]), "pretrain.scale_range: expected [low, high]"),
     (lambda p: p["pretrain"].__setitem__("scale_range", [0.5]), "pretrain.scale_range: expected at least 2 items"),
     (lambda p: p["model"].__setitem__("dropout", float("nan")), "model.dropout: expected a finite number"),
-    (lambda p: p["preprocess"]["hard_classes"].append("table"), "preprocess.hard_classes[5]: expected 'aeroplane'"),
-    (lambda p: p["preprocess"]["hard_classes"].append("sofa"), "preprocess.hard_classes: expected a list without duplicates"),
+    (lambda p: p["preprocess"].__setitem__("hard_classes", ["sofa", "sofa"]),
+     "preprocess.hard_classes: expected a list without duplicates"),
+    (lambda p: p["data"].__setitem__("classes", ["background", "crack", "crack"]),
+     "data.classes: expected a list without duplicates"),
+    (lambda p: p["data"].__setitem__("classes", ["background"]), "data.classes: expected at least 2 items"),
+    (lambda p: p["data"].__setitem__("layout", "coco"), "data.layout: expected 'voc', 'folder' or 'cityscapes'"),
+    (lambda p: p["data"].__setitem__("palette", [[0, 0, 256], [1, 2, 3]]),
+     "data.palette[0][2]: expected a value less than or equal to 255"),
+    (lambda p: p["data"].update(root="/a", voc_root="/b"), "data: voc_root and root are the same setting"),
+    (lambda p: p["data"]["synthetic"].__setitem__("coco_train_images", 0),
+     "data.synthetic: coco_train_images and coco_val_images are both 0"),
     (lambda p: p["model"].pop("decoder"), "model.decoder: missing key"),
     (lambda p: p.pop("model"), "model: missing key"),
     (lambda p: p.__setitem__("model", [1]), "model: expected a mapping of keys"),
-    (lambda p: p["data"].__setitem__("voc_root", ""), 'data.voc_root: expected a non-empty string, got ""'),
+    (lambda p: p["data"].__setitem__("root", ""), 'data.root: expected a non-empty string, got ""'),
     (lambda p: p["ablations"]["no_sc"].__setitem__("seperable", False),
      "ablations.no_sc.seperable: unknown key (did you mean 'separable'?)"),
     (lambda p: p["ablations"].__setitem__("No-Dec", {"decoder": False}),
      "ablations.No-Dec: a variant name must be lower-case"),
-    (lambda p: p["ablations"].__setitem__("x", {"init": "coco"}), "ablations.x.init: expected 'pretrain', 'imagenet' or 'scratch'"),
+    (lambda p: p["ablations"].__setitem__("x", {"init": "coco"}),
+     "ablations.x.init: expected pretrain, imagenet, scratch, a model file (.pt) or a models:/ URI"),
     (lambda p: p["ablations"].__setitem__("x", {}), "ablations.x: expected a mapping of settings to change"),
     (lambda p: p["ablations"].__setitem__("x", {"decoder": None}), "ablations.x: decoder: expected a value"),
     (lambda p: p["register"]["inference"].__setitem__("output_stride", 4),
@@ -119,5 +129,5 @@ def test_model_settings_build_the_network(repo_root):
     from deeplab.engine.stage import build_model
 
     params = load_params(repo_root / "params.yaml")
-    model = build_model(params.model)
+    model = build_model(params.model, 21)
     assert {k: model.config[k] for k in params.model.network_kwargs()} == params.model.network_kwargs()

@@ -10,17 +10,17 @@ import torch
 from PIL import Image
 from pycocotools.coco import COCO
 
-from deeplab.data.coco import COCO_IDS_OF_VOC, VOC_ID_OF_COCO
+from deeplab.data.classes import VOC_CLASSES, ClassList, voc_palette
 from deeplab.data.dataset import IterationSampler, augment
 from deeplab.config import PreprocessConfig, SyntheticData, load_params
 from deeplab.data.palette import read_label_png, save_label_png
 from deeplab.data.preprocess import preprocess
 from deeplab.data.samples import BadSampleError
-from deeplab.data.synthetic import generate
+from deeplab.data.synthetic import COCO_IDS_OF_VOC, generate
 from deeplab.errors import DeeplabError
 
 CFG = SyntheticData(seed=3, image_size=48, coco_train_images=12, coco_val_images=4,
-                    voc_train_images=6, voc_val_images=4, sbd_images=5)
+                    train_images=6, val_images=4, sbd_images=5)
 PRE = PreprocessConfig(min_pixels=10, hard_classes=["bicycle", "chair", "diningtable", "pottedplant",
                                                    "sofa"], on_bad_sample="error", workers=1)
 
@@ -33,16 +33,29 @@ def raw(tmp_path_factory):
 
 
 def roots(raw):
-    return {"coco_root": str(raw / "coco"), "voc_root": str(raw / "VOC2012"), "sbd_root": str(raw / "SBD")}
+    return {"coco_root": str(raw / "coco"), "root": str(raw / "VOC2012"), "sbd_root": str(raw / "SBD"),
+            "layout": "voc", "classes": ClassList(VOC_CLASSES, voc_palette(21)).as_dict()}
+
+
+# The paper's COCO -> VOC names, written out here independently of the package.
+COCO_TO_VOC = {"airplane": "aeroplane", "motorcycle": "motorbike", "couch": "sofa", "tv": "tvmonitor",
+               "dining table": "diningtable", "potted plant": "pottedplant"}
+
+
+def voc_id_of(coco):
+    """COCO category id -> VOC id, by name."""
+    return {c["id"]: VOC_CLASSES.index(COCO_TO_VOC.get(c["name"], c["name"]))
+            for c in coco.dataset["categories"] if COCO_TO_VOC.get(c["name"], c["name"]) in VOC_CLASSES}
 
 
 def independent_mask(coco, image_id, h, w):
     """The documented rules, computed directly with pycocotools."""
-    anns = [a for a in coco.loadAnns(coco.getAnnIds(imgIds=image_id)) if a["category_id"] in VOC_ID_OF_COCO]
+    voc_id = voc_id_of(coco)
+    anns = [a for a in coco.loadAnns(coco.getAnnIds(imgIds=image_id)) if a["category_id"] in voc_id]
     out = np.zeros((h, w), np.uint8)
     normal = sorted((a for a in anns if not a["iscrowd"]), key=lambda a: (-int(coco.annToMask(a).sum()), a["id"]))
     for a in normal:
-        out[coco.annToMask(a) > 0] = VOC_ID_OF_COCO[a["category_id"]]
+        out[coco.annToMask(a) > 0] = voc_id[a["category_id"]]
     for a in anns:
         if a["iscrowd"]:
             out[coco.annToMask(a) > 0] = 255
@@ -53,8 +66,9 @@ def test_synthetic_formats(raw):
     data = json.loads((raw / "coco/annotations/instances_train2017.json").read_text())
     kinds = {type(a["segmentation"]).__name__ + ("-crowd" if a["iscrowd"] else "") for a in data["annotations"]}
     assert {"list", "dict-crowd"} <= kinds
-    cats = {c["id"] for c in data["categories"]}
-    assert set(COCO_IDS_OF_VOC) < cats and len(cats) > 20
+    cats = {c["id"]: c["name"] for c in data["categories"]}
+    assert set(COCO_IDS_OF_VOC) < set(cats) and len(cats) > 20
+    assert cats[5] == "airplane" and cats[62] == "chair"  # COCO's own ids and names
     with Image.open(next((raw / "VOC2012/SegmentationClass").iterdir())) as m:
         assert m.mode == "P"
     assert (raw / "SBD/dataset/cls").is_dir()
@@ -78,10 +92,11 @@ def test_preprocess_matches_pycocotools(raw, tmp_path, monkeypatch):
         want = independent_mask(coco, image_id, info["height"], info["width"])
         assert np.array_equal(got, want), row["id"]
         saw_crowd |= (got == 255).any()
-    train = pd.read_csv(tmp_path / "processed/voc_train_aug.csv", dtype=str)
-    assert len(train) == CFG.voc_train_images + CFG.sbd_images
+    assert len(voc_id_of(coco)) == 20  # all twenty by name, six of them through synonyms
+    train = pd.read_csv(tmp_path / "processed/train.csv", dtype=str)
+    assert len(train) == CFG.train_images + CFG.sbd_images
     stats = pd.read_csv(tmp_path / "processed/class_stats.csv")
-    assert set(stats["split"]) == {"coco_train", "coco_val", "voc_train_aug", "voc_val"}
+    assert set(stats["split"]) == {"coco_train", "coco_val", "train", "val"}
     hard = (tmp_path / "processed/hard_images.txt").read_text().split()
     assert set(hard) <= set(train["id"])
 
@@ -116,7 +131,7 @@ def test_skip_policy_counts(raw, tmp_path, monkeypatch):
     (broken / "VOC2012/JPEGImages/2012_v00001.jpg").write_bytes(b"junk")
     summary = preprocess(roots(broken), tmp_path / "processed", PRE.replace(on_bad_sample="skip"))
     assert summary["skipped_bad_samples"] == 1
-    assert summary["samples"]["voc_val"] == CFG.voc_val_images - 1
+    assert summary["samples"]["val"] == CFG.val_images - 1
 
 
 def test_augment_pads_label_with_ignore():
@@ -145,10 +160,10 @@ def test_local_source_through_fetch_reproduces_masks(raw, tmp_path, monkeypatch,
     shutil.copytree(raw / "coco", user / "datasets/coco")
     shutil.copytree(raw / "SBD", user / "benchmark_RELEASE")
     data = load_params(repo_root / "params.yaml").data.replace(
-        source="local", voc_root=str(user / "VOCdevkit/VOC2012"),
+        source="local", voc_root=str(user / "VOCdevkit/VOC2012"),  # the older name of data.root
         coco_root=str(user / "datasets/coco"), sbd_root=str(user / "benchmark_RELEASE"))
     manifest = fetch(data, tmp_path / "data/raw")
-    assert json.loads((tmp_path / "data/raw/manifest.json").read_text())["voc_root"] == data.voc_root
+    assert json.loads((tmp_path / "data/raw/manifest.json").read_text())["root"] == data.root
     monkeypatch.chdir(tmp_path)
     preprocess(manifest, tmp_path / "processed", PRE)
     coco = COCO(str(user / "datasets/coco/annotations/instances_val2017.json"))
@@ -156,8 +171,8 @@ def test_local_source_through_fetch_reproduces_masks(raw, tmp_path, monkeypatch,
         info = coco.loadImgs(int(row["id"]))[0]
         assert np.array_equal(read_label_png(row["mask"]),
                               independent_mask(coco, int(row["id"]), info["height"], info["width"]))
-    val = pd.read_csv(tmp_path / "processed/voc_val.csv", dtype=str)
-    assert len(val) == CFG.voc_val_images
+    val = pd.read_csv(tmp_path / "processed/val.csv", dtype=str)
+    assert len(val) == CFG.val_images
     for _, row in val.iterrows():
         original = user / "VOCdevkit/VOC2012/SegmentationClass" / f"{row['id']}.png"
         assert np.array_equal(read_label_png(row["mask"]), read_label_png(original))
@@ -165,8 +180,8 @@ def test_local_source_through_fetch_reproduces_masks(raw, tmp_path, monkeypatch,
     with pytest.raises(FileNotFoundError, match="data.coco_root: .* lacks annotations/instances_train2017.json"):
         (user / "datasets/coco/annotations/instances_train2017.json").unlink()
         fetch(data, tmp_path / "data/raw2")
-    with pytest.raises(DeeplabError, match="data.voc_root: required when data.source is 'local'"):
-        fetch(data.replace(voc_root=None), tmp_path / "data/raw3")
+    with pytest.raises(DeeplabError, match="data.root: required when data.source is 'local'"):
+        fetch(data.replace(root=None), tmp_path / "data/raw3")
 
 
 def test_parallel_preprocessing_gives_identical_output(raw, tmp_path, monkeypatch):
@@ -179,6 +194,7 @@ def test_parallel_preprocessing_gives_identical_output(raw, tmp_path, monkeypatc
                      for p in sorted(out.rglob("*")) if p.is_file()})
     assert outs[0].keys() == outs[1].keys() and len(outs[0]) > 20
     assert all(outs[0][k] == outs[1][k] for k in outs[0])
-    listed = pd.read_csv(tmp_path / "w2/voc_val.csv", dtype=str)
+    listed = pd.read_csv(tmp_path / "w2/val.csv", dtype=str)
     image = raw / "VOC2012/JPEGImages" / f"{listed['id'][0]}.jpg"
-    assert listed["image_sig"][0] == f"{image.stat().st_size}-{image.stat().st_mtime_ns}"
+    import hashlib
+    assert listed["image_sig"][0] == hashlib.sha256(image.read_bytes()).hexdigest()[:20]  # content

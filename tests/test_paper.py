@@ -229,9 +229,10 @@ def test_multi_scale_resizes_as_training_does():
 RECIPES = sorted((REPO / "recipes").glob("*.yaml"))
 
 
-def test_all_four_recipes_exist():
+def test_all_recipes_exist():
     assert {p.stem for p in RECIPES} == {"resnet101_voc_coco", "resnet101_voc_no_coco",
-                                         "xception65_voc_coco", "xception65_voc_no_coco"}
+                                         "xception65_voc_coco", "xception65_voc_no_coco",
+                                         "xception65_cityscapes"}
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
@@ -246,12 +247,19 @@ def test_recipe_is_valid_and_every_value_cites_its_source(path):
             assert "#" in line and "[" in line.split("#", 1)[1], f"{path.name}: no source for {line!r}"
     model, finetune = params.model, params.finetune
     assert model.aspp_channels == model.decoder_channels == 256
-    assert model.bn_momentum == 0.0003 and finetune.crop_size == 513
+    assert model.bn_momentum == 0.0003
     if "xception65" in path.stem:
         assert model.separable and model.multi_grid is None
     else:
         assert not model.separable and model.multi_grid == [1, 2, 4]
-    assert finetune.init == ("imagenet" if path.stem.endswith("no_coco") else "pretrain")
+    if "cityscapes" in path.stem:  # 769 crops, full 1024x2048 images padded to 1025x2049
+        assert params.data.layout == "cityscapes" and finetune.crop_size == 769
+        assert finetune.init == "imagenet" and params.evaluate.pad_to is None
+        from deeplab.evaluation.inference import padded_size
+        assert (padded_size(1024, 16), padded_size(2048, 16)) == (1025, 2049)
+    else:
+        assert finetune.crop_size == 513
+        assert finetune.init == ("imagenet" if path.stem.endswith("no_coco") else "pretrain")
     assert all(" " not in arg for arg in overrides(recipe))
 
 

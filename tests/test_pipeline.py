@@ -2,49 +2,17 @@
 
 import json
 import os
-import shutil
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
-BIN = Path(sys.executable).parent
-
-
-def run(args, cwd, check=True):
-    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "TQDM_DISABLE": "1"}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
-    if check and proc.returncode:
-        raise AssertionError(f"{args} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    return proc
-
-
-def tiny(params):
-    params["data"]["synthetic"].update(image_size=48, coco_train_images=12, coco_val_images=4,
-                                       voc_train_images=8, voc_val_images=4, sbd_images=4)
-    params["preprocess"]["min_pixels"] = 10
-    for stage in ("pretrain", "finetune"):
-        params[stage].update(iterations=3, batch_size=2, crop_size=33, checkpoint_every=2, val_every=2)
-    params["model"].update(aspp_channels=16, decoder_channels=16)
-    params["runtime"]["workers"] = 0
-    params["evaluate"].update(scales=[1.0, 1.5], trimap_widths=[2], sample_images=2, madds_size=65)
-    return params
-
+from helpers.repo import copy_repo, default_params, run, tiny
 
 @pytest.mark.slow
-def test_dvc_repro_end_to_end(tmp_path, repo_root):
-    work = tmp_path / "repo"
-    work.mkdir()
-    for name in ("dvc.yaml", ".dvcignore", "pipeline", "src"):
-        src = repo_root / name
-        (shutil.copytree if src.is_dir() else shutil.copy)(src, work / name)
-    shutil.copytree(repo_root / ".dvc", work / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache"))
-    params = tiny(yaml.safe_load((repo_root / "params.yaml").read_text()))
-    (work / "params.yaml").write_text(yaml.safe_dump(params))
-    run(["git", "init", "-q"], work)
+def test_dvc_repro_end_to_end(tmp_path):
+    params = tiny(default_params())
+    work = copy_repo(tmp_path / "repo", params)
 
     out = run(["dvc", "repro"], work).stdout
     variants = list(params["ablations"])
@@ -128,16 +96,22 @@ def test_dvc_repro_end_to_end(tmp_path, repo_root):
     params["pretrain"]["lrr"] = params["pretrain"].pop("lr")
     (work / "params.yaml").write_text(yaml.safe_dump(params))
     bad = run([sys.executable, "pipeline/pretrain.py", "--train-list", "a", "--val-list", "b",
-               "--model", "m", "--checkpoint", "c", "--reports", "r"], work, check=False)
+               "--classes", "c", "--model", "m", "--checkpoint", "c", "--reports", "r"], work,
+              check=False)
     assert bad.returncode == 2
     assert "pretrain.lrr: unknown key (did you mean 'lr'?)" in bad.stderr
     params["pretrain"]["lr"] = params["pretrain"].pop("lrr")
     (work / "params.yaml").write_text(yaml.safe_dump(params))
 
-    # An edited image is a dependency too: its split list changes (image_sig), so the stages
-    # that read that list rerun and the others do not.
+    # An image whose bytes did not change (only its modification time) reruns no training;
+    # an edited image is a dependency: its split list changes (image_sig, a hash of its
+    # bytes), so the stages that read that list rerun and the others do not.
     voc = work / "data/raw/synthetic/VOC2012"
     train_id = (voc / "ImageSets/Segmentation/train.txt").read_text().split()[0]
-    os.utime(voc / "JPEGImages" / f"{train_id}.jpg", ns=(10**18, 10**18))  # a training image
+    image = voc / "JPEGImages" / f"{train_id}.jpg"
+    os.utime(image, ns=(10**18, 10**18))
+    run(["dvc", "repro", "preprocess"], work)
+    assert stale_stages() == set()
+    image.write_bytes(image.read_bytes() + b"\0")  # a training image, edited
     run(["dvc", "repro", "preprocess"], work)
     assert stale_stages() == training - {"pretrain"}  # the VOC trainings; not pretrain, not evaluate

@@ -93,7 +93,7 @@ def test_crafted_init_file_for_finetune_is_refused(tmp_path):
     torch.save({"config": {}, "state_dict": Evil(marker)}, tmp_path / "pretrain.pt")
     params = load_params(REPO / "params.yaml")
     with pytest.raises(UnsafeFileError):
-        initial_model("finetune", params, tmp_path / "pretrain.pt")
+        initial_model("finetune", params, 21, tmp_path / "pretrain.pt")
     assert not marker.exists()
 
 
@@ -192,7 +192,7 @@ def test_switching_source_keeps_downloads_and_local_changes_are_seen(tmp_path, m
 
     gen = tmp_path / "gen"
     generate(gen, SyntheticData(seed=0, image_size=40, coco_train_images=2, coco_val_images=1,
-                               voc_train_images=2, voc_val_images=1, sbd_images=1))
+                               train_images=2, val_images=1, sbd_images=1))
     www = tmp_path / "www"
     www.mkdir()
     with tarfile.open(www / "voc.tar", "w") as tf:
@@ -215,14 +215,14 @@ def test_switching_source_keeps_downloads_and_local_changes_are_seen(tmp_path, m
                                   download=data.download.replace(mirror=url, retries=0))
         first = fetch_mod.fetch(downloaded, Path("data/raw"))
         before = sorted(str(p) for p in Path("data/downloads").rglob("*"))
-        assert (Path(first["voc_root"]) / "JPEGImages").is_dir()
+        assert (Path(first["root"]) / "JPEGImages").is_dir()
         fetch_mod.fetch(data.replace(source="synthetic"), Path("data/raw"))
         assert sorted(str(p) for p in Path("data/downloads").rglob("*")) == before
         assert (Path("data/downloads/archives") / "voc.tar").is_file()
         again = fetch_mod.fetch(downloaded, Path("data/raw"))
         assert again == first  # nothing downloaded or extracted again, same manifest
 
-    user = {"source": "local", "voc_root": str(gen / "VOC2012"), "coco_root": str(gen / "coco"),
+    user = {"source": "local", "root": str(gen / "VOC2012"), "coco_root": str(gen / "coco"),
             "sbd_root": None}
     one = fetch_mod.fetch(data.replace(**user), Path("data/raw"))
     manifest = Path("data/raw/manifest.json")
@@ -246,7 +246,8 @@ def tiny_params(iterations: int = 3, checkpoint_every: int = 2, **runtime_overri
         mlflow=params.mlflow.replace(experiment="safety"))
 
 
-def test_same_params_give_identical_weights(tmp_path, monkeypatch, tiny_train_csv, tiny_val_csv):
+def test_same_params_give_identical_weights(tmp_path, monkeypatch, tiny_train_csv, tiny_val_csv,
+                                           tiny_classes):
     from deeplab.engine.stage import run_training_stage
 
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
@@ -256,13 +257,13 @@ def test_same_params_give_identical_weights(tmp_path, monkeypatch, tiny_train_cs
         torch.manual_seed(1000 + k)  # whatever the process did before must not matter
         out = tmp_path / f"run{k}"
         run_training_stage("pretrain", tiny_params(), tiny_train_csv, tiny_val_csv, out / "m.pt",
-                           out / "c.ckpt", out / "reports")
+                           out / "c.ckpt", out / "reports", tiny_classes)
         models.append(torch.load(out / "m.pt", weights_only=True)["state_dict"])
     assert all(torch.equal(models[0][k], models[1][k]) for k in models[0])
 
 
 def test_a_finished_checkpoint_of_other_code_is_not_resumed(tmp_path, monkeypatch, tiny_train_csv,
-                                                            tiny_val_csv):
+                                                            tiny_val_csv, tiny_classes):
     """DVC reruns a training stage when its code changed; the stage must then train anew,
     not pick up the old code's finished checkpoint (same settings, same data)."""
     from deeplab.engine import stage
@@ -270,7 +271,7 @@ def test_a_finished_checkpoint_of_other_code_is_not_resumed(tmp_path, monkeypatc
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     out = tmp_path / "out"
-    args = (tiny_train_csv, tiny_val_csv, out / "m.pt", out / "c.ckpt", out / "reports")
+    args = (tiny_train_csv, tiny_val_csv, out / "m.pt", out / "c.ckpt", out / "reports", tiny_classes)
     assert stage.run_training_stage("pretrain", tiny_params(), *args)["resumed_from"] == 0
     assert stage.run_training_stage("pretrain", tiny_params(), *args)["resumed_from"] == 3
     monkeypatch.setattr(stage, "code_signature", lambda: "edited code")
@@ -305,7 +306,7 @@ from deeplab.config import parse_params
 from deeplab.engine.stage import run_training_stage
 params, train_list, val_list, out = parse_params(json.loads(sys.argv[1])), *map(Path, sys.argv[2:5])
 run_training_stage("pretrain", params, train_list, val_list, out / "m.pt", out / "c.ckpt",
-                   out / "reports")
+                   out / "reports", train_list.with_name("classes.json"))
 """
 
 
@@ -422,15 +423,17 @@ def test_voc_ids_in_train_and_val_duplicates_and_bad_coco_references(tmp_path, m
 
     raw = tmp_path / "raw"
     generate(raw, SyntheticData(seed=0, image_size=40, coco_train_images=3, coco_val_images=2,
-                               voc_train_images=4, voc_val_images=2, sbd_images=0))
+                               train_images=4, val_images=2, sbd_images=0))
     monkeypatch.chdir(tmp_path)
-    roots = {"coco_root": str(raw / "coco"), "voc_root": str(raw / "VOC2012"), "sbd_root": None}
+    from deeplab.data.classes import ClassList
+    roots = {"coco_root": str(raw / "coco"), "root": str(raw / "VOC2012"), "sbd_root": None,
+             "layout": "voc", "classes": ClassList.default(21).as_dict()}
     cfg = PreprocessConfig(min_pixels=0, hard_classes=[], on_bad_sample="error", workers=1)
     lists = raw / "VOC2012/ImageSets/Segmentation"
     val_id = lists.joinpath("val.txt").read_text().split()[0]
     lists.joinpath("train.txt").write_text(lists.joinpath("train.txt").read_text() + f"{val_id}\n")
     summary = preprocess(roots, tmp_path / "p1", cfg)
-    train_ids = pd.read_csv(tmp_path / "p1/voc_train_aug.csv", dtype=str)["id"].tolist()
+    train_ids = pd.read_csv(tmp_path / "p1/train.csv", dtype=str)["id"].tolist()
     assert val_id not in train_ids and len(train_ids) == 4 and summary["removed_train_in_val"] == 1
 
     first = lists.joinpath("train.txt").read_text().split()[0]
@@ -438,7 +441,7 @@ def test_voc_ids_in_train_and_val_duplicates_and_bad_coco_references(tmp_path, m
     with pytest.raises(BadSampleError, match=rf"train.txt: duplicate ids {first}"):
         preprocess(roots, tmp_path / "p2", cfg)
     skipped = preprocess(roots, tmp_path / "p3", cfg.replace(on_bad_sample="skip"))
-    assert skipped["skipped_bad_samples"] == 1 and len(pd.read_csv(tmp_path / "p3/voc_train_aug.csv")) == 4
+    assert skipped["skipped_bad_samples"] == 1 and len(pd.read_csv(tmp_path / "p3/train.csv")) == 4
 
     ann_file = raw / "coco/annotations/instances_val2017.json"
     data = json.loads(ann_file.read_text())

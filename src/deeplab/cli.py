@@ -9,11 +9,22 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from .errors import DeeplabError
+from .errors import DeeplabError, no_space_cause
+
+
+def error_line(exc: BaseException) -> str | None:
+    """The one line to print for a failure a user can fix: a `DeeplabError`, or a full disk
+    anywhere below (which may surface as a library's own exception); None for a bug."""
+    if isinstance(exc, DeeplabError):
+        return f"error: {exc}"
+    cause = no_space_cause(exc)
+    return f"error: {cause}; free some space and rerun (outputs already written are whole)" \
+        if cause else None
 
 
 def stage_main(fn: Callable[[], None]) -> Callable[[], None]:
-    """Run a stage; a `DeeplabError` prints `error: <message>` and exits with status 2.
+    """Run a stage; a `DeeplabError` or a full disk prints `error: <message>` and exits with
+    status 2.
 
     Any other exception is a programming error and keeps its traceback.
     """
@@ -23,8 +34,11 @@ def stage_main(fn: Callable[[], None]) -> Callable[[], None]:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
         try:
             fn()
-        except DeeplabError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+        except Exception as exc:  # noqa: BLE001 - sorted below: user errors vs bugs
+            line = error_line(exc)
+            if line is None:
+                raise
+            print(line, file=sys.stderr)
             sys.exit(2)
 
     return wrapper

@@ -50,3 +50,30 @@ class RegistryError(DeeplabError):
 
 class InputError(DeeplabError, ValueError):
     """A bad command-line input (e.g. an output that would overwrite an input)."""
+
+
+class DiskFullError(DeeplabError, OSError):
+    """No space left on the device (or quota) where an output was being written."""
+
+
+def no_space_cause(exc: BaseException) -> str | None:
+    """'no space left on device (<path>)' or SQLite's 'database or disk is full' when `exc`, or
+    an exception that caused it (SQLAlchemy's `orig` included), says the disk is full."""
+    import errno
+
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return "no space left on device" + (f" ({e.filename})" if e.filename else "")
+        text = str(e).lower()
+        if "database or disk is full" in text:
+            return "database or disk is full (no space left on device)"
+        if "no space left on device" in text:
+            return "no space left on device"
+        todo += [e.__cause__, e.__context__, getattr(e, "orig", None)]
+    return None

@@ -9,6 +9,8 @@ and `mkdtemp` alone would make them private).
 from __future__ import annotations
 
 import contextlib
+import errno
+import io
 import json
 import os
 import re
@@ -16,6 +18,12 @@ import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
+
+from .errors import DiskFullError
+
+
+def _no_space(exc: OSError) -> bool:
+    return exc.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
 def _umask() -> int:
@@ -72,6 +80,11 @@ def atomic_path(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
     try:
         yield tmp_path
         os.replace(tmp_path, path)
+    except OSError as exc:
+        if _no_space(exc):
+            raise DiskFullError(f"{path}: no space left on device; nothing was written"
+                                + (" (the previous file is kept)" if path.exists() else "")) from None
+        raise
     finally:
         tmp_path.unlink(missing_ok=True)
 
@@ -94,8 +107,53 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
             shutil.rmtree(old, ignore_errors=True)
         else:
             tmp.rename(path)
+    except OSError as exc:
+        if _no_space(exc):
+            raise DiskFullError(f"{path}: no space left on device; nothing was written"
+                                + (" (the previous folder is kept)" if path.exists() else "")) from None
+        raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_bytes(path: str | Path, data: bytes | memoryview) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def save_torch(path: str | Path, obj: Any) -> None:
+    """`torch.save(obj)` to `path` atomically; a full disk is a DiskFullError naming `path`.
+
+    The bytes are built in memory and written with Python's file API: torch's own writer
+    reports a full disk as an opaque `RuntimeError` ("unexpected pos").
+    """
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_bytes(path, buffer.getbuffer())
+
+
+def save_image(path: str | Path, image: Any, **options: Any) -> None:
+    """A PIL image written atomically (`options` go to `Image.save`, e.g. `format="PNG"`).
+
+    Encoded in memory first: PIL's JPEG writer truncates silently on a full disk.
+    """
+    buffer = io.BytesIO()
+    image.save(buffer, **options)
+    write_bytes(path, buffer.getbuffer())
+
+
+def save_figure(path: str | Path, figure: Any, **options: Any) -> None:
+    """A matplotlib figure as PNG, atomically (`options` go to `Figure.savefig`)."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", **options)
+    write_bytes(path, buffer.getbuffer())
+
+
+def write_csv(path: str | Path, frame: Any, **options: Any) -> None:
+    """A pandas DataFrame as CSV, atomically (`options` go to `DataFrame.to_csv`)."""
+    write_text(path, frame.to_csv(**options))
 
 
 def write_json(path: str | Path, data: Any) -> None:

@@ -18,9 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-import yaml
-
-from .config import Params, flatten, parse_params
+from .config import Params, flatten, parse_params, read_yaml
 from .errors import ConfigError, DeeplabError
 
 
@@ -29,7 +27,7 @@ def load_recipe(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: recipe not found")
-    recipe = yaml.safe_load(path.read_text())
+    recipe = read_yaml(path)
     if not isinstance(recipe, dict) or not recipe:
         raise ConfigError(f"{path}: a recipe is a mapping of params sections")
     return recipe

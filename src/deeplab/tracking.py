@@ -74,6 +74,9 @@ def setup(experiment: str):
     import mlflow
 
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    # MLflow logs a store failure with its traceback before raising it; the stages report it
+    # themselves, in one line.
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     mlflow.set_tracking_uri(tracking_uri())
     found = mlflow.get_experiment_by_name(experiment)
     if found is None:

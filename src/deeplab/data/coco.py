@@ -1,12 +1,14 @@
-"""COCO instance annotations -> 21-class VOC-style semantic masks (pycocotools).
+"""COCO instance annotations -> semantic masks of the target classes (pycocotools).
 
 Rules:
-- the 20 VOC categories map to their VOC ids, every other category to background (0);
+- categories map to classes by name (`classes.coco_class_map`: same names plus the paper's
+  VOC synonyms, or `data.coco_map`); every other category is background (or ignored, 255,
+  when the class list has no 'background'), and so are unannotated pixels;
 - overlapping instances: instances are painted from the largest to the smallest (by
   decoded pixel count, ties by annotation id), so a smaller object lying on a larger
   one keeps its pixels;
-- crowd regions (`iscrowd=1`) of VOC categories become 255 (ignored), painted last;
-- images whose VOC-labeled pixels number fewer than `min_pixels` are dropped.
+- crowd regions (`iscrowd=1`) of mapped categories become 255 (ignored), painted last;
+- images with fewer than `min_pixels` pixels of mapped classes are dropped.
 """
 
 from __future__ import annotations
@@ -15,15 +17,12 @@ import contextlib
 import io
 import json
 from pathlib import Path
+
 import numpy as np
 
 from ..errors import MissingFileError
-from .palette import IGNORE
+from .classes import IGNORE
 from .samples import BadSampleError, SampleGuard
-
-# COCO category ids of the VOC classes 1..20, in VOC order.
-COCO_IDS_OF_VOC = (5, 2, 16, 9, 44, 6, 3, 17, 62, 21, 67, 18, 19, 4, 1, 64, 20, 63, 7, 72)
-VOC_ID_OF_COCO = {coco_id: voc_id for voc_id, coco_id in enumerate(COCO_IDS_OF_VOC, start=1)}
 
 
 def _examples(values: list) -> str:
@@ -91,15 +90,22 @@ def load_coco(annotation_file: Path, guard: SampleGuard | None = None):
     return coco
 
 
-def semantic_mask(coco, image_info: dict, annotation_file: Path) -> np.ndarray:
-    """The VOC-id mask of one COCO image, following the module's rules."""
+def category_names(coco) -> dict[int, str]:
+    """{category id: name} of a COCO index."""
+    return {int(c["id"]): str(c["name"]) for c in coco.dataset["categories"]}
+
+
+def semantic_mask(coco, image_info: dict, annotation_file: Path, class_of: dict[int, int],
+                  background: int | None) -> np.ndarray:
+    """The class-id mask of one COCO image, following the module's rules (`class_of`: COCO
+    category id -> class id; `background`: the class of everything else, None = ignore)."""
     h, w = int(image_info["height"]), int(image_info["width"])
-    label = np.zeros((h, w), dtype=np.uint8)
+    label = np.full((h, w), IGNORE if background is None else background, dtype=np.uint8)
     anns = coco.loadAnns(coco.getAnnIds(imgIds=image_info["id"], iscrowd=None))
     painted, crowds = [], []
     for ann in anns:
-        voc_id = VOC_ID_OF_COCO.get(ann["category_id"])
-        if voc_id is None:
+        class_id = class_of.get(ann["category_id"])
+        if class_id is None:
             continue
         try:
             m = coco.annToMask(ann).astype(bool)
@@ -109,9 +115,9 @@ def semantic_mask(coco, image_info: dict, annotation_file: Path) -> np.ndarray:
         if m.shape != (h, w):
             raise BadSampleError(f"{annotation_file}: annotation {ann.get('id')} decodes to "
                                  f"{m.shape[1]}x{m.shape[0]}, image is {w}x{h}")
-        (crowds if ann.get("iscrowd", 0) else painted).append((int(m.sum()), ann["id"], voc_id, m))
-    for _, _, voc_id, m in sorted(painted, key=lambda t: (-t[0], t[1])):
-        label[m] = voc_id
+        (crowds if ann.get("iscrowd", 0) else painted).append((int(m.sum()), ann["id"], class_id, m))
+    for _, _, class_id, m in sorted(painted, key=lambda t: (-t[0], t[1])):
+        label[m] = class_id
     for *_, m in crowds:
         label[m] = IGNORE
     return label

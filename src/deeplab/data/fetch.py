@@ -17,14 +17,17 @@ import hashlib
 import json
 import logging
 import os
+import stat
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
-from ..config import DataConfig, SyntheticData
-from ..errors import MissingFileError
+from ..config import DataConfig
+from ..errors import ConfigError, MissingFileError
 from ..io import atomic_dir, write_json
+from .classes import ClassList, resolve_classes
 from .download import download, safe_extract
-from .synthetic import generate
+from .layouts import REQUIRED
+from .synthetic import GENERATOR_VERSION, TARGET_DIRS, generate
 
 log = logging.getLogger(__name__)
 
@@ -56,36 +59,67 @@ def _check_dir(path: str | None, key: str, required: list[str]) -> str:
     return str(root.resolve())
 
 
+def _walk_files(root: str) -> Iterator[tuple[str, os.stat_result]]:
+    """(path, stat) of every regular file under `root`, in a stable order. Dangling links and
+    link loops are skipped with a warning naming them (they hold no data a stage could read);
+    an unreadable folder or file is a MissingFileError naming it."""
+    def failed(exc: OSError) -> None:
+        raise MissingFileError(f"{exc.filename}: cannot read this folder under the dataset "
+                               f"root {root} ({exc.strerror})")
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=failed):
+        dirnames.sort()
+        for name in sorted(filenames):
+            path = os.path.join(dirpath, name)
+            try:
+                st = os.stat(path)
+            except OSError as exc:
+                if os.path.islink(path):
+                    log.warning("%s: skipped, a dangling symbolic link or a link loop (%s)",
+                                path, exc.strerror)
+                    continue
+                raise MissingFileError(f"{path}: cannot read this file under the dataset root "
+                                       f"{root} ({exc.strerror})") from None
+            if stat.S_ISREG(st.st_mode):
+                yield path, st
+
+
 def tree_signature(roots: list[str | None]) -> str:
     """sha256 over (path, size, mtime) of every file under `roots` (one `stat` per file)."""
     h = hashlib.sha256()
     for root in sorted(r for r in roots if r):
-        for dirpath, dirnames, filenames in os.walk(root):
-            dirnames.sort()
-            for name in sorted(filenames):
-                path = os.path.join(dirpath, name)
-                st = os.stat(path)
-                h.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+        for path, st in _walk_files(root):
+            h.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
     return h.hexdigest()
 
 
 def local_roots(data: DataConfig) -> dict[str, str | None]:
-    """Validate the user's own dataset directories."""
-    roots = {
-        "voc_root": _check_dir(data.voc_root, "voc_root",
-                               ["JPEGImages", "SegmentationClass", "ImageSets/Segmentation"]),
-        "coco_root": _check_dir(data.coco_root, "coco_root",
-                                ["annotations/instances_train2017.json",
-                                 "annotations/instances_val2017.json", "train2017", "val2017"]),
-        "sbd_root": None,
-    }
+    """Validate the user's own dataset directories (COCO and SBD are optional)."""
+    roots: dict[str, str | None] = {
+        "root": _check_dir(data.root, "root", REQUIRED[data.layout]),
+        "coco_root": None, "sbd_root": None}
+    if data.coco_root:
+        roots["coco_root"] = _check_dir(data.coco_root, "coco_root", [
+            "annotations/instances_train2017.json", "annotations/instances_val2017.json",
+            "train2017", "val2017"])
     if data.sbd_root:
+        if data.layout != "voc":
+            raise ConfigError(f"data.sbd_root: SBD extends the voc layout only (layout is "
+                              f"'{data.layout}'); set it to null")
         roots["sbd_root"] = _check_dir(data.sbd_root, "sbd_root", ["dataset/cls", "dataset/img"])
     return roots
 
 
 def download_all(data: DataConfig, raw: Path) -> dict[str, str]:
     """Download and extract VOC 2012, SBD and COCO 2017 under `raw` (the downloads folder)."""
+    if data.layout == "cityscapes":
+        raise ConfigError("data.source: Cityscapes downloads need an account; download "
+                          "leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip with "
+                          "cityscapesscripts' csDownload (or the website), then set data.source: "
+                          "local and data.root to the folder holding leftImg8bit/ and gtFine/")
+    if data.layout == "folder":
+        raise ConfigError("data.source: download fetches the public VOC/COCO archives; a folder "
+                          "dataset is your own: set data.source: local and data.root")
     opts = data.download
     archives = raw / "archives"
     for name, (archive, url, md5, into, _) in SOURCES.items():
@@ -106,40 +140,48 @@ def download_all(data: DataConfig, raw: Path) -> dict[str, str]:
                 child.rename(target)
             part.rmdir()
             done.touch()
-    return {"voc_root": str(raw / "voc" / SOURCES["voc"][4]),
+    return {"root": str(raw / "voc" / SOURCES["voc"][4]),
             "sbd_root": str(raw / "sbd" / SOURCES["sbd"][4]),
             "coco_root": str(raw / "coco")}
 
 
-def _generator_version() -> str:
-    """Hash of the generator's source: a changed generator regenerates the data."""
-    from . import synthetic
+def fetch_synthetic(data: DataConfig, classes: ClassList, out: Path) -> dict[str, str | None]:
+    """Generate the synthetic dataset into `out` (replaced atomically) unless it is current.
 
-    return hashlib.sha256(Path(synthetic.__file__).read_bytes()).hexdigest()[:16]
-
-
-def fetch_synthetic(cfg: SyntheticData, out: Path) -> dict[str, str | None]:
-    """Generate the synthetic dataset into `out` (replaced atomically) unless it is current."""
-    stamp = {"settings": cfg.model_dump(), "generator": _generator_version()}
+    What was generated is recorded as the settings, the layout, the class list and the
+    generator's version: the generated bytes depend on nothing else.
+    """
+    cfg = data.synthetic
+    stamp = {"settings": cfg.model_dump(), "layout": data.layout, "classes": classes.as_dict(),
+             "generator": GENERATOR_VERSION}
     marker = out / "generated.json"
     if not (marker.is_file() and json.loads(marker.read_text()) == stamp):
         with atomic_dir(out) as tmp:
-            generate(tmp, cfg)
+            generate(tmp, cfg, data.layout, classes)
             write_json(tmp / "generated.json", stamp)
-    return {"voc_root": str(out / "VOC2012"), "coco_root": str(out / "coco"),
-            "sbd_root": str(out / "SBD") if cfg.sbd_images else None}
+    return {"root": str(out / TARGET_DIRS[data.layout]),
+            "coco_root": str(out / "coco") if cfg.coco_train_images else None,
+            "sbd_root": str(out / "SBD") if cfg.sbd_images and data.layout == "voc" else None}
 
 
 def fetch(data: DataConfig, raw: Path) -> dict[str, Any]:
-    """Run the fetch stage for `data.source`; return the manifest written to `raw/manifest.json`."""
+    """Run the fetch stage for `data.source`; return the manifest written to `raw/manifest.json`.
+
+    The manifest holds the dataset roots, the layout, the class list, the COCO name map and a
+    signature of every file under the roots: what preprocess reads.
+    """
+    classes = resolve_classes(data.layout, data.classes,
+                              [tuple(c) for c in data.palette] if data.palette else None,
+                              data.ignore_index)
     source = data.source
     if source == "synthetic":
-        roots = fetch_synthetic(data.synthetic, raw / "synthetic")
+        roots = fetch_synthetic(data, classes, raw / "synthetic")
     elif source == "local":
         roots = local_roots(data)
     else:
         roots = download_all(data, Path(data.download.dir))
-    manifest = {"source": source, **roots, "signature": tree_signature(list(roots.values()))}
+    manifest = {"source": source, "layout": data.layout, **roots, "classes": classes.as_dict(),
+                "coco_map": data.coco_map, "signature": tree_signature(list(roots.values()))}
     path = raw / "manifest.json"
     if not (path.is_file() and json.loads(path.read_text()) == manifest):
         write_json(path, manifest)

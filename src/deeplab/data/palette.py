@@ -1,42 +1,40 @@
-"""The PASCAL VOC colour palette and label-PNG reading and writing."""
+"""Label PNGs (palette images: class ids as indices, the dataset's colours) and overlays."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 from PIL import Image
 
-from ..io import atomic_path
+from ..io import save_image
+from .classes import IGNORE, IGNORE_COLOUR, voc_palette
 
-IGNORE = 255
-
-
-def voc_palette(n: int = 256) -> np.ndarray:
-    """The VOC colour map: `n x 3` uint8, class i -> bit-interleaved RGB; 255 -> (224, 224, 192)."""
-    pal = np.zeros((n, 3), dtype=np.uint8)
-    for i in range(n):
-        c, r, g, b = i, 0, 0, 0
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        pal[i] = (r, g, b)
-    return pal
+Colours = Sequence[Sequence[int]]
 
 
-PALETTE = voc_palette()
+def colour_table(colours: Colours | None = None) -> np.ndarray:
+    """`256 x 3` uint8: the given class colours, the VOC colour map for the other ids (all of
+    them by default), and the ignore colour at 255."""
+    table = np.asarray(voc_palette(256), dtype=np.uint8)
+    if colours is not None:
+        given = np.asarray(colours, dtype=np.uint8).reshape(-1, 3)[:255]
+        table[:len(given)] = given
+    table[IGNORE] = IGNORE_COLOUR
+    return table
 
 
-def save_label_png(path: str | Path, label: np.ndarray) -> None:
-    """Write an `H x W` uint8 label map as a VOC palette PNG, atomically."""
+PALETTE = colour_table()  # the VOC colours
+
+
+def save_label_png(path: str | Path, label: np.ndarray, colours: Colours | None = None) -> None:
+    """Write an `H x W` uint8 label map as a palette PNG (class id = palette index), atomically."""
     if label.dtype != np.uint8 or label.ndim != 2:
         raise ValueError(f"{path}: label map must be a 2-D uint8 array, got {label.dtype} {label.shape}")
     img = Image.fromarray(label, mode="P")
-    img.putpalette(PALETTE.flatten().tolist())
-    with atomic_path(path) as tmp:
-        img.save(tmp, format="PNG")
+    img.putpalette(colour_table(colours).flatten().tolist())
+    save_image(path, img, format="PNG")
 
 
 def read_label_png(path: str | Path) -> np.ndarray:
@@ -48,12 +46,15 @@ def read_label_png(path: str | Path) -> np.ndarray:
         return np.array(img, dtype=np.uint8)
 
 
-def colorize(label: np.ndarray) -> np.ndarray:
-    """`H x W` labels -> `H x W x 3` VOC colours."""
-    return PALETTE[label]
+def colorize(label: np.ndarray, colours: Colours | None = None) -> np.ndarray:
+    """`H x W` labels -> `H x W x 3` colours."""
+    return colour_table(colours)[label]
 
 
-def overlay(image: np.ndarray, label: np.ndarray, alpha: float = 0.55) -> np.ndarray:
-    """RGB image blended with the VOC colours of its labels (background keeps the image)."""
-    blend = image * (1 - alpha) + colorize(label) * alpha
-    return np.where((label == 0)[..., None], image, blend).astype(np.uint8)
+def overlay(image: np.ndarray, label: np.ndarray, colours: Colours | None = None,
+            keep: int | None = 0, alpha: float = 0.55) -> np.ndarray:
+    """RGB image blended with the colours of its labels; pixels of class `keep` (background)
+    and ignored pixels show the image."""
+    blend = image * (1 - alpha) + colorize(label, colours) * alpha
+    plain = (label == IGNORE) | ((label == keep) if keep is not None else False)
+    return np.where(np.asarray(plain)[..., None], image, blend).astype(np.uint8)

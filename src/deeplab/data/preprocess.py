@@ -1,41 +1,46 @@
-"""Raw datasets -> processed split lists, label PNGs, class statistics, hard-image list.
+"""Raw datasets -> processed split lists, class-id masks, class list and statistics.
 
-Output directory layout (written atomically: the whole directory appears at the end):
-  masks/{coco_train,coco_val,voc}/<id>.png   VOC palette label PNGs
-  coco_train.csv, coco_val.csv               id,image,mask,image_sig (COCO-derived, pretraining)
-  voc_train_aug.csv, voc_val.csv             id,image,mask,image_sig (VOC train + SBD, VOC val)
-
-`image_sig` (size and modification time of the image) makes a list change when one of its
-images does, so the stages that read the list rerun. `workers` processes convert samples in
-parallel (forked, Linux); the output is identical for any number of workers.
+Output directory (written atomically: the whole directory appears at the end):
+  classes.json                               class names, colours, raw ignore value
+  masks/{coco_train,coco_val,train,val}/<id>.png   palette PNGs of class ids (255 = ignore)
+  coco_train.csv, coco_val.csv               id,image,mask,image_sig (COCO-derived, pretraining;
+                                             header only when there is no COCO data)
+  train.csv, val.csv                         id,image,mask,image_sig (the target dataset)
   class_stats.csv                            split,class_id,class,pixels,images
-  hard_images.txt                            train_aug ids containing a hard class
+  hard_images.txt                            train ids containing a hard class
   summary.json                               counts, dropped and skipped samples
+
+`image_sig` (a hash of the image's bytes) makes a list change when one of its images does,
+so the stages that read the list rerun. `workers` processes convert samples in parallel; the
+output is identical for any number of workers.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import multiprocessing
 import os
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
-import scipy.io
 from tqdm import tqdm
 
-from ..config import VOC_CLASSES, PreprocessConfig
-from ..errors import MissingFileError
+from ..config import PreprocessConfig
+from ..errors import ConfigError
 from ..io import atomic_dir, write_json, write_text
-from .coco import load_coco, semantic_mask
-from .palette import IGNORE, read_label_png, save_label_png
-from .samples import BadSampleError, SampleGuard, check_image, check_label
+from .classes import IGNORE, ClassList, coco_class_map, cityscapes_lookup, hard_class_ids, write_classes
+from .coco import category_names, load_coco, semantic_mask
+from .layouts import Sample, target_splits
+from .palette import save_label_png
+from .samples import BadSampleError, LabelRules, SampleGuard, check_image, read_raw_label
 
 log = logging.getLogger(__name__)
-NUM_CLASSES = len(VOC_CLASSES)
+LIST_COLUMNS = ["id", "image", "mask", "image_sig"]
 
 
 def portable(path: Path) -> str:
@@ -47,214 +52,212 @@ def portable(path: Path) -> str:
         return str(path)
 
 
+def image_sig(path: Path) -> str:
+    """A hash of the image's bytes: the same in every clone, changed by any edit."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()[:20]
+
+
+@dataclass(frozen=True)
+class Converted:
+    """A sample written to the output: what its split list records, and its class histogram."""
+
+    id: str
+    image: str
+    mask: str          # below the output folder
+    hist: np.ndarray
+    sig: str
+
+
+@dataclass(frozen=True)
+class Rejected:
+    reason: str
+
+
+DROPPED = "dropped"  # a COCO image with too few labeled pixels
+
+
+@dataclass(frozen=True)
+class Job:
+    """What every worker needs for one split (set once per process by the pool initializer)."""
+
+    out: Path                   # the temporary output folder
+    classes: ClassList
+    rules: LabelRules | None = None
+    mask_dir: str = ""          # below `out`
+    coco: Any = None            # COCO index, with the fields below
+    coco_images: Path | None = None
+    annotation_file: Path | None = None
+    class_of: dict[int, int] = field(default_factory=dict)
+    min_pixels: int = 0
+
+
+_JOB: Job | None = None
+
+
+def _start_worker(job: Job) -> None:
+    global _JOB
+    _JOB = job
+
+
+def _run(fn: Callable[[Any], Any], items: Sequence, job: Job, workers: int, desc: str) -> Iterator:
+    """`fn` over `items` in order, in `workers` processes (here when 1)."""
+    with tqdm(total=len(items), desc=desc, unit="img") as bar:
+        if workers <= 1 or len(items) < 2:
+            _start_worker(job)
+            for item in items:
+                yield fn(item)
+                bar.update()
+            return
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
+                                 initializer=_start_worker, initargs=(job,)) as pool:
+            for result in pool.map(fn, items, chunksize=8):
+                yield result
+                bar.update()
+
+
+def _written(sample_id: str, image: Path, label: np.ndarray) -> Converted:
+    job = _JOB
+    mask = f"{job.mask_dir}/{sample_id}.png"
+    save_label_png(job.out / mask, label, job.classes.palette)
+    hist = np.bincount(label.ravel(), minlength=256)[:len(job.classes)]
+    return Converted(sample_id, str(image), mask, hist, image_sig(image))
+
+
+def _convert_target(sample: Sample) -> Converted | Rejected:
+    """One target sample: image checked, label read and mapped to class ids, mask written."""
+    try:
+        size = check_image(sample.image)
+        raw = read_raw_label(sample.label, sample.kind)
+        label = _JOB.rules.convert(raw, sample.label, size)
+    except BadSampleError as exc:
+        return Rejected(f"{exc} (sample {sample.id})" if sample.id not in str(exc) else str(exc))
+    return _written(sample.id, sample.image, label)
+
+
+def _convert_coco(image_id: int) -> Converted | Rejected | str:
+    job = _JOB
+    info = job.coco.loadImgs(image_id)[0]
+    image = job.coco_images / info["file_name"]
+    try:
+        check_image(image, (int(info["width"]), int(info["height"])))
+        label = semantic_mask(job.coco, info, job.annotation_file, job.class_of,
+                              job.classes.background)
+    except BadSampleError as exc:
+        return Rejected(str(exc))
+    labeled = (label != IGNORE) & (label != (job.classes.background if job.classes.background
+                                             is not None else IGNORE))
+    if int(labeled.sum()) < job.min_pixels:
+        return DROPPED
+    return _written(Path(info["file_name"]).stem, image, label)
+
+
 @dataclass
 class Split:
     """Rows and per-class histograms of one processed split."""
 
     name: str
-    tmp: Path      # where masks are written now
-    final: Path    # where they will live (the paths the lists record)
+    final: Path    # where the output will live (the paths the lists record)
     rows: list[dict[str, str]] = field(default_factory=list)
     hist: list[np.ndarray] = field(default_factory=list)
+    dropped: int = 0
 
-    def add(self, done: tuple) -> None:
-        """List a converted sample: (id, image path, mask path in the output, histogram, sig)."""
-        sample_id, image, mask, hist, sig = done
-        self.rows.append({"id": sample_id, "image": portable(Path(image)),
-                          "mask": portable(self.final / mask), "image_sig": sig})
-        self.hist.append(hist)
+    def collect(self, results: Iterator, guard: SampleGuard) -> "Split":
+        for result in results:
+            if isinstance(result, Rejected):
+                guard(BadSampleError(result.reason))
+            elif result == DROPPED:
+                self.dropped += 1
+            else:
+                self.rows.append({"id": result.id, "image": portable(Path(result.image)),
+                                  "mask": portable(self.final / result.mask), "image_sig": result.sig})
+                self.hist.append(result.hist)
+        return self
 
-
-# What the worker functions read: set in the parent before the pool forks.
-_SHARED: dict[str, Any] = {}
-
-
-def _convert(fn: Callable[[Any], tuple], items: list, workers: int, desc: str) -> Iterator[tuple]:
-    """`fn` over `items` in order, in `workers` forked processes (or here when 1)."""
-    with tqdm(total=len(items), desc=desc, unit="img") as bar:
-        if workers <= 1 or len(items) < 2:
-            for item in items:
-                yield fn(item)
-                bar.update()
-            return
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
-            for result in pool.imap(fn, items, chunksize=8):
-                yield result
-                bar.update()
+    def write(self, tmp: Path) -> None:
+        pd.DataFrame(self.rows, columns=LIST_COLUMNS).to_csv(tmp / f"{self.name}.csv", index=False)
 
 
-def _written(sample_id: str, image: Path, mask: str, label: np.ndarray) -> tuple:
-    """Write the label PNG under the temporary output; return what the split lists."""
-    save_label_png(_SHARED["tmp"] / mask, label)
-    st = image.stat()
-    return ("ok", (sample_id, str(image), mask,
-                   np.bincount(label.ravel(), minlength=256)[:NUM_CLASSES],
-                   f"{st.st_size}-{st.st_mtime_ns}"))
-
-
-def _coco_one(image_id: int) -> tuple:
-    coco, coco_root, split, ann_file, min_pixels = _SHARED["coco"]
-    info = coco.loadImgs(image_id)[0]
-    image = coco_root / f"{split}2017" / info["file_name"]
-    try:
-        check_image(image, (int(info["width"]), int(info["height"])))
-        label = semantic_mask(coco, info, ann_file)
-    except BadSampleError as exc:
-        return ("bad", str(exc))
-    if int(((label > 0) & (label != IGNORE)).sum()) < min_pixels:
-        return ("dropped", None)
-    stem = Path(info["file_name"]).stem
-    return _written(stem, image, f"masks/coco_{split}/{stem}.png", label)
-
-
-def process_coco(coco_root: Path, split: str, out: tuple[Path, Path], min_pixels: int,
-                 guard: SampleGuard, workers: int = 1) -> tuple[Split, int]:
-    """COCO `split` (train|val) -> masks; returns the split and the number of dropped images."""
+def process_coco(coco_root: Path, split: str, job: Job, coco_map: dict[str, str] | None,
+                 guard: SampleGuard, workers: int, final: Path) -> Split:
+    """COCO `split` (train|val) -> masks of the target classes."""
     ann_file = coco_root / "annotations" / f"instances_{split}2017.json"
     coco = load_coco(ann_file, guard)
-    result, dropped = Split(f"coco_{split}", *out), 0
-    _SHARED.update(tmp=out[0], coco=(coco, coco_root, split, ann_file, min_pixels))
-    for status, value in _convert(_coco_one, sorted(coco.getImgIds()), workers, f"coco {split}"):
-        if status == "bad":
-            guard(BadSampleError(value))
-        elif status == "dropped":
-            dropped += 1
-        else:
-            result.add(value)
-    return result, dropped
+    names = category_names(coco)
+    by_name = coco_class_map(job.classes, list(names.values()), coco_map, str(ann_file))
+    class_of = {cid: by_name[name] for cid, name in names.items() if name in by_name}
+    if not class_of:
+        raise ConfigError(f"{ann_file}: no COCO category maps to a class of the dataset "
+                          f"(classes: {', '.join(job.classes.names)}); set data.coco_map, or "
+                          f"data.coco_root: null for no COCO pretraining")
+    job = Job(job.out, job.classes, mask_dir=f"masks/coco_{split}", coco=coco,
+              coco_images=coco_root / f"{split}2017", annotation_file=ann_file,
+              class_of=class_of, min_pixels=job.min_pixels)
+    results = _run(_convert_coco, sorted(coco.getImgIds()), job, workers, f"coco {split}")
+    return Split(f"coco_{split}", final).collect(results, guard)
 
 
-def _read_list(path: Path, guard: SampleGuard) -> list[str]:
-    """The ids of a split list file; duplicate ids are a bad sample (error, or dropped)."""
-    if not path.is_file():
-        raise MissingFileError(f"{path}: split list not found")
-    ids = [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
-    unique = list(dict.fromkeys(ids))
-    if len(unique) != len(ids):
-        dups = sorted({i for i in ids if ids.count(i) > 1})
-        guard(BadSampleError(f"{path}: duplicate ids {', '.join(dups[:5])}"
-                             + (f" and {len(dups) - 5} more" if len(dups) > 5 else "")))
-    return unique
-
-
-def _sbd_label(mat_path: Path) -> np.ndarray:
-    try:
-        gt = scipy.io.loadmat(mat_path, squeeze_me=True, struct_as_record=False)["GTcls"]
-        return np.asarray(gt.Segmentation, dtype=np.uint8)
-    except Exception as exc:  # noqa: BLE001 - scipy raises assorted types for bad .mat files
-        raise BadSampleError(f"{mat_path}: not an SBD GTcls .mat file ({exc})") from exc
-
-
-def _labeled_one(sample: tuple[str, Path, Path]) -> tuple:
-    """One VOC/SBD sample (id, image, label file) -> a checked mask in `masks/voc`."""
-    sample_id, image, label_path = sample
-    try:
-        size = check_image(image)
-        if not label_path.is_file():
-            raise BadSampleError(f"{label_path}: mask file not found (listed id {sample_id})")
-        if label_path.suffix == ".mat":
-            label = _sbd_label(label_path)
-        else:
-            try:
-                label = read_label_png(label_path)
-            except ValueError as exc:
-                raise BadSampleError(str(exc)) from exc
-            except Exception as exc:  # noqa: BLE001
-                raise BadSampleError(f"{label_path}: corrupt or unreadable mask ({exc})") from exc
-        check_label(label, label_path, size, NUM_CLASSES)
-    except BadSampleError as exc:
-        return ("bad", str(exc))
-    return _written(sample_id, image, f"masks/voc/{sample_id}.png", label)
-
-
-def _add_labeled(split: Split, samples: Iterable[tuple[str, Path, Path]], guard: SampleGuard,
-                 workers: int = 1) -> None:
-    """VOC/SBD samples (id, image, label file) -> checked masks in `out/masks/voc`."""
-    _SHARED["tmp"] = split.tmp
-    for status, value in _convert(_labeled_one, list(samples), workers, split.name):
-        if status == "bad":
-            guard(BadSampleError(value))
-        else:
-            split.add(value)
-
-
-def process_voc(voc_root: Path, sbd_root: Path | None, out: tuple[Path, Path], guard: SampleGuard,
-                workers: int = 1) -> tuple[Split, Split, list[str]]:
-    """VOC 2012 (+ SBD) -> train_aug (VOC train + SBD train/val, minus VOC val) and val.
-
-    Also returns the ids of VOC train that are listed in val too: they are evaluated, never
-    trained on.
-    """
-    lists = voc_root / "ImageSets" / "Segmentation"
-    val_ids = _read_list(lists / "val.txt", guard)
-    val_set = set(val_ids)
-    listed_train = _read_list(lists / "train.txt", guard)
-    overlap = [i for i in listed_train if i in val_set]
-    if overlap:
-        log.warning("%s: %d ids also in val.txt, removed from training: %s",
-                    lists / "train.txt", len(overlap), ", ".join(overlap[:5]))
-    train_ids = [i for i in listed_train if i not in val_set]
-
-    def voc_sample(i: str) -> tuple[str, Path, Path]:
-        return i, voc_root / "JPEGImages" / f"{i}.jpg", voc_root / "SegmentationClass" / f"{i}.png"
-
-    val = Split("voc_val", *out)
-    _add_labeled(val, map(voc_sample, val_ids), guard, workers)
-    train = Split("voc_train_aug", *out)
-    samples = [voc_sample(i) for i in train_ids]
-    if sbd_root is not None:
-        ds = sbd_root / "dataset"
-        taken = set(val_ids) | set(train_ids)
-        sbd_ids = _read_list(ds / "train.txt", guard) + _read_list(ds / "val.txt", guard)
-        samples += [(i, ds / "img" / f"{i}.jpg", ds / "cls" / f"{i}.mat")
-                    for i in dict.fromkeys(sbd_ids) if i not in taken]
-    _add_labeled(train, samples, guard, workers)
-    return train, val, overlap
-
-
-def class_stats(splits: list[Split]) -> pd.DataFrame:
+def class_stats(splits: list[Split], classes: ClassList) -> pd.DataFrame:
     """Pixels and images per class and split."""
     rows = []
     for split in splits:
-        hist = np.stack(split.hist) if split.hist else np.zeros((0, NUM_CLASSES), dtype=np.int64)
-        for c, name in enumerate(VOC_CLASSES):
+        hist = np.stack(split.hist) if split.hist else np.zeros((0, len(classes)), dtype=np.int64)
+        for c, name in enumerate(classes.names):
             rows.append({"split": split.name, "class_id": c, "class": name,
                          "pixels": int(hist[:, c].sum()), "images": int((hist[:, c] > 0).sum())})
     return pd.DataFrame(rows)
 
 
-def hard_images(split: Split, hard_classes: list[str]) -> list[str]:
-    """Ids of the images that contain at least one of `hard_classes`."""
-    ids = [VOC_CLASSES.index(c) for c in hard_classes]
+def hard_images(split: Split, ids: list[int]) -> list[str]:
+    """Ids of the images that contain at least one of the classes `ids`."""
     return [row["id"] for row, h in zip(split.rows, split.hist) if ids and h[ids].any()]
 
 
-def preprocess(roots: dict[str, Any], out: Path, cfg: PreprocessConfig) -> dict[str, Any]:
+def label_rules(layout: str, classes: ClassList) -> LabelRules:
+    return LabelRules(len(classes), classes.ignore_index, classes.palette,
+                      tuple(cityscapes_lookup()) if layout == "cityscapes" else None)
+
+
+def preprocess(manifest: dict[str, Any], out: Path, cfg: PreprocessConfig) -> dict[str, Any]:
     """Run the whole preprocessing into `out` (atomically); return the summary."""
+    classes = ClassList.from_dict(manifest["classes"])
+    layout = manifest.get("layout", "voc")
+    hard_ids = hard_class_ids(classes, cfg.hard_classes)  # a bad name fails before any work
     guard = SampleGuard(cfg.on_bad_sample)
     workers = cfg.workers or os.cpu_count() or 1
     with atomic_dir(out) as tmp:
-        dirs = (tmp, out)
-        coco_root = Path(roots["coco_root"])
-        coco_train, dropped_train = process_coco(coco_root, "train", dirs, cfg.min_pixels, guard,
-                                                 workers)
-        coco_val, dropped_val = process_coco(coco_root, "val", dirs, cfg.min_pixels, guard,
-                                             workers)
-        sbd = Path(roots["sbd_root"]) if roots.get("sbd_root") else None
-        train_aug, val, overlap = process_voc(Path(roots["voc_root"]), sbd, dirs, guard, workers)
-        splits = [coco_train, coco_val, train_aug, val]
-        for split in splits:
+        base = Job(tmp, classes, min_pixels=cfg.min_pixels)
+        coco_splits = []
+        for split in ("train", "val"):
+            if manifest.get("coco_root"):
+                coco_splits.append(process_coco(Path(manifest["coco_root"]), split, base,
+                                                manifest.get("coco_map"), guard, workers, out))
+            else:
+                coco_splits.append(Split(f"coco_{split}", out))
+            (tmp / f"masks/coco_{split}").mkdir(parents=True, exist_ok=True)
+        sbd = Path(manifest["sbd_root"]) if manifest.get("sbd_root") else None
+        target = target_splits(layout, Path(manifest["root"]), sbd, guard)
+        rules = label_rules(layout, classes)
+        train, val = (Split(name, out).collect(_run(
+            _convert_target, samples, Job(tmp, classes, rules, f"masks/{name}"), workers, name), guard)
+            for name, samples in (("train", target.train), ("val", target.val)))
+        splits = [*coco_splits, train, val]
+        required = [train, val] + (coco_splits if manifest.get("coco_root") else [])
+        for split in required:
             if not split.rows:
                 raise BadSampleError(f"split {split.name} has no usable samples")
-            pd.DataFrame(split.rows).to_csv(tmp / f"{split.name}.csv", index=False)
-        class_stats(splits).to_csv(tmp / "class_stats.csv", index=False)
-        hard = hard_images(train_aug, cfg.hard_classes)
+        for split in splits:
+            split.write(tmp)
+        write_classes(tmp / "classes.json", classes)
+        class_stats(splits, classes).to_csv(tmp / "class_stats.csv", index=False)
+        hard = hard_images(train, hard_ids)
         write_text(tmp / "hard_images.txt", "".join(f"{i}\n" for i in hard))
         summary = {
+            "layout": layout, "classes": len(classes),
             "samples": {s.name: len(s.rows) for s in splits},
-            "dropped_min_pixels": {"coco_train": dropped_train, "coco_val": dropped_val},
+            "dropped_min_pixels": {s.name: s.dropped for s in coco_splits},
             "skipped_bad_samples": len(guard.skipped), "skipped": guard.skipped[:100],
-            "removed_train_in_val": len(overlap),
+            "removed_train_in_val": target.removed_train_in_val,
             "hard_images": len(hard),
         }
         write_json(tmp / "summary.json", summary)

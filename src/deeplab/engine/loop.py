@@ -31,7 +31,7 @@ from ..config import RuntimeConfig, Schedule, TrainConfig
 from ..data.palette import IGNORE
 from ..device import select_device
 from ..errors import TrainingDivergedError
-from ..io import atomic_path
+from ..io import save_torch
 from .checkpoints import fingerprint, load_checkpoint, rng_state, set_rng_state
 from .distributed import all_sum, synchronize_batchnorm
 from .optim import sgd_with_poly_schedule
@@ -164,8 +164,7 @@ def train(model: nn.Module, dataset: SegmentationDataset, sched: Schedule, setti
                  "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                  "rng": rng_state(), "iteration": iteration, "fingerprint": key,
                  "history": history, "val_history": val_history, "run_id": run_id}
-        with atomic_path(checkpoint) as tmp:
-            torch.save(state, tmp)
+        save_torch(checkpoint, state)
         saved = iteration
 
     sampler = IterationSampler(len(dataset), sched.batch_size, total, seed, start, rank, world_size)

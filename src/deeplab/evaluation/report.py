@@ -15,19 +15,19 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from ..model_files import model_from_state, read_model_file  # noqa: E402
-from ..config import VOC_CLASSES, EvaluateConfig, Params  # noqa: E402
+from ..model_files import classes_of, model_from_state, read_model_file  # noqa: E402
+from ..config import EvaluateConfig, Params  # noqa: E402
+from ..data.classes import ClassList, read_classes  # noqa: E402
 from ..errors import ConfigError  # noqa: E402
 from ..data.dataset import read_list  # noqa: E402
 from ..data.palette import overlay  # noqa: E402
 from .evaluate import evaluate  # noqa: E402
 from .inference import InferenceStrategy  # noqa: E402
 from ..model.flops import count_madds  # noqa: E402
-from ..io import atomic_path, write_json  # noqa: E402
+from ..io import save_figure, save_image, write_csv, write_json, write_text  # noqa: E402
 from ..device import select_device  # noqa: E402
 
 log = logging.getLogger(__name__)
-NUM_CLASSES = len(VOC_CLASSES)
 
 
 def strategies(cfg: EvaluateConfig) -> list[InferenceStrategy]:
@@ -44,22 +44,21 @@ def strategy_madds(model, size: int, strategy: InferenceStrategy) -> int:
 
 
 def _save_png(path: Path, array: np.ndarray) -> None:
-    with atomic_path(path) as tmp:
-        Image.fromarray(array).save(tmp, format="PNG")
+    save_image(path, Image.fromarray(array), format="PNG")
 
 
 def _save_figure(path: Path, fig) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    save_figure(path, fig, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 
-def confusion_figure(cm: np.ndarray):
+def confusion_figure(cm: np.ndarray, names: tuple[str, ...]):
     norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
-    fig, ax = plt.subplots(figsize=(8, 7))
+    size = min(4 + 0.2 * len(names), 24)
+    fig, ax = plt.subplots(figsize=(size, size * 7 / 8))
     im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(NUM_CLASSES), VOC_CLASSES, rotation=90, fontsize=7)
-    ax.set_yticks(range(NUM_CLASSES), VOC_CLASSES, fontsize=7)
+    ax.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
+    ax.set_yticks(range(len(names)), names, fontsize=7)
     ax.set_xlabel("predicted")
     ax.set_ylabel("ground truth")
     fig.colorbar(im, ax=ax, fraction=0.046)
@@ -91,17 +90,30 @@ def trimap_figure(curves: dict[str, dict[int, float]]):
     return fig
 
 
+def _same_classes(model_file: Path, info: dict[str, Any], classes: ClassList) -> None:
+    found = classes_of(info)
+    if found.names != classes.names:
+        raise ConfigError(f"{model_file}: trained for the classes {', '.join(found.names)}, the "
+                          f"validation data has {', '.join(classes.names)}; rerun its training "
+                          f"stage (dvc repro)")
+
+
 def run_evaluate_stage(params: Params, model_file: Path, val_list: Path, reports: Path,
-                       variant_files: dict[str, Path] | None = None) -> dict[str, Any]:
+                       classes_file: Path, variant_files: dict[str, Path] | None = None
+                       ) -> dict[str, Any]:
     """Evaluate the finetuned model under every strategy and each ablation variant at its
-    training output stride (single scale); write tables, plots and metrics."""
+    training output stride (single scale); write tables, plots and metrics. Per-class
+    figures use the dataset's class names and colours."""
     import mlflow
 
     from ..tracking import start_stage_run
 
     cfg = params.evaluate
     device = select_device("auto")
+    classes = read_classes(classes_file)
+    num_classes = len(classes)
     info = read_model_file(model_file)
+    _same_classes(model_file, info, classes)
     mcfg = info["config"]
     model = model_from_state(info, str(model_file)).to(device).eval()
     rows = read_list(val_list)
@@ -112,7 +124,7 @@ def run_evaluate_stage(params: Params, model_file: Path, val_list: Path, reports
         model.set_output_stride(strategy.output_stride)
         is_main = (strategy.output_stride == mcfg["output_stride"] and not strategy.multi_scale
                    and not strategy.flip)
-        res = evaluate(model, rows, NUM_CLASSES, device, strategy,
+        res = evaluate(model, rows, num_classes, device, strategy,
                        cfg.trimap_widths if is_main else (),
                        desc=f"OS{strategy.output_stride} ms={strategy.multi_scale} flip={strategy.flip}",
                        keep_predictions=cfg.sample_images if is_main else 0)
@@ -127,30 +139,33 @@ def run_evaluate_stage(params: Params, model_file: Path, val_list: Path, reports
     trimaps = {"main": main["trimap"]}
     for name, path in (variant_files or {}).items():
         vinfo = read_model_file(path)
+        _same_classes(path, vinfo, classes)
         vmodel = model_from_state(vinfo, str(path)).to(device).eval()
         strategy = InferenceStrategy(pad_to=cfg.pad_to)  # its training OS, single scale
-        res = evaluate(vmodel, rows, NUM_CLASSES, device, strategy, cfg.trimap_widths,
+        res = evaluate(vmodel, rows, num_classes, device, strategy, cfg.trimap_widths,
                        desc=f"variant {name}")
         madds = strategy_madds(vmodel, cfg.madds_size, strategy)
         table.append(_row(name, vinfo, strategy, res["miou"], madds))
         trimaps[name] = res["trimap"]
         log.info("variant %s -> mIoU %.4f, %.1fB madds", name, res["miou"], madds / 1e9)
     df = pd.DataFrame(table)
-    df.to_csv(reports / "ablations.csv", index=False)
-    (reports / "ablations.md").write_text(df.to_markdown(index=False) + "\n")
-    pd.DataFrame({"class": VOC_CLASSES, "iou": np.nan_to_num(main["iou"])}).to_csv(
-        reports / "per_class_iou.csv", index=False)
-    pd.DataFrame({"band_width": list(main["trimap"]), "miou": list(main["trimap"].values())}).to_csv(
-        reports / "trimap.csv", index=False)
+    write_csv(reports / "ablations.csv", df, index=False)
+    write_text(reports / "ablations.md", df.to_markdown(index=False) + "\n")
+    write_csv(reports / "per_class_iou.csv",
+              pd.DataFrame({"class": classes.names, "iou": np.nan_to_num(main["iou"])}), index=False)
+    write_csv(reports / "trimap.csv", pd.DataFrame({"band_width": list(main["trimap"]),
+                                                    "miou": list(main["trimap"].values())}),
+              index=False)
     wide = pd.DataFrame({name: pd.Series(curve) for name, curve in trimaps.items()})
-    wide.rename_axis("band_width").round(4).to_csv(reports / "trimap_variants.csv")
+    write_csv(reports / "trimap_variants.csv", wide.rename_axis("band_width").round(4))
     _save_figure(reports / "trimap.png", trimap_figure(trimaps))
-    _save_figure(reports / "confusion.png", confusion_figure(main["cm"]))
+    _save_figure(reports / "confusion.png", confusion_figure(main["cm"], classes.names))
     samples = reports / "samples"
     samples.mkdir(exist_ok=True)
     for k, (image, label, pred) in enumerate(main["samples"]):
+        colours, keep = classes.palette, classes.background
         _save_png(samples / f"sample_{k:02d}.png", np.concatenate(
-            [image, overlay(image, np.where(label == 255, 0, label)), overlay(image, pred)], axis=1))
+            [image, overlay(image, label, colours, keep), overlay(image, pred, colours, keep)], axis=1))
     metrics = {"miou": round(main["miou"], 4), "pixel_acc": round(main["pixel_acc"], 4),
                "mean_acc": round(main["mean_acc"], 4), "fwiou": round(main["fwiou"], 4),
                "best_strategy_miou": float(df["miou"].max()),

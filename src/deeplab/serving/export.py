@@ -9,6 +9,8 @@ inference at the chosen output stride, optionally with flip. Load it with
 from __future__ import annotations
 
 import argparse
+import io
+import json
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -17,8 +19,9 @@ import torch
 from torch.export import Dim
 
 from ..evaluation.inference import InferenceStrategy
-from ..errors import DeeplabError, InputError
-from ..io import atomic_path
+from ..cli import error_line
+from ..errors import InputError
+from ..io import write_bytes
 from ..model.choices import OUTPUT_STRIDES
 from .segmenter import Segmenter, load_segmenter
 
@@ -37,8 +40,10 @@ def export_program(seg: Segmenter, path: Path, example_size: int = 97, max_size:
     dims = {0: Dim("batch", min=1, max=1024), 1: Dim("height", min=33, max=max_size),
             2: Dim("width", min=33, max=max_size)}
     program = torch.export.export(seg.eval(), (example,), dynamic_shapes={"images": dims})
-    with atomic_path(path, suffix=".tmp.pt2") as tmp:
-        torch.export.save(program, str(tmp))
+    buffer = io.BytesIO()  # torch's writer reports a full disk opaquely: write the bytes ourselves
+    torch.export.save(program, buffer,
+                      extra_files={"classes.json": json.dumps(seg.classes.as_dict())})
+    write_bytes(path, buffer.getbuffer())
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -54,8 +59,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         seg = load_segmenter(args.model, InferenceStrategy(args.output_stride, (1.0,), args.flip))
         export_program(seg, args.output)
-    except DeeplabError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except Exception as exc:  # noqa: BLE001 - user errors and full disks: one line; bugs: traceback
+        line = error_line(exc)
+        if line is None:
+            raise
+        print(line, file=sys.stderr)
         return 2
     print(f"export: {args.output} ({seg.strategy.as_dict()})")
     return 0

@@ -3,9 +3,10 @@
 M is a model file (`models/finetune.pt`), a registry or run URI (`models:/deeplabv3plus@champion`,
 `runs:/<id>/model`) or an exported program (`.pt2`, see `deeplab.serving.export`). I is an image or
 a folder of images (JPEG, PNG, ... of any size; 16-bit images are rescaled). For each
-image `<name>.<ext>` O gets `<name>.<ext>.labels.png`, the labels as a VOC palette PNG, and
-`<name>.<ext>.overlay.jpg`: the extension stays in the name, so `a.jpg` and `a.png` get
-their own results. An output that would overwrite an input is refused before anything is
+image `<name>.<ext>` O gets `<name>.<ext>.labels.png`, the class ids as a palette PNG in the
+model's own colours, and `<name>.<ext>.overlay.jpg`: the extension stays in the name, so
+`a.jpg` and `a.png` get their own results. The log names the classes found in each image;
+`--list-classes` prints the model's class list. An output that would overwrite an input is refused before anything is
 written; files named like our outputs are not taken as inputs. Unreadable images (and
 decompression bombs) are reported by name and the command exits with status 2 after
 processing the rest.
@@ -23,10 +24,13 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..data.classes import ClassList
 from ..data.palette import overlay, save_label_png
 from ..device import select_device
-from ..errors import DeeplabError, InputError, MissingFileError
-from ..io import atomic_path
+from ..cli import error_line
+from ..config import InferenceOverrides, validate_options
+from ..errors import InputError, MissingFileError
+from ..io import save_image
 from ..model.choices import OUTPUT_STRIDES
 from .segmenter import load_segmenter
 
@@ -95,7 +99,9 @@ def output_paths(inputs: list[Path], output: Path) -> list[tuple[Path, Path]]:
 
 def predict_files(segment: Callable[[torch.Tensor], torch.Tensor], inputs: list[Path],
                   output: Path, device: torch.device) -> list[str]:
-    """Write labels and overlays for each input; return the errors of unreadable ones."""
+    """Write labels (palette PNGs in the model's colours) and overlays for each input; log the
+    classes found by name; return the errors of unreadable ones."""
+    classes = getattr(segment, "classes", None) or ClassList.default(256)
     pairs = output_paths(inputs, output)
     output.mkdir(parents=True, exist_ok=True)
     errors = []
@@ -108,11 +114,14 @@ def predict_files(segment: Callable[[torch.Tensor], torch.Tensor], inputs: list[
             continue
         with torch.no_grad():
             label = segment(torch.from_numpy(image).unsqueeze(0).to(device))[0].cpu().numpy()
-        save_label_png(labels_path, label)
-        with atomic_path(overlay_path) as tmp:
-            Image.fromarray(overlay(image, label)).save(tmp, format="JPEG", quality=90)
-        classes = np.unique(label[label > 0]).tolist()
-        log.info("%s: %dx%d, classes %s", path.name, image.shape[1], image.shape[0], classes)
+        save_label_png(labels_path, label, classes.palette)
+        save_image(overlay_path, Image.fromarray(overlay(image, label, classes.palette,
+                                                         classes.background)),
+                   format="JPEG", quality=90)
+        found = [f"{classes.names[c]} ({c})" if c < len(classes) else str(c)
+                 for c in np.unique(label).tolist() if c != classes.background]
+        log.info("%s: %dx%d, classes: %s", path.name, image.shape[1], image.shape[0],
+                 ", ".join(found) or "none")
     return errors
 
 
@@ -128,18 +137,29 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="multi-scale inference, e.g. 0.5 0.75 1 1.25 1.5 1.75")
     parser.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
                         help="average with the left-right flipped image")
+    parser.add_argument("--list-classes", action="store_true",
+                        help="print the model's classes (id, name, colour) before predicting")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
+        options = validate_options(InferenceOverrides, {
+            "output_stride": args.output_stride, "scales": args.scales, "flip": args.flip})
         device = select_device(args.device)
         inputs = list_inputs(args.input)
         output_paths(inputs, args.output)  # refuse a clobbering output before loading anything
-        segment = load_segmenter(args.model, device=device, output_stride=args.output_stride,
-                                 scales=tuple(args.scales) if args.scales else None,
-                                 flip=args.flip)
+        segment = load_segmenter(args.model, device=device, output_stride=options.output_stride,
+                                 scales=tuple(options.scales) if options.scales else None,
+                                 flip=options.flip)
+        if args.list_classes:
+            classes = getattr(segment, "classes", None)
+            for k, name in enumerate(classes.names if classes else []):
+                print(f"{k}\t{name}\t{'#%02x%02x%02x' % tuple(classes.palette[k])}")
         errors = predict_files(segment, inputs, args.output, device)
-    except DeeplabError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+    except Exception as exc:  # noqa: BLE001 - user errors and full disks: one line; bugs: traceback
+        line = error_line(exc)
+        if line is None:
+            raise
+        print(line, file=sys.stderr)
         return 2
     done = len(inputs) - len(errors)
     print(f"predict: {done} of {len(inputs)} images -> {args.output}")

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import logging
 import tempfile
@@ -28,9 +27,10 @@ import numpy as np
 import torch
 
 from ..config import Params
-from ..errors import RegistryError
+from ..errors import RegistryError, no_space_cause
 from ..evaluation.inference import InferenceStrategy
-from ..model_files import read_model_file
+from ..data.classes import ClassList
+from ..model_files import classes_of, read_model_file, state_digest
 
 log = logging.getLogger(__name__)
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
@@ -39,19 +39,6 @@ PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
 def model_digest(path: Path, strategy: dict[str, Any]) -> str:
     """`state_digest` of a model file."""
     return state_digest(read_model_file(path), strategy)
-
-
-def state_digest(state: dict[str, Any], strategy: dict[str, Any]) -> str:
-    """sha256 of what the registered model computes: the network's config, its tensors (name,
-    dtype, shape, bytes) and the inference strategy. Training metadata in the file (run id,
-    commit, timings) is left out: a retrain that reproduces the weights is the same version,
-    whose tags keep the run that first produced them."""
-    h = hashlib.sha256(json.dumps(state["config"], sort_keys=True).encode())
-    for name, tensor in sorted(state["state_dict"].items()):
-        h.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
-        h.update(tensor.detach().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    h.update(json.dumps(strategy, sort_keys=True).encode())
-    return h.hexdigest()
 
 
 def signature():
@@ -69,13 +56,15 @@ def read_miou(metrics_file: Path) -> float:
         raise RegistryError(f"{metrics_file}: not found (run the evaluate stage)")
     try:
         metrics = json.loads(metrics_file.read_text())
-        return float(metrics["miou"])
+        value = metrics["miou"]
     except json.JSONDecodeError as exc:
         raise RegistryError(f"{metrics_file}: not valid JSON ({exc})") from None
     except (KeyError, TypeError):
         raise RegistryError(f"{metrics_file}: no 'miou' value (run the evaluate stage)") from None
-    except ValueError:
-        raise RegistryError(f"{metrics_file}: 'miou' is not a number") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        # NaN fails the range check too: it would compare as neither better nor worse
+        raise RegistryError(f"{metrics_file}: 'miou' must be a number in [0, 1], got {value!r}")
+    return float(value)
 
 
 @contextlib.contextmanager
@@ -107,6 +96,10 @@ def _store_errors():
 
 
 def _first_line(exc: BaseException) -> str:
+    """The cause to print: a full disk wherever it hides in the chain, else the first line."""
+    cause = no_space_cause(exc)
+    if cause:
+        return cause
     text = str(exc).strip()
     return (text.splitlines()[0] if text else type(exc).__name__)[:300]
 
@@ -136,8 +129,19 @@ def _versions_with_digest(client, name: str, digest: str) -> list[int]:
     return sorted(int(v.version) for v in found)
 
 
+def describe(classes: ClassList) -> str:
+    """The registry description: what goes in and out, and the classes by name."""
+    names = ", ".join(f"{k} {n}" for k, n in enumerate(classes.names))
+    if len(names) > 3000:
+        names = names[:3000] + ", ..."
+    return (f"DeepLabV3+ semantic segmentation, {len(classes)} classes: uint8 RGB N x H x W x 3 "
+            f"in, uint8 label maps N x H x W out (class ids; 0..{len(classes) - 1}). "
+            f"Classes: {names}")
+
+
 def _log_and_create_version(client, name: str, model_file: Path, strategy: dict[str, Any],
-                            digest: str, lineage: dict[str, str], miou: float, run_id: str) -> int:
+                            digest: str, lineage: dict[str, str], miou: float, run_id: str,
+                            description: str, classes: ClassList) -> int:
     import mlflow
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -149,11 +153,14 @@ def _log_and_create_version(client, name: str, model_file: Path, strategy: dict[
             artifacts={"model_file": str(model_file), "strategy": str(strategy_file)},
             code_paths=[str(Path(__file__).parents[1])], signature=signature(),
             input_example=example,
+            metadata={"model_sha256": digest, "classes": list(classes.names),
+                      "palette": [list(c) for c in classes.palette]},
             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}",
                               f"numpy=={np.__version__}", f"mlflow=={mlflow.__version__}"])
     version = client.create_model_version(
         name, source=info.model_uri, run_id=run_id, model_id=info.model_id,
-        tags={"model_sha256": digest, "val_miou": f"{miou:.6f}", **lineage})
+        tags={"model_sha256": digest, "val_miou": f"{miou:.6f}", **lineage},
+        description=description)
     return int(version.version)
 
 
@@ -173,18 +180,20 @@ def register(model_file: Path, metrics_file: Path, params: Params) -> dict[str, 
     strategy = InferenceStrategy.from_dict(params.register.inference.model_dump()).as_dict()
     state = read_model_file(model_file)
     digest, lineage = state_digest(state, strategy), _training_lineage(state["info"])
+    classes = classes_of(state)
+    description = describe(classes)
     uri = tracking_uri()
     try:
         with store_lock(uri), start_stage_run("register", params, params.mlflow.experiment) as run:
             return _register_locked(run.info.run_id, model_file, name, strategy, digest, lineage,
-                                    miou, min_miou)
+                                    miou, min_miou, description, classes)
     except _store_errors() as exc:
         raise RegistryError(f"tracking store {uri}: {_first_line(exc)}") from None
 
 
 def _register_locked(run_id: str, model_file: Path, name: str, strategy: dict[str, Any],
-                     digest: str, lineage: dict[str, str], miou: float, min_miou: float
-                     ) -> dict[str, Any]:
+                     digest: str, lineage: dict[str, str], miou: float, min_miou: float,
+                     description: str, classes: ClassList) -> dict[str, Any]:
     import mlflow
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
@@ -195,8 +204,9 @@ def _register_locked(run_id: str, model_file: Path, name: str, strategy: dict[st
     except MlflowException:
         with contextlib.suppress(MlflowException):  # another process may create it first
             client.create_registered_model(
-                name, description="DeepLabV3+ semantic segmentation (21 PASCAL VOC classes): "
-                                  "uint8 RGB N x H x W x 3 in, uint8 label maps N x H x W out")
+                name, description="DeepLabV3+ semantic segmentation: uint8 RGB N x H x W x 3 in, "
+                                  "uint8 label maps N x H x W out; each version's description "
+                                  "names its classes")
     existing = _versions_with_digest(client, name, digest)
     new = not existing
     if new:
@@ -206,7 +216,7 @@ def _register_locked(run_id: str, model_file: Path, name: str, strategy: dict[st
         mlflow.log_metrics({"val_miou": miou})
         mlflow.log_params({f"inference.{k}": v for k, v in strategy.items()})
         mine = _log_and_create_version(client, name, model_file, strategy, digest, lineage, miou,
-                                       run_id)
+                                       run_id, description, classes)
         existing = _versions_with_digest(client, name, digest)
         if existing and existing[0] != mine:  # a concurrent registration was first
             client.delete_model_version(name, str(mine))

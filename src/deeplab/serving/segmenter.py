@@ -8,26 +8,28 @@ masks out), what `python -m deeplab.serving.predict` runs, and what `python -m d
 
 from __future__ import annotations
 
-import json
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from torch import nn
 
-from ..errors import InputError, MissingFileError, ModelFileError
+from ..errors import InputError
 from ..evaluation.inference import InferenceStrategy, predict_probs
 from ..model import DeepLabV3Plus
-from ..model_files import load_model
+from ..data.classes import ClassList
+from ..model_files import classes_of, load_program, model_from_state, read_model_file
+from ..registered import load_registered
 
 
 class Segmenter(nn.Module):
     """`N x H x W x 3` (or `H x W x 3`) uint8 RGB -> `N x H x W` (or `H x W`) uint8 labels."""
 
-    def __init__(self, net: DeepLabV3Plus, strategy: InferenceStrategy = InferenceStrategy()) -> None:
+    def __init__(self, net: DeepLabV3Plus, strategy: InferenceStrategy = InferenceStrategy(),
+                 classes: ClassList | None = None) -> None:
         super().__init__()
         self.net = net.eval()
+        self.classes = classes or ClassList.default(net.num_classes)  # names and palette
         if strategy.output_stride is not None:
             self.net.set_output_stride(strategy.output_stride)
         self._strategy = strategy
@@ -50,33 +52,12 @@ class Segmenter(nn.Module):
         return labels[0] if single else labels
 
 
-def registered_model_file(uri: str, workdir: Path) -> tuple[Path, InferenceStrategy]:
-    """The weights file and inference strategy of a registered (or logged) model URI."""
-    import mlflow
-    from mlflow.models import Model
-
-    from ..tracking import tracking_uri
-
-    mlflow.set_tracking_uri(tracking_uri())
-    try:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(workdir)))
-        artifacts = Model.load(str(local)).flavors.get("python_function", {}).get("artifacts", {})
-    except Exception as exc:  # noqa: BLE001 - MLflow raises many kinds
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelFileError(f"{uri}: cannot load the model ({first})") from None
-    if "model_file" not in artifacts or "strategy" not in artifacts:
-        raise ModelFileError(f"{uri}: not a model registered by this version of the pipeline "
-                             f"(no weights-only model file; older versions were pickled and are "
-                             f"not loaded); register it again")
-    strategy = json.loads((local / artifacts["strategy"]["path"]).read_text())
-    return local / artifacts["model_file"]["path"], InferenceStrategy.from_dict(strategy)
-
-
 def load_segmenter(source: str | Path, strategy: InferenceStrategy | None = None,
                    device: str | torch.device = "cpu", **overrides: Any
                    ) -> Callable[[torch.Tensor], torch.Tensor]:
     """uint8 `N x H x W x 3` -> uint8 `N x H x W` from a model file, a `models:/`/`runs:/` URI
-    or an exported `.pt2` program.
+    (verified against its registered sha256) or an exported `.pt2` program (checked to hold
+    no pickled code).
 
     The strategy is `strategy` if given, else the one a registered model carries (single
     scale at the training output stride for a model file), with `overrides` (output_stride,
@@ -84,17 +65,13 @@ def load_segmenter(source: str | Path, strategy: InferenceStrategy | None = None
     """
     spec = str(source)
     if spec.endswith(".pt2"):
-        if not Path(spec).is_file():
-            raise MissingFileError(f"{spec}: exported program not found")
         if strategy is not None or any(v is not None for v in overrides.values()):
             raise InputError(f"{spec}: an exported program has a fixed inference strategy; "
                              f"re-export it to change output stride, scales or flip")
-        return torch.export.load(spec).module().to(device)
+        return load_program(spec).to(device)
     if spec.startswith(("models:/", "runs:/")) or "://" in spec:
-        with tempfile.TemporaryDirectory() as tmp:
-            model_file, registered = registered_model_file(spec, Path(tmp))
-            net = load_model(model_file)
+        state, registered = load_registered(spec)
     else:
-        net, registered = load_model(spec), InferenceStrategy()
+        state, registered = read_model_file(spec), InferenceStrategy()
     chosen = (strategy or registered).with_overrides(**overrides)
-    return Segmenter(net, chosen).to(device).eval()
+    return Segmenter(model_from_state(state, spec), chosen, classes_of(state)).to(device).eval()

@@ -1,0 +1,122 @@
+"""Registered and logged MLflow models: their weights-only model file and strategy JSON,
+verified against the sha256 recorded at registration before anything uses them.
+
+A logged model folder holds `MLmodel` (whose metadata carries `model_sha256`), the model file
+and `strategy.json`; a registry version carries the same digest as its `model_sha256` tag.
+Loading checks the strategy against the `register.inference` schema and the weights and
+strategy against every digest there is, and refuses a model with none.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any, Sequence
+
+from .errors import ConfigError, ModelFileError
+from .evaluation.inference import InferenceStrategy
+from .model_files import read_model_file, verify_digest
+
+
+def _strategy_file(path: Path, where: str) -> dict[str, Any]:
+    """A logged model's strategy JSON, validated like `register.inference` (+ `pad_to`)."""
+    from .config import StoredStrategy, validate_options
+
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFileError(f"{where}: its strategy.json is not readable JSON ({exc})") from None
+    if not isinstance(raw, dict):
+        raise ModelFileError(f"{where}: its strategy.json must be a mapping of output_stride, "
+                             f"scales, flip, pad_to; got {type(raw).__name__}")
+    try:
+        validate_options(StoredStrategy, raw, option_prefix="")
+    except ConfigError as exc:
+        raise ModelFileError(f"{where}: its strategy.json is invalid: "
+                             + "; ".join(str(exc).splitlines())) from None
+    return raw
+
+
+def logged_model_dir(path: Path) -> Path:
+    """The logged model folder (holding `MLmodel`) that `path` (an artifact) lies in."""
+    for parent in (path, *path.parents):
+        if (parent / "MLmodel").is_file():
+            return parent
+    raise ModelFileError(f"{path}: not inside a logged MLflow model (no MLmodel file)")
+
+
+def read_logged_model(model_dir: Path, where: str, expected: Sequence[str] = ()
+                      ) -> tuple[dict[str, Any], InferenceStrategy]:
+    """The checked model-file contents and strategy of a logged model folder.
+
+    The weights and strategy must give the `model_sha256` recorded at registration: in the
+    model's own metadata and in each of `expected` (the registry version's tag). A model with
+    no digest to check against is refused.
+    """
+    from mlflow.models import Model
+
+    try:
+        logged = Model.load(str(model_dir))
+    except Exception as exc:  # noqa: BLE001 - MLflow raises many kinds
+        raise ModelFileError(f"{where}: cannot read the logged model ({_first_line(exc)})") from None
+    artifacts = logged.flavors.get("python_function", {}).get("artifacts", {})
+    if "model_file" not in artifacts or "strategy" not in artifacts:
+        raise ModelFileError(f"{where}: not a model registered by this version of the pipeline "
+                             f"(no weights-only model file; older versions were pickled and are "
+                             f"not loaded); register it again")
+    strategy = _strategy_file(model_dir / artifacts["strategy"]["path"], where)
+    state = read_model_file(model_dir / artifacts["model_file"]["path"])
+    digests = [d for d in ((logged.metadata or {}).get("model_sha256"), *expected) if d]
+    if not digests:
+        raise ModelFileError(f"{where}: no model_sha256 to verify its weights against "
+                             f"(registered by an older version); register it again")
+    for digest in dict.fromkeys(digests):
+        verify_digest(state, strategy, digest, where)
+    return state, InferenceStrategy.from_dict(strategy)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _registered_digests(uri: str) -> list[str]:
+    """The `model_sha256` tag of the registry version a `models:/name@alias` or
+    `models:/name/<version>` URI names (none for other URIs)."""
+    from mlflow import MlflowClient
+
+    rest = uri.removeprefix("models:/")
+    if rest == uri:
+        return []
+    client = MlflowClient()
+    if "@" in rest:
+        name, alias = rest.split("@", 1)
+        version = client.get_model_version_by_alias(name, alias)
+    elif rest.count("/") == 1 and rest.split("/")[1].isdigit():
+        version = client.get_model_version(*rest.split("/"))
+    else:
+        return []
+    digest = version.tags.get("model_sha256")
+    if not digest:
+        raise ModelFileError(f"{uri}: version {version.version} has no model_sha256 tag to "
+                             f"verify its weights against; register it again")
+    return [digest]
+
+
+def load_registered(uri: str) -> tuple[dict[str, Any], InferenceStrategy]:
+    """The verified model-file contents and strategy of a registered (or logged) model URI."""
+    import mlflow
+
+    from .tracking import tracking_uri
+
+    mlflow.set_tracking_uri(tracking_uri())
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            expected = _registered_digests(uri)
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
+        except ModelFileError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - MLflow raises many kinds
+            raise ModelFileError(f"{uri}: cannot load the model ({_first_line(exc)})") from None
+        return read_logged_model(local, uri, expected)

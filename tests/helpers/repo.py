@@ -1,0 +1,56 @@
+"""Running the real pipeline in a temporary copy of the repository (shared by the end-to-end
+tests)."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run(args, cwd, check=True, env=None, timeout=900):
+    """A command with this interpreter's tools on PATH and the repo's own MLflow store."""
+    full = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "TQDM_DISABLE": "1", **(env or {})}
+    if "MLFLOW_TRACKING_URI" not in (env or {}):
+        full.pop("MLFLOW_TRACKING_URI", None)
+    proc = subprocess.run(args, cwd=cwd, env=full, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode:
+        raise AssertionError(f"{args} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+def copy_repo(work: Path, params: dict) -> Path:
+    """A git repository at `work` holding the pipeline (dvc.yaml, stage scripts, src) and
+    `params`."""
+    work.mkdir(parents=True, exist_ok=True)
+    for name in ("dvc.yaml", ".dvcignore", "pipeline", "src"):
+        src = REPO / name
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, work / name)
+    shutil.copytree(REPO / ".dvc", work / ".dvc", ignore=shutil.ignore_patterns("tmp", "cache"))
+    (work / "models" / "variants").mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "models" / "variants" / ".gitignore", work / "models" / "variants")
+    (work / "params.yaml").write_text(yaml.safe_dump(params))
+    run(["git", "init", "-q"], work)
+    return work
+
+
+def default_params() -> dict:
+    return yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+def tiny(params: dict) -> dict:
+    """Settings that run the whole pipeline in a couple of minutes on 2 CPU cores."""
+    params["data"]["synthetic"].update(image_size=48, coco_train_images=12, coco_val_images=4,
+                                       train_images=8, val_images=4, sbd_images=4)
+    params["preprocess"]["min_pixels"] = 10
+    for stage in ("pretrain", "finetune"):
+        params[stage].update(iterations=3, batch_size=2, crop_size=33, checkpoint_every=2, val_every=2)
+    params["model"].update(aspp_channels=16, decoder_channels=16)
+    params["runtime"]["workers"] = 0
+    params["evaluate"].update(scales=[1.0, 1.5], trimap_widths=[2], sample_images=2, madds_size=65)
+    return params
