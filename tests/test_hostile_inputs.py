@@ -289,7 +289,7 @@ def test_the_default_params_and_the_recipes_stay_within_the_bounds():
 # --- 7. Symlinks under a local dataset root -----------------------------------------------
 
 def test_dangling_links_and_link_loops_under_a_local_root_are_named_and_skipped(tmp_path, caplog):
-    from deeplab.data.fetch import tree_signature
+    from deeplab.data.signature import tree_signature
 
     root = tmp_path / "voc"
     (root / "JPEGImages").mkdir(parents=True)

@@ -17,7 +17,7 @@ from deeplab.data.classes import ClassList, resolve_classes
 from deeplab.data.fetch import fetch
 from deeplab.data.palette import read_label_png, save_label_png
 from deeplab.data.preprocess import preprocess
-from deeplab.errors import BadSampleError, DeeplabError, ModelFileError
+from deeplab.errors import BadSampleError, ModelFileError
 from deeplab.model_files import save_model
 from helpers.repo import REPO, copy_repo, default_params, run, tiny
 

@@ -230,7 +230,9 @@ def test_switching_source_keeps_downloads_and_local_changes_are_seen(tmp_path, m
     assert fetch_mod.fetch(data.replace(**user), Path("data/raw")) == one
     assert manifest.stat().st_mtime_ns == mtime  # unchanged data: not even rewritten
     mask = next((gen / "VOC2012" / "SegmentationClass").iterdir())
-    os.utime(mask, ns=(1, 1))  # an edited mask
+    os.utime(mask, ns=(1, 1))  # touched, same bytes: the content signature does not move
+    assert fetch_mod.fetch(data.replace(**user), Path("data/raw"))["signature"] == one["signature"]
+    mask.write_bytes(mask.read_bytes() + b"\0")  # an edited mask
     assert fetch_mod.fetch(data.replace(**user), Path("data/raw"))["signature"] != one["signature"]
 
 

@@ -7,7 +7,6 @@ import os
 import socket
 import subprocess
 from pathlib import Path
-from typing import Any
 
 from .config import Params, flatten
 

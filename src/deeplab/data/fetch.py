@@ -5,21 +5,20 @@ What fetch owns, and may replace, is only what it generates: `data/raw/synthetic
 `data.download.dir` (default `data/downloads/`), which is no stage's output: switching
 `data.source` never touches them, nor the user's own directories (`local`).
 
-The manifest records the dataset roots and a signature (path, size, modification time) of
-every file under them. The stage runs on every `dvc repro` (`always_changed`): when nothing
-changed it writes the same manifest and nothing downstream reruns; when a file under a
-root changed, preprocess and what follows rerun.
+The manifest records the dataset roots, the layout and class list, and a content signature of
+every file under the roots (`signature.tree_signature`: hashes of the bytes, cached by
+path/inode/size/mtime in `data/.cache/`). The stage runs on every `dvc repro`
+(`always_changed`): when no file's content changed it writes the same manifest, byte for
+byte in any clone, and nothing downstream reruns; when a file changed, preprocess and what
+follows rerun.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
-import os
-import stat
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from ..config import DataConfig
 from ..errors import ConfigError, MissingFileError
@@ -27,6 +26,7 @@ from ..io import atomic_dir, write_json
 from .classes import ClassList, resolve_classes
 from .download import download, safe_extract
 from .layouts import REQUIRED
+from .signature import tree_signature
 from .synthetic import GENERATOR_VERSION, TARGET_DIRS, generate
 
 log = logging.getLogger(__name__)
@@ -57,40 +57,6 @@ def _check_dir(path: str | None, key: str, required: list[str]) -> str:
     if missing:
         raise MissingFileError(f"data.{key}: {root} lacks {', '.join(missing)}")
     return str(root.resolve())
-
-
-def _walk_files(root: str) -> Iterator[tuple[str, os.stat_result]]:
-    """(path, stat) of every regular file under `root`, in a stable order. Dangling links and
-    link loops are skipped with a warning naming them (they hold no data a stage could read);
-    an unreadable folder or file is a MissingFileError naming it."""
-    def failed(exc: OSError) -> None:
-        raise MissingFileError(f"{exc.filename}: cannot read this folder under the dataset "
-                               f"root {root} ({exc.strerror})")
-
-    for dirpath, dirnames, filenames in os.walk(root, onerror=failed):
-        dirnames.sort()
-        for name in sorted(filenames):
-            path = os.path.join(dirpath, name)
-            try:
-                st = os.stat(path)
-            except OSError as exc:
-                if os.path.islink(path):
-                    log.warning("%s: skipped, a dangling symbolic link or a link loop (%s)",
-                                path, exc.strerror)
-                    continue
-                raise MissingFileError(f"{path}: cannot read this file under the dataset root "
-                                       f"{root} ({exc.strerror})") from None
-            if stat.S_ISREG(st.st_mode):
-                yield path, st
-
-
-def tree_signature(roots: list[str | None]) -> str:
-    """sha256 over (path, size, mtime) of every file under `roots` (one `stat` per file)."""
-    h = hashlib.sha256()
-    for root in sorted(r for r in roots if r):
-        for path, st in _walk_files(root):
-            h.update(f"{path}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return h.hexdigest()
 
 
 def local_roots(data: DataConfig) -> dict[str, str | None]:
@@ -180,8 +146,9 @@ def fetch(data: DataConfig, raw: Path) -> dict[str, Any]:
         roots = local_roots(data)
     else:
         roots = download_all(data, Path(data.download.dir))
+    signature = tree_signature(list(roots.values()), raw.parent / ".cache" / "signatures.json")
     manifest = {"source": source, "layout": data.layout, **roots, "classes": classes.as_dict(),
-                "coco_map": data.coco_map, "signature": tree_signature(list(roots.values()))}
+                "coco_map": data.coco_map, "signature": signature}
     path = raw / "manifest.json"
     if not (path.is_file() and json.loads(path.read_text()) == manifest):
         write_json(path, manifest)
