@@ -3,6 +3,8 @@
     python bench/bench.py --device cpu --size 512 --batch 2 --threads 2 --out bench/results/cpu
     python bench/bench.py --device cuda --precisions fp32 bf16-cl bf16-cl-compile --out bench/results/h100
     python bench/bench.py --loader        # data pipeline vs training step (params.yaml settings)
+    python bench/bench.py --preprocess 1 2 --size 480 --images 300   # COCO -> masks, by workers
+    python bench/bench.py --signature 20000   # fetch's content signature: first look, no-op look
 
 Each configuration runs in its own process (clean peak-memory numbers): warm-up steps, then
 `--repeats` timed steps; `--rounds` repeats the sweep with the configurations interleaved
@@ -250,6 +252,29 @@ def preprocess_throughput(size: int, images: int, workers: list[int]) -> dict:
     return {"image_size": size, "images": images, "img_per_s_by_workers": rates}
 
 
+def signature_speed(files: int, size: int = 4096) -> dict:
+    """Seconds of fetch's content signature over `files` files of `size` bytes: the first look
+    (every file hashed) and a no-op look (the cache answers: one `stat` per file)."""
+    import tempfile
+
+    from deeplab.data.signature import tree_signature
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "data"
+        rng = __import__("random").Random(0)
+        for k in range(files):
+            folder = root / f"{k // 1000:03d}"
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"{k:06d}.jpg").write_bytes(rng.randbytes(size))
+        cache = Path(tmp) / "cache.json"
+        timings = {}
+        for look in ("first", "no_op", "no_op_again"):
+            start = time.perf_counter()
+            signature = tree_signature([str(root)], cache)
+            timings[look] = round(time.perf_counter() - start, 2)
+    return {"files": files, "bytes_per_file": size, "seconds": timings, "signature": signature[:16]}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
@@ -268,6 +293,8 @@ def main() -> int:
     ap.add_argument("--preprocess", type=int, nargs="+", metavar="WORKERS",
                     help="COCO conversion img/s for these worker counts instead (--size, --images)")
     ap.add_argument("--images", type=int, default=300, help="images for --preprocess")
+    ap.add_argument("--signature", type=int, metavar="FILES", default=0,
+                    help="time fetch's content signature over this many files instead")
     ap.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one config in this process
     args = ap.parse_args()
     if args.threads:
@@ -278,8 +305,9 @@ def main() -> int:
         print(json.dumps(run_one(args.one, device, args.size, args.batch, args.precisions[0],
                                  args.warmup, args.repeats)))
         return 0
-    if args.loader or args.preprocess:
+    if args.loader or args.preprocess or args.signature:
         result = (preprocess_throughput(args.size, args.images, args.preprocess) if args.preprocess
+                  else signature_speed(args.signature) if args.signature
                   else loader_throughput("params.yaml", args.loader_seconds))
         print(json.dumps(result))
         if args.out:

@@ -55,3 +55,37 @@ def test_global_batchnorm_alone_is_plain_batchnorm():
     x = torch.randn(3, 4, 5, 5)
     assert torch.allclose(glob(x), bn(x))
     assert torch.allclose(glob.running_mean, bn.running_mean)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_nodes_on_c10d_rendezvous_match_one_process(tiny_train_csv, tmp_path):
+    """Two torchrun launches joined by a c10d rendezvous on 127.0.0.1 (one process each, as
+    two machines would be): the same weights as one process with the same global batch."""
+    _run([sys.executable, str(HELPER), str(tiny_train_csv), "one.pt", "one.ckpt"], tmp_path)
+    port = _free_port()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
+    for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(key, None)
+    nodes = [subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
+         "--node_rank", str(rank), "--rdzv_backend", "c10d", "--rdzv_endpoint", f"127.0.0.1:{port}",
+         "--rdzv_id", "deeplab-test", str(HELPER), str(tiny_train_csv), "nodes.pt", f"node{rank}.ckpt"],
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for rank in (0, 1)]
+    outputs = [node.communicate(timeout=300)[0] for node in nodes]
+    assert all(node.returncode == 0 for node in nodes), "\n".join(o[-2000:] for o in outputs)
+    one = torch.load(tmp_path / "one.pt", weights_only=True)
+    both = torch.load(tmp_path / "nodes.pt", weights_only=True)
+    assert both["world_size"] == 2 and both["bn"] == {"GlobalBatchNorm"}
+    assert one["loss"] == pytest.approx(both["loss"], rel=1e-8)
+    for key, a in one["state"].items():
+        assert torch.allclose(a, both["state"][key], rtol=1e-6, atol=1e-8), key
+    written = sorted(p.name for p in tmp_path.glob("node*.ckpt"))
+    assert len(written) == 1  # one checkpoint, by the global rank 0

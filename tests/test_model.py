@@ -171,3 +171,24 @@ def test_channels_last_bf16_autocast_forward_backward(backbone):
     assert out.shape == (2, 21, 65, 65) and out.dtype == torch.bfloat16
     assert torch.isfinite(loss)
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_count_madds_equals_a_per_layer_count_on_a_whole_network():
+    """torch's FlopCounterMode (what count_madds uses) against an independent count: one
+    multiply-add per weight per output element of every conv and linear layer."""
+    net = small("mobilenetv2", aspp_channels=64, decoder_channels=64).eval()
+    total = 0
+
+    def hook(module, _inputs, output):
+        nonlocal total
+        if isinstance(module, nn.Conv2d):
+            total += output.numel() * (module.in_channels // module.groups) * module.kernel_size[0] * module.kernel_size[1]
+        elif isinstance(module, nn.Linear):
+            total += output.numel() * module.in_features
+
+    handles = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    with torch.no_grad():
+        net(torch.zeros(1, 3, 129, 129))
+    for h in handles:
+        h.remove()
+    assert count_madds(net, (129, 129)) == total

@@ -9,6 +9,10 @@ import yaml
 
 from helpers.repo import copy_repo, default_params, run, tiny
 
+
+def _stages_run(output: str) -> set[str]:
+    return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
+
 @pytest.mark.slow
 def test_dvc_repro_end_to_end(tmp_path):
     params = tiny(default_params())
@@ -62,14 +66,21 @@ def test_dvc_repro_end_to_end(tmp_path):
         return set(json.loads(run(["dvc", "status", "--json"], work).stdout or "{}")) - {"fetch"}
 
     assert stale_stages() == set()
-    for module in ("src/deeplab/serving/predict.py", "src/deeplab/evaluation/report.py",
-                   "src/deeplab/data/synthetic.py"):
+    for module in ("src/deeplab/serving/predict.py", "src/deeplab/evaluation/report.py"):
         path = work / module
         original = path.read_text()
         path.write_text(original + "\n# an edit\n")
         assert not stale_stages() & training, module
         path.write_text(original)
     assert stale_stages() == set()
+    # An edit to the generator that leaves its output alone: a real `dvc repro` (the copy's own
+    # src runs) runs fetch, which regenerates nothing, and nothing else.
+    generator = work / "src/deeplab/data/synthetic.py"
+    original = generator.read_text()
+    generator.write_text(original + "\n# an edit\n")
+    assert _stages_run(run(["dvc", "repro"], work).stdout) == {"fetch"}
+    generator.write_text(original)
+    assert _stages_run(run(["dvc", "repro"], work).stdout) == {"fetch"}
     (work / "params.yaml").write_text(yaml.safe_dump({**params, "runtime": {
         **params["runtime"], "workers": 3, "threads": 1, "log_every": 1}}))
     assert stale_stages() == set()
@@ -115,3 +126,86 @@ def test_dvc_repro_end_to_end(tmp_path):
     image.write_bytes(image.read_bytes() + b"\0")  # a training image, edited
     run(["dvc", "repro", "preprocess"], work)
     assert stale_stages() == training - {"pretrain"}  # the VOC trainings; not pretrain, not evaluate
+
+
+@pytest.mark.slow
+def test_pull_then_nothing_retrains_and_a_queued_sweep_reruns_only_finetune(tmp_path):
+    """A teammate's clone: `dvc pull` from a directory remote, then `dvc repro` runs no
+    training stage and leaves dvc.lock as it was. Two queued `finetune.lr` points rerun only
+    finetune and what follows it, and every stage script loads no module DVC does not see."""
+    params = tiny(default_params())
+    params["ablations"] = {"no_sc": {"separable": False}}
+    work = copy_repo(tmp_path / "repo", params)
+    git = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}
+    run(["dvc", "repro"], work)
+    run(["dvc", "remote", "add", "-d", "team", str(tmp_path / "remote")], work)
+    run(["dvc", "push"], work)
+    (work / ".gitignore").write_text("/mlflow.db\n/mlartifacts/\n/data/.cache/\n/models/checkpoints/\n"
+                                     "__pycache__/\n")
+    run(["git", "add", "-A"], work)
+    run(["git", "commit", "-qm", "results"], work, env=git)
+
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(work), str(clone)], tmp_path)
+    pulled = run(["dvc", "pull"], clone).stdout
+    assert "models/finetune.pt" in pulled or "fetched" in pulled.lower() or "added" in pulled.lower()
+    again = run(["dvc", "repro"], clone).stdout
+    assert _stages_run(again) == {"fetch"}, again
+    assert run(["git", "status", "--porcelain", "dvc.lock"], clone).stdout == ""
+
+    # What every stage script loads while it runs is a DVC dependency of that stage.
+    lock = yaml.safe_load((work / "dvc.lock").read_text())["stages"]
+    for stage, entry in lock.items():
+        cmd = entry["cmd"].split()
+        if cmd[0] != "python":
+            continue
+        proc = run([sys.executable, "-X", "importtime", *cmd[1:]], work, check=False)
+        names = {line.split("|")[-1].strip() for line in proc.stderr.splitlines()
+                 if line.startswith("import time:")}
+        loaded = {n for n in names if n == "deeplab" or n.startswith("deeplab.")}
+        assert "deeplab.model_files" in loaded or stage in ("fetch", "preprocess"), stage
+        deps = [d["path"] for d in entry.get("deps", []) if d["path"].startswith("src/")]
+        for module in loaded:
+            parts = module.split(".")
+            base = work / "src" / "/".join(parts)
+            path = (base / "__init__.py" if base.is_dir() else base.with_suffix(".py"))
+            rel = str(path.relative_to(work))
+            assert any(rel == d or rel.startswith(d.rstrip("/") + "/") for d in deps), \
+                f"stage {stage} loads {rel}, which dvc.yaml does not list"
+
+    # Two sweep points in the queue: only finetune and what follows it run.
+    for lr in ("0.01", "0.02"):
+        run(["dvc", "exp", "run", "--queue", "-S", f"finetune.lr={lr}"], work)
+    run(["dvc", "queue", "start"], work)
+    import time
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        status = run(["dvc", "queue", "status"], work).stdout
+        if "Queued" not in status and "Running" not in status:
+            break
+        time.sleep(3)
+    tasks = [line.split() for line in status.splitlines()[1:] if line.strip() and "Success" in line]
+    assert len(tasks) == 2, status
+    names = [parts[1] for parts in tasks]  # columns: Task, Name, Created (hh:mm AM), Status
+    for parts in tasks:
+        logs = run(["dvc", "queue", "logs", parts[0]], work).stdout
+        assert _stages_run(logs) == {"fetch", "finetune", "variant@no_sc", "evaluate",
+                                     "register"}, logs
+
+    # Each MLflow run records the experiment and its exact params; the sweep moved no alias.
+    from mlflow import MlflowClient
+    client = MlflowClient(tracking_uri=f"sqlite:///{work / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("deeplabv3plus")
+    finetunes = client.search_runs([experiment.experiment_id],
+                                   filter_string="tags.`dvc.stage` = 'finetune'")
+    swept = {r.data.tags["dvc.exp"]: r.data.params["finetune.lr"] for r in finetunes
+             if r.data.tags["dvc.exp"] != "workspace"}
+    assert sorted(swept.values()) == ["0.01", "0.02"] and set(swept) == set(names)
+    champion = client.get_model_version_by_alias("deeplabv3plus", "champion")
+    assert champion.tags.get("dvc.exp", "workspace") == "workspace"
+    versions = client.search_model_versions("name='deeplabv3plus'")
+    assert {v.tags.get("dvc.exp") for v in versions} >= set(names)
+    for v in versions:
+        if v.tags.get("dvc.exp") in names:
+            assert json.loads(v.tags["training.params"])["finetune"]["lr"] in (0.01, 0.02)

@@ -529,8 +529,10 @@ def test_register_errors_are_one_line(tmp_path, monkeypatch, capsys):
     (work / "reports/metrics.json").write_text(json.dumps({"pixel_acc": 0.9}))
     assert "reports/metrics.json: no 'miou' value" in run()
     (work / "reports/metrics.json").write_text(json.dumps({"miou": 0.5}))
-    assert "tracking store http://127.0.0.1:9" in run({"MLFLOW_TRACKING_URI": "http://127.0.0.1:9"})
-    assert "tracking store sqlite:////proc/" in run({"MLFLOW_TRACKING_URI": "sqlite:////proc/mlflow.db"})
+    assert "tracking server http://127.0.0.1:9 is not reachable" in run(
+        {"MLFLOW_TRACKING_URI": "http://127.0.0.1:9"})
+    assert "tracking store sqlite:////proc/mlflow.db: /proc is not writable" in run(
+        {"MLFLOW_TRACKING_URI": "sqlite:////proc/mlflow.db"})
     params["register"]["model_name"] = "it's"
     (work / "params.yaml").write_text(yaml.safe_dump(params))
     assert "register.model_name: expected a name of letters" in run()

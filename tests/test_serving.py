@@ -203,3 +203,78 @@ def test_one_loader_for_files_registry_uris_and_programs(tmp_path, model_file, t
     assert load_segmenter("models:/seg@champion", flip=False).strategy.flip is False  # an override
     with pytest.raises(DeeplabError, match="fixed inference strategy"):
         load_segmenter(tmp_path / "m.pt2", scales=(0.5, 1.0))
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_for(url: str, proc, timeout: float = 180) -> None:
+    import time
+    import urllib.request
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"server exited: {proc.stdout.read()[-3000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as answer:
+                if answer.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise AssertionError(f"{url} did not answer within {timeout} s")
+
+
+def _post(url: str, body: dict) -> dict:
+    import urllib.request
+
+    request = urllib.request.Request(url, data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=120) as answer:
+        return json.loads(answer.read())
+
+
+@pytest.mark.slow
+def test_mlflow_models_serve_answers_like_predict(tracking, model_file, tmp_path, capsys):
+    """A real `mlflow models serve` process on 127.0.0.1: nested uint8 lists and base64 PNG
+    images in, label lists or palette PNGs out; the same masks as `predict`."""
+    import base64
+    import io
+
+    from deeplab.serving.registry import register
+
+    register(model_file, _metrics(tracking, 0.5), PARAMS)
+    port = _free_port()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tracking / 'mlflow.db'}"}
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", "models:/seg@champion",
+         "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        _wait_for(f"http://127.0.0.1:{port}/ping", server)
+        rng = np.random.default_rng(4)
+        image = rng.integers(0, 256, (45, 61, 3), dtype=np.uint8)
+        png = io.BytesIO()
+        Image.fromarray(image).save(png, format="PNG")
+        encoded = base64.b64encode(png.getvalue()).decode()
+        url = f"http://127.0.0.1:{port}/invocations"
+        as_lists = np.array(_post(url, {"inputs": image[None].tolist()})["predictions"], np.uint8)
+        as_table = _post(url, {"dataframe_split": {"columns": ["image"], "data": [[encoded]]}})
+        as_png = _post(url, {"dataframe_split": {"columns": ["image"], "data": [[encoded]]},
+                             "params": {"output": "png"}})
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    Image.fromarray(image).save(tmp_path / "a.png")
+    assert predict_main(["--model", "models:/seg@champion", "--input", str(tmp_path / "a.png"),
+                         "--output", str(tmp_path / "out")]) == 0
+    expected = read_label_png(tmp_path / "out/a.png.labels.png")
+    assert as_lists.shape == (1, 45, 61) and np.array_equal(as_lists[0], expected)
+    assert np.array_equal(np.array(as_table["predictions"][0]["labels"], np.uint8), expected)
+    with Image.open(io.BytesIO(base64.b64decode(as_png["predictions"][0]["mask_png"]))) as mask:
+        assert mask.mode == "P" and np.array_equal(np.array(mask), expected)

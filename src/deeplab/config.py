@@ -297,6 +297,7 @@ class InferenceOverrides(Section):
 class RegisterConfig(Section):
     model_name: Annotated[str, AfterValidator(_model_name)]
     min_miou: Annotated[float, Field(ge=0, le=1)]
+    promote: Literal["if_better", "never", "always"] = "if_better"
     inference: InferenceConfig
 
 

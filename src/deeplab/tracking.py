@@ -12,9 +12,18 @@ from .config import Params, flatten
 
 
 def repo_root() -> Path:
-    """DVC's `DVC_ROOT` inside stages, else the git top level, else the working directory."""
+    """DVC's `DVC_ROOT` inside stages, else the git top level, else the working directory.
+
+    A queued `dvc exp run` runs in a temporary copy under `<repo>/.dvc/tmp/exps/`; its runs
+    belong to the repository's store, not to a database that disappears with the copy.
+    """
     if os.environ.get("DVC_ROOT"):
-        return Path(os.environ["DVC_ROOT"])
+        root = Path(os.environ["DVC_ROOT"])
+        parts = root.parts
+        for k in range(len(parts) - 2):
+            if parts[k:k + 3] == (".dvc", "tmp", "exps"):
+                return Path(*parts[:k])
+        return root
     try:
         out = subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True,
                              text=True, check=True)
@@ -28,8 +37,47 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo_root() / 'mlflow.db'}"
 
 
-def artifact_location() -> str:
+def artifact_location(uri: str) -> str | None:
+    """Where a new experiment keeps its artifacts: `mlartifacts/` beside a local store; for a
+    tracking server, None (the server's own store, `mlflow-artifacts:/`)."""
+    if uri.startswith(("http://", "https://", "databricks")):
+        return None
     return (repo_root() / "mlartifacts").as_uri()
+
+
+def check_store(uri: str, timeout: float = 5.0) -> None:
+    """RegistryError in one line, within seconds, when the tracking store cannot work: an
+    unwritable SQLite database or folder, or a server that does not answer (MLflow's own
+    retries take about two minutes to give up)."""
+    import urllib.error
+    import urllib.request
+
+    from .errors import RegistryError
+
+    if uri.startswith("sqlite:///"):
+        import tempfile
+
+        db = Path(uri.removeprefix("sqlite:///"))
+        folder = db.parent
+        if not folder.is_dir():
+            raise RegistryError(f"tracking store {uri}: folder {folder} does not exist")
+        try:  # really try: permission bits say little to root or on special filesystems
+            with tempfile.TemporaryFile(dir=folder):
+                pass
+            if db.exists():
+                with open(db, "r+b"):
+                    pass
+        except OSError as exc:
+            raise RegistryError(f"tracking store {uri}: {db if db.exists() else folder} is not "
+                                f"writable ({exc.strerror})") from None
+    elif uri.startswith(("http://", "https://")):
+        try:
+            with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as answer:
+                if answer.status != 200:
+                    raise RegistryError(f"tracking server {uri}: /health answered {answer.status}")
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise RegistryError(f"tracking server {uri} is not reachable ({reason})") from None
 
 
 def git_commit() -> str:
@@ -62,6 +110,11 @@ def files_signature(paths: list[str]) -> str:
     return h.hexdigest()[:16]
 
 
+def dvc_experiment() -> str:
+    """The name of the `dvc exp run` this process belongs to, or 'workspace'."""
+    return os.environ.get("DVC_EXP_NAME") or "workspace"
+
+
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # the model-training view
 
 
@@ -72,14 +125,16 @@ def setup(experiment: str):
 
     import mlflow
 
+    uri = tracking_uri()
+    check_store(uri)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     # MLflow logs a store failure with its traceback before raising it; the stages report it
     # themselves, in one line.
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
-    mlflow.set_tracking_uri(tracking_uri())
+    mlflow.set_tracking_uri(uri)
     found = mlflow.get_experiment_by_name(experiment)
     if found is None:
-        mlflow.create_experiment(experiment, artifact_location=artifact_location(),
+        mlflow.create_experiment(experiment, artifact_location=artifact_location(uri),
                                  tags=EXPERIMENT_KIND)
     elif any(found.tags.get(k) != v for k, v in EXPERIMENT_KIND.items()):
         for key, value in EXPERIMENT_KIND.items():
@@ -130,7 +185,7 @@ def start_stage_run(stage: str, params: Params, experiment: str,
     mlflow = setup(experiment)
     client = mlflow.MlflowClient()
     _end_orphans(client, mlflow.get_experiment_by_name(experiment).experiment_id, stage)
-    tags = {"dvc.stage": stage, "dvc.exp": os.environ.get("DVC_EXP_NAME", "workspace"),
+    tags = {"dvc.stage": stage, "dvc.exp": dvc_experiment(),
             "git.commit": git_commit(), "process.host": socket.gethostname(),
             "process.pid": str(os.getpid())}
     if data_files:

@@ -14,8 +14,12 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def run(args, cwd, check=True, env=None, timeout=900):
-    """A command with this interpreter's tools on PATH and the repo's own MLflow store."""
-    full = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "TQDM_DISABLE": "1", **(env or {})}
+    """A command with this interpreter's tools on PATH, the repo's own MLflow store, and the
+    copy's own `src` first on the path (an edit to the copy is what its stages run)."""
+    full = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "TQDM_DISABLE": "1"}
+    if (Path(cwd) / "src" / "deeplab").is_dir():
+        full["PYTHONPATH"] = str(Path(cwd) / "src")
+    full.update(env or {})
     if "MLFLOW_TRACKING_URI" not in (env or {}):
         full.pop("MLFLOW_TRACKING_URI", None)
     proc = subprocess.run(args, cwd=cwd, env=full, capture_output=True, text=True, timeout=timeout)

@@ -26,11 +26,8 @@ __all__ = ["DownloadError", "UnsafeArchiveError", "download", "md5sum", "safe_ex
 
 
 def md5sum(path: Path) -> str:
-    h = hashlib.md5()
     with open(path, "rb") as f:
-        for block in iter(lambda: f.read(CHUNK), b""):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "md5").hexdigest()
 
 
 class _IncompleteTransfer(OSError):
@@ -111,13 +108,38 @@ def download(url: str, dest: Path, md5: str, retries: int = 3, timeout: float = 
     return dest
 
 
-def _check_member(name: str, is_link: bool, archive: Path) -> None:
-    p = PurePosixPath(name)
-    if is_link:
-        raise UnsafeArchiveError(f"{archive}: member {name!r} is a link; refusing to extract")
-    if p.is_absolute() or ".." in p.parts or name.startswith(("/", "\\")) or ":" in p.parts[0]:
-        raise UnsafeArchiveError(f"{archive}: member {name!r} would land outside the target "
-                                 f"directory; refusing to extract")
+def _outside(archive: Path, name: str) -> UnsafeArchiveError:
+    return UnsafeArchiveError(f"{archive}: member {name!r} would land outside the target "
+                              f"directory; refusing to extract")
+
+
+def _link(archive: Path, name: str) -> UnsafeArchiveError:
+    return UnsafeArchiveError(f"{archive}: member {name!r} is a link; refusing to extract")
+
+
+def _check_zip_member(info: zipfile.ZipInfo, archive: Path) -> None:
+    """zipfile rewrites unsafe names silently; refuse them (and links) instead."""
+    p = PurePosixPath(info.filename)
+    if stat.S_ISLNK(info.external_attr >> 16):
+        raise _link(archive, info.filename)
+    if p.is_absolute() or ".." in p.parts or info.filename.startswith(("/", "\\")) or \
+            ":" in p.parts[0]:
+        raise _outside(archive, info.filename)
+
+
+def _tar_filter(archive: Path):
+    """tarfile's own `data` filter (paths outside the target, devices), absolute names refused
+    rather than rewritten, and no links at all: datasets hold none."""
+    def refuse(member: tarfile.TarInfo, path: str) -> tarfile.TarInfo:
+        if member.issym() or member.islnk():
+            raise _link(archive, member.name)
+        if member.name.startswith(("/", "\\")):
+            raise _outside(archive, member.name)
+        try:
+            return tarfile.data_filter(member, path)
+        except tarfile.FilterError:
+            raise _outside(archive, member.name) from None
+    return refuse
 
 
 def safe_extract(archive: Path, target: Path) -> Path:
@@ -126,14 +148,11 @@ def safe_extract(archive: Path, target: Path) -> Path:
         if zipfile.is_zipfile(archive):
             with zipfile.ZipFile(archive) as zf:
                 for info in zf.infolist():
-                    _check_member(info.filename, stat.S_ISLNK(info.external_attr >> 16), archive)
+                    _check_zip_member(info, archive)
                 zf.extractall(tmp)
         elif tarfile.is_tarfile(archive):
             with tarfile.open(archive) as tf:
-                members = tf.getmembers()
-                for m in members:
-                    _check_member(m.name, m.issym() or m.islnk() or m.isdev(), archive)
-                tf.extractall(tmp, members=members, filter="data")
+                tf.extractall(tmp, filter=_tar_filter(archive))
         else:
             raise UnsafeArchiveError(f"{archive}: neither a zip nor a tar archive")
     return target

@@ -19,7 +19,7 @@ from ..evaluation.evaluate import evaluate
 from ..io import write_csv, write_json
 from ..model import DeepLabV3Plus
 from ..model_files import read_model_file, save_model, state_digest
-from ..tracking import files_hash, files_signature, git_commit, start_stage_run
+from ..tracking import dvc_experiment, files_hash, files_signature, git_commit, start_stage_run
 from .checkpoints import code_signature, fingerprint, load_checkpoint
 from .distributed import init_from_env, shutdown
 from .loop import seed_everything, train
@@ -199,7 +199,8 @@ def run_training_stage(stage: str, params: Params, train_list: Path, val_list: P
             mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=result.iterations)
             save_model(out_model, model.cpu(), classes, stage=run_name, val_miou=final["miou"], init=origin,
                        iterations=result.iterations, run_id=run.info.run_id,
-                       data_hash=fp["data"], git_commit=git_commit())
+                       data_hash=fp["data"], git_commit=git_commit(), params=settings,
+                       experiment=dvc_experiment())
             reports.mkdir(parents=True, exist_ok=True)
             write_csv(reports / "curve.csv", pd.DataFrame(result.history), index=False)
             write_csv(reports / "val_curve.csv", pd.DataFrame(val_curve), index=False)

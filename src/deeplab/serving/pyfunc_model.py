@@ -1,4 +1,4 @@
-"""The registered model's code (MLflow "models from code"): uint8 RGB images -> uint8 label maps.
+"""The registered model's code (MLflow "models from code"): images in, label maps out.
 
 MLflow stores this file as source next to the model, with the `deeplab` package
 (`code_paths`), the weights as a model file that is read with `weights_only=True`, and the
@@ -6,14 +6,58 @@ inference strategy as JSON. Loading the registered model runs this code, which i
 a user can read in the model's artifacts; no pickled object is loaded, and the weights and
 strategy must match the sha256 recorded in the model's metadata at registration.
 Pass `model_config={"device": "cuda"}` to `mlflow.pyfunc.load_model` for GPU.
+
+Inputs (`predict(model_input, params={"output": "labels" | "png"})`):
+- a uint8 array `N x H x W x 3` (or `H x W x 3`; integer lists as `mlflow models serve`
+  gives them, values 0..255): label maps `N x H x W` come back;
+- a table (pandas DataFrame; `dataframe_split` over REST) with a column `image` of base64
+  PNG/JPEG bytes, each of any size: one row per image back, with `labels` (nested lists).
+`output: png` answers each image with `mask_png`, a base64 palette PNG of the class ids in the
+model's own colours.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import io
+
 import mlflow
 import numpy as np
+import pandas as pd
 import torch
 from mlflow.pyfunc import PythonModel
+from PIL import Image
+
+OUTPUTS = ("labels", "png")
+
+
+def _decode(value, row: int) -> np.ndarray:
+    """`H x W x 3` uint8 from base64 (or raw) PNG/JPEG bytes; ValueError naming the row."""
+    try:
+        data = value if isinstance(value, (bytes, bytearray)) else base64.b64decode(value, validate=True)
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            return np.array(img.convert("RGB"))
+    except (binascii.Error, TypeError, ValueError, OSError, Image.DecompressionBombError) as exc:
+        raise ValueError(f"image {row}: not a base64 PNG/JPEG ({exc})") from None
+
+
+def _as_images(model_input) -> tuple[list[np.ndarray], bool]:
+    """The input images, and whether they came as a table (one result row per image)."""
+    if isinstance(model_input, pd.DataFrame):
+        if "image" not in model_input.columns:
+            raise ValueError(f"a table input needs an 'image' column of base64 PNG/JPEG bytes, "
+                             f"got columns {list(model_input.columns)}")
+        return [_decode(v, k) for k, v in enumerate(model_input["image"])], True
+    array = np.asarray(model_input)
+    if array.ndim == 3:
+        array = array[None]
+    if array.ndim != 4 or array.shape[-1] != 3:
+        raise ValueError(f"expected uint8 RGB images N x H x W x 3, got shape {array.shape}")
+    if not np.issubdtype(array.dtype, np.integer) or array.min(initial=0) < 0 or array.max(initial=0) > 255:
+        raise ValueError("expected pixel values 0..255 (uint8)")
+    return [np.ascontiguousarray(array, dtype=np.uint8)], False
 
 
 class SegmenterModel(PythonModel):
@@ -22,7 +66,7 @@ class SegmenterModel(PythonModel):
     def load_context(self, context) -> None:
         from pathlib import Path
 
-        from deeplab.model_files import model_from_state
+        from deeplab.model_files import classes_of, model_from_state
         from deeplab.registered import logged_model_dir, read_logged_model
         from deeplab.serving.segmenter import Segmenter
 
@@ -30,12 +74,34 @@ class SegmenterModel(PythonModel):
         model_dir = logged_model_dir(Path(context.artifacts["model_file"]))
         state, strategy = read_logged_model(model_dir, str(model_dir))
         self.device = torch.device((context.model_config or {}).get("device", "cpu"))
-        self.segmenter = Segmenter(model_from_state(state), strategy).to(self.device).eval()
+        self.classes = classes_of(state)
+        self.segmenter = Segmenter(model_from_state(state), strategy, self.classes).to(self.device).eval()
+
+    def _labels(self, images: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return self.segmenter(torch.from_numpy(images).to(self.device)).cpu().numpy()
+
+    def _png(self, labels: np.ndarray) -> str:
+        from deeplab.data.palette import colour_table
+
+        img = Image.fromarray(labels, mode="P")
+        img.putpalette(colour_table(self.classes.palette).flatten().tolist())
+        buffer = io.BytesIO()
+        img.save(buffer, format="PNG")
+        return base64.b64encode(buffer.getvalue()).decode("ascii")
 
     def predict(self, context, model_input, params=None):  # no type hints: the signature is explicit
-        images = torch.from_numpy(np.ascontiguousarray(model_input, dtype=np.uint8))
-        with torch.no_grad():
-            return self.segmenter(images.to(self.device)).cpu().numpy()
+        output = (params or {}).get("output", "labels")
+        if output not in OUTPUTS:
+            raise ValueError(f"params.output: expected one of {OUTPUTS}, got {output!r}")
+        images, table = _as_images(model_input)
+        if not table and output == "labels":
+            return self._labels(images[0])
+        labels = [label for batch in images for label in self._labels(batch if batch.ndim == 4
+                                                                       else batch[None])]
+        if output == "png":
+            return pd.DataFrame({"mask_png": [self._png(label) for label in labels]})
+        return pd.DataFrame({"labels": [label.tolist() for label in labels]})
 
 
 mlflow.models.set_model(SegmenterModel())

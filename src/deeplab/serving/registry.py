@@ -3,8 +3,11 @@
 The registered model is an MLflow pyfunc "from code" (`pyfunc_model.py`): uint8 RGB images
 `N x H x W x 3` in, uint8 label maps out. Its weights travel as the model file (read with
 `weights_only=True`), its inference strategy as JSON, and the `deeplab` package as
-`code_paths`; nothing is pickled. The new version gets alias `champion` when its validation
-mIoU beats the current champion's (or there is none), else `challenger`.
+`code_paths`; nothing is pickled. In the workspace (`dvc repro`) the new version's alias
+follows `register.promote`: `if_better` (champion when its validation mIoU beats the current
+champion's, or there is none; else challenger), `always`, or `never`. A version registered by
+a `dvc exp run` (a sweep point) gets no alias: `@champion` moves only by that rule or by
+`python -m deeplab.serving.promote`, and the new champion records who, when and why.
 
 One model (sha256 of the network config, its tensors and the strategy) is one version,
 whatever happens: the version is
@@ -16,21 +19,23 @@ its alias, and on a local SQLite store registrations take turns under a file loc
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 import torch
+from PIL import Image
 
 from ..config import Params
 from ..errors import RegistryError, no_space_cause
 from ..evaluation.inference import InferenceStrategy
 from ..data.classes import ClassList
 from ..model_files import classes_of, read_model_file, state_digest
+from .promote import CHAMPION, set_champion
 
 log = logging.getLogger(__name__)
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
@@ -42,12 +47,13 @@ def model_digest(path: Path, strategy: dict[str, Any]) -> str:
 
 
 def signature():
-    """uint8 RGB images `N x H x W x 3` of any size -> uint8 label maps `N x H x W`."""
+    """The `output` parameter (`labels` | `png`); inputs are checked by the model itself, since
+    it takes two kinds (uint8 `N x H x W x 3` arrays, or a table of base64 PNG/JPEG images),
+    which one MLflow input schema cannot describe (`pyfunc_model.py`)."""
     from mlflow.models import ModelSignature
-    from mlflow.types import Schema, TensorSpec
+    from mlflow.types import ParamSchema, ParamSpec
 
-    return ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1, 3))]),
-                          outputs=Schema([TensorSpec(np.dtype(np.uint8), (-1, -1, -1))]))
+    return ModelSignature(params=ParamSchema([ParamSpec("output", "string", "labels")]))
 
 
 def read_miou(metrics_file: Path) -> float:
@@ -74,15 +80,18 @@ def store_lock(uri: str) -> Iterator[None]:
     if not uri.startswith("sqlite:///"):
         yield
         return
-    lock = Path(uri.removeprefix("sqlite:///") + ".lock")
+    from filelock import FileLock
+
+    lock = FileLock(uri.removeprefix("sqlite:///") + ".lock")
     try:
-        f = open(lock, "a+")
+        lock.acquire()
     except OSError:  # a read-only store: the registration itself reports it
         yield
         return
-    with f:
-        fcntl.flock(f, fcntl.LOCK_EX)
+    try:
         yield
+    finally:
+        lock.release()
 
 
 def _store_errors():
@@ -104,23 +113,37 @@ def _first_line(exc: BaseException) -> str:
     return (text.splitlines()[0] if text else type(exc).__name__)[:300]
 
 
-def _assign_alias(client, name: str, version: int, miou: float) -> list[str]:
-    """`champion` if this version beats the champion (or there is none), else `challenger`;
-    a version that already has an alias keeps it."""
+def _assign_alias(client, reg: "Registration", version: int) -> list[str]:
+    """Aliases by `register.promote`, in the workspace only (a `dvc exp run` moves none):
+    `if_better` gives `champion` when this version beats the champion's validation mIoU (or
+    there is none), else `challenger`; `always` gives `champion`; `never` gives `challenger`.
+    A version that already has an alias keeps it."""
     from mlflow.exceptions import MlflowException
 
-    current = list(client.get_model_version(name, str(version)).aliases)
+    current = list(client.get_model_version(reg.name, str(version)).aliases)
     if current:
         return current
+    if reg.experiment != "workspace":
+        log.info("%s version %d: registered by experiment %s, no alias moved (promote it with "
+                 "python -m deeplab.serving.promote)", reg.name, version, reg.experiment)
+        return []
     try:
-        champion = client.get_model_version_by_alias(name, "champion")
+        champion = client.get_model_version_by_alias(reg.name, CHAMPION)
         best = float(champion.tags.get("val_miou", "-inf"))
     except MlflowException:
         champion, best = None, float("-inf")
-    alias = "champion" if miou > best else "challenger"
-    client.set_registered_model_alias(name, alias, str(version))
-    log.info("%s version %d is @%s (val mIoU %.4f; champion had %s)", name, version, alias, miou,
-             "none" if champion is None else f"{best:.4f}")
+    better = reg.miou > best
+    if reg.promote == "always" or (reg.promote == "if_better" and better):
+        was = "none" if champion is None else f"{best:.4f}"
+        set_champion(client, reg.name, version, f"register.promote: {reg.promote} (val mIoU "
+                                                 f"{reg.miou:.4f}; champion had {was})")
+        alias = CHAMPION
+    else:
+        alias = "challenger"
+        client.set_registered_model_alias(reg.name, alias, str(version))
+    log.info("%s version %d is @%s (val mIoU %.4f; champion had %s; register.promote: %s)",
+             reg.name, version, alias, reg.miou,
+             "none" if champion is None else f"{best:.4f}", reg.promote)
     return [alias]
 
 
@@ -139,90 +162,108 @@ def describe(classes: ClassList) -> str:
             f"Classes: {names}")
 
 
-def _log_and_create_version(client, name: str, model_file: Path, strategy: dict[str, Any],
-                            digest: str, lineage: dict[str, str], miou: float, run_id: str,
-                            description: str, classes: ClassList) -> int:
-    import mlflow
+@dataclass(frozen=True)
+class Registration:
+    """What one `register` run registers, and how."""
 
-    with tempfile.TemporaryDirectory() as tmp:
-        strategy_file = Path(tmp) / "strategy.json"
-        strategy_file.write_text(json.dumps(strategy, indent=2))
-        example = np.random.default_rng(0).integers(0, 256, (1, 64, 64, 3), dtype=np.uint8)
-        info = mlflow.pyfunc.log_model(
-            name="model", python_model=str(PYFUNC_CODE),
-            artifacts={"model_file": str(model_file), "strategy": str(strategy_file)},
-            code_paths=[str(Path(__file__).parents[1])], signature=signature(),
-            input_example=example,
-            metadata={"model_sha256": digest, "classes": list(classes.names),
-                      "palette": [list(c) for c in classes.palette]},
-            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}",
-                              f"numpy=={np.__version__}", f"mlflow=={mlflow.__version__}"])
-    version = client.create_model_version(
-        name, source=info.model_uri, run_id=run_id, model_id=info.model_id,
-        tags={"model_sha256": digest, "val_miou": f"{miou:.6f}", **lineage},
-        description=description)
-    return int(version.version)
-
-
-def _training_lineage(info: dict[str, Any]) -> dict[str, str]:
-    """Version tags linking to what produced the weights: the training run, data, commit."""
-    keys = {"run_id": "training.run_id", "stage": "training.stage", "data_hash": "data.hash",
-            "git_commit": "git.commit"}
-    return {tag: str(info[k]) for k, tag in keys.items() if info.get(k) is not None}
+    name: str
+    model_file: Path
+    strategy: dict[str, Any]
+    digest: str
+    tags: dict[str, str]       # lineage: training run, data, commit, params, experiment
+    miou: float
+    min_miou: float
+    promote: str
+    experiment: str
+    classes: ClassList
 
 
 def register(model_file: Path, metrics_file: Path, params: Params) -> dict[str, Any]:
     """Log and register `model_file`; return what happened (version, alias, whether new)."""
-    from ..tracking import start_stage_run, tracking_uri
+    from ..tracking import dvc_experiment, start_stage_run, tracking_uri
 
-    name, min_miou = params.register.model_name, params.register.min_miou
+    cfg = params.register
     miou = read_miou(metrics_file)
-    strategy = InferenceStrategy.from_dict(params.register.inference.model_dump()).as_dict()
+    strategy = InferenceStrategy.from_dict(cfg.inference.model_dump()).as_dict()
     state = read_model_file(model_file)
-    digest, lineage = state_digest(state, strategy), _training_lineage(state["info"])
-    classes = classes_of(state)
-    description = describe(classes)
+    experiment = dvc_experiment()
+    reg = Registration(cfg.model_name, model_file, strategy, state_digest(state, strategy),
+                       {**_training_lineage(state["info"]), "dvc.exp": experiment},
+                       miou, cfg.min_miou, cfg.promote, experiment, classes_of(state))
     uri = tracking_uri()
     try:
         with store_lock(uri), start_stage_run("register", params, params.mlflow.experiment) as run:
-            return _register_locked(run.info.run_id, model_file, name, strategy, digest, lineage,
-                                    miou, min_miou, description, classes)
+            return _register_locked(run.info.run_id, reg)
     except _store_errors() as exc:
         raise RegistryError(f"tracking store {uri}: {_first_line(exc)}") from None
 
 
-def _register_locked(run_id: str, model_file: Path, name: str, strategy: dict[str, Any],
-                     digest: str, lineage: dict[str, str], miou: float, min_miou: float,
-                     description: str, classes: ClassList) -> dict[str, Any]:
+def _register_locked(run_id: str, reg: Registration) -> dict[str, Any]:
     import mlflow
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
     client = MlflowClient()
     try:
-        client.get_registered_model(name)
+        client.get_registered_model(reg.name)
     except MlflowException:
         with contextlib.suppress(MlflowException):  # another process may create it first
             client.create_registered_model(
-                name, description="DeepLabV3+ semantic segmentation: uint8 RGB N x H x W x 3 in, "
-                                  "uint8 label maps N x H x W out; each version's description "
-                                  "names its classes")
-    existing = _versions_with_digest(client, name, digest)
+                reg.name, description="DeepLabV3+ semantic segmentation: uint8 RGB N x H x W x 3 "
+                                      "in, uint8 label maps N x H x W out; each version's "
+                                      "description names its classes")
+    existing = _versions_with_digest(client, reg.name, reg.digest)
     new = not existing
     if new:
-        if miou < min_miou:
-            raise RegistryError(f"validation mIoU {miou:.4f} is below register.min_miou "
-                                f"{min_miou}; not registering")
-        mlflow.log_metrics({"val_miou": miou})
-        mlflow.log_params({f"inference.{k}": v for k, v in strategy.items()})
-        mine = _log_and_create_version(client, name, model_file, strategy, digest, lineage, miou,
-                                       run_id, description, classes)
-        existing = _versions_with_digest(client, name, digest)
+        if reg.miou < reg.min_miou:
+            raise RegistryError(f"validation mIoU {reg.miou:.4f} is below register.min_miou "
+                                f"{reg.min_miou}; not registering")
+        mlflow.log_metrics({"val_miou": reg.miou})
+        mlflow.log_params({f"inference.{k}": v for k, v in reg.strategy.items()})
+        mine = _log_and_create_version(client, reg, run_id)
+        existing = _versions_with_digest(client, reg.name, reg.digest)
         if existing and existing[0] != mine:  # a concurrent registration was first
-            client.delete_model_version(name, str(mine))
+            client.delete_model_version(reg.name, str(mine))
             new = False
     version = existing[0]
     if not new:
-        log.info("model unchanged (sha256 %s...): already version %d", digest[:12], version)
-    aliases = _assign_alias(client, name, version, miou)
-    return {"name": name, "version": version, "new": new, "aliases": aliases, "miou": miou}
+        log.info("model unchanged (sha256 %s...): already version %d", reg.digest[:12], version)
+    aliases = _assign_alias(client, reg, version)
+    return {"name": reg.name, "version": version, "new": new, "aliases": aliases, "miou": reg.miou}
+
+
+def _log_and_create_version(client, reg: Registration, run_id: str) -> int:
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        strategy_file = Path(tmp) / "strategy.json"
+        strategy_file.write_text(json.dumps(reg.strategy, indent=2))
+        example = np.random.default_rng(0).integers(0, 256, (1, 64, 64, 3), dtype=np.uint8)
+        info = mlflow.pyfunc.log_model(
+            name="model", python_model=str(PYFUNC_CODE),
+            artifacts={"model_file": str(reg.model_file), "strategy": str(strategy_file)},
+            code_paths=[str(Path(__file__).parents[1])], signature=signature(),
+            input_example=example,
+            metadata={"model_sha256": reg.digest, "classes": list(reg.classes.names),
+                      "palette": [list(c) for c in reg.classes.palette]},
+            pip_requirements=[f"torch=={torch.__version__.split('+')[0]}",
+                              f"numpy=={np.__version__}", f"mlflow=={mlflow.__version__}",
+                              f"pillow=={Image.__version__}"])
+    version = client.create_model_version(
+        reg.name, source=info.model_uri, run_id=run_id, model_id=info.model_id,
+        tags={"model_sha256": reg.digest, "val_miou": f"{reg.miou:.6f}", **reg.tags},
+        description=describe(reg.classes))
+    return int(version.version)
+
+
+def _training_lineage(info: dict[str, Any]) -> dict[str, str]:
+    """Version tags linking to what produced the weights: the training run, data, commit and
+    the exact params it trained with."""
+    keys = {"run_id": "training.run_id", "stage": "training.stage", "data_hash": "data.hash",
+            "git_commit": "git.commit"}
+    tags = {tag: str(info[k]) for k, tag in keys.items() if info.get(k) is not None}
+    if info.get("params") is not None:
+        tags["training.params"] = json.dumps(info["params"], sort_keys=True)[:8000]
+    if info.get("experiment") is not None:
+        tags["training.exp"] = str(info["experiment"])
+    return tags
