@@ -4,7 +4,7 @@
     python bench/bench.py --device cuda --precisions fp32 bf16-cl bf16-cl-compile --out bench/results/h100
     python bench/bench.py --loader        # data pipeline vs training step (params.yaml settings)
     python bench/bench.py --preprocess 1 2 --size 480 --images 300   # COCO -> masks, by workers
-    python bench/bench.py --signature 20000   # fetch's content signature: first look, no-op look
+    python bench/bench.py --signature 20000 --file-bytes 160000   # fetch's content signature
 
 Each configuration runs in its own process (clean peak-memory numbers): warm-up steps, then
 `--repeats` timed steps; `--rounds` repeats the sweep with the configurations interleaved
@@ -162,7 +162,7 @@ def loader_throughput(params_file: str, seconds: float) -> dict:
     training step's consumption at the same settings, on the processed finetune list."""
     from torch.utils.data import DataLoader
 
-    from deeplab.config import load_params
+    from deeplab.core.config import load_params
     from deeplab.data.dataset import IterationSampler, SegmentationDataset, read_list
     from deeplab.engine.stage import build_model
 
@@ -180,10 +180,13 @@ def loader_throughput(params_file: str, seconds: float) -> dict:
         if t0 and time.perf_counter() - t0 > seconds:
             break
     loader_rate = seen / (time.perf_counter() - t0)
-    model = build_model(params.model).train()
+    from deeplab.data.classes import read_classes
+
+    classes = len(read_classes("data/processed/classes.json"))
+    model = build_model(params.model, classes).train()
     opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     crop, batch = sched.crop_size, sched.batch_size
-    x, y = torch.rand(batch, 3, crop, crop), torch.randint(0, 21, (batch, crop, crop))
+    x, y = torch.rand(batch, 3, crop, crop), torch.randint(0, classes, (batch, crop, crop))
 
     def step() -> None:
         loss = F.cross_entropy(model(x), y)
@@ -231,7 +234,7 @@ def preprocess_throughput(size: int, images: int, workers: list[int]) -> dict:
     writing) for each number of worker processes, on synthetic COCO-style data at `size`."""
     import tempfile
 
-    from deeplab.config import SyntheticData
+    from deeplab.core.config import SyntheticData
     from deeplab.data.classes import VOC_CLASSES, ClassList, voc_palette
     from deeplab.data.preprocess import Job, SampleGuard, process_coco
     from deeplab.data.synthetic import generate
@@ -295,6 +298,7 @@ def main() -> int:
     ap.add_argument("--images", type=int, default=300, help="images for --preprocess")
     ap.add_argument("--signature", type=int, metavar="FILES", default=0,
                     help="time fetch's content signature over this many files instead")
+    ap.add_argument("--file-bytes", type=int, default=4096, help="file size for --signature")
     ap.add_argument("--one", help=argparse.SUPPRESS)  # internal: run one config in this process
     args = ap.parse_args()
     if args.threads:
@@ -307,7 +311,7 @@ def main() -> int:
         return 0
     if args.loader or args.preprocess or args.signature:
         result = (preprocess_throughput(args.size, args.images, args.preprocess) if args.preprocess
-                  else signature_speed(args.signature) if args.signature
+                  else signature_speed(args.signature, args.file_bytes) if args.signature
                   else loader_throughput("params.yaml", args.loader_seconds))
         print(json.dumps(result))
         if args.out:

@@ -31,7 +31,7 @@ MLFLOW_TRACKING_URI="http://127.0.0.1:$MPORT" DVC_ROOT="$WORK" "$PY" - <<'PYCODE
 import json, os, tempfile
 from pathlib import Path
 import numpy as np, torch
-from deeplab.config import parse_params
+from deeplab.core.config import parse_params
 from deeplab.model import DeepLabV3Plus
 from deeplab.model_files import save_model
 from deeplab.serving.registry import register

@@ -1,8 +1,8 @@
 """DVC stage evaluate: whole-split mIoU under each inference strategy and for each ablation
 variant; tables and figures."""
 
-from deeplab.cli import stage_main, stage_paths
-from deeplab.config import load_params
+from deeplab.core.cli import stage_main, stage_paths
+from deeplab.core.config import load_params
 from deeplab.evaluation.report import run_evaluate_stage
 
 

@@ -1,7 +1,7 @@
 """DVC stage fetch: raw datasets -> data/raw (synthetic, local copy, or download)."""
 
-from deeplab.cli import stage_main, stage_paths
-from deeplab.config import load_params
+from deeplab.core.cli import stage_main, stage_paths
+from deeplab.core.config import load_params
 from deeplab.data.fetch import fetch
 
 

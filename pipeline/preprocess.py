@@ -2,10 +2,10 @@
 
 import json
 
-from deeplab.cli import stage_main, stage_paths
-from deeplab.config import load_params
+from deeplab.core.cli import stage_main, stage_paths
+from deeplab.core.config import load_params
+from deeplab.core.errors import MissingFileError
 from deeplab.data.preprocess import preprocess
-from deeplab.errors import MissingFileError
 
 
 @stage_main

@@ -1,17 +1,17 @@
 """DVC stage pretrain: DeepLabV3+ on the COCO-derived data of the dataset's classes ->
 models/pretrain.pt (without COCO data: a file saying so, and no training)."""
 
-from deeplab.cli import stage_main, stage_paths
-from deeplab.config import load_params
-from deeplab.engine.stage import run_training_stage
+from deeplab.core.cli import stage_main, stage_paths
+from deeplab.core.config import load_params
+from deeplab.engine.stage import PRETRAIN, StageFiles, run_training_stage
 
 
 @stage_main
 def main() -> None:
-    p = stage_paths("train_list", "val_list", "classes", "model", "checkpoint", "reports")
+    files = StageFiles(**vars(stage_paths("train_list", "val_list", "classes", "model",
+                                          "checkpoint", "reports")))
     params = load_params(sections=("model", "train", "runtime", "pretrain", "mlflow"))
-    run_training_stage("pretrain", params, p.train_list, p.val_list, p.model, p.checkpoint, p.reports,
-                       p.classes)
+    run_training_stage(PRETRAIN, params, files)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """DVC stage register: log the finetuned model to MLflow and register it with an alias."""
 
-from deeplab.cli import stage_main, stage_paths
-from deeplab.config import load_params
-from deeplab.io import write_json
+from deeplab.core.cli import stage_main, stage_paths
+from deeplab.core.config import load_params
+from deeplab.core.io import write_json
 from deeplab.serving.registry import register
 
 

@@ -1,16 +1,43 @@
+"""Fixtures shared by every test module (helper functions live in tests/helpers/).
+
+Global state is restored by fixtures whether a test passes or fails: environment variables
+through `monkeypatch`, MLflow's tracking URI by `restore_mlflow` (autouse).
+"""
+
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 torch.set_num_threads(2)
 os.environ.setdefault("TQDM_DISABLE", "1")
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def restore_mlflow():
+    """Whatever a test does to MLflow's global state (tracking URI, active experiment: MLflow
+    keeps the latter in the MLFLOW_EXPERIMENT_ID environment variable) is undone, pass or fail."""
+    outer = os.environ.get("MLFLOW_EXPERIMENT_ID")
+    yield
+    if outer is None:
+        os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
+    else:
+        os.environ["MLFLOW_EXPERIMENT_ID"] = outer
+    if "mlflow" in sys.modules:
+        mlflow = sys.modules["mlflow"]
+        mlflow.set_tracking_uri(None)
+        import mlflow.tracking.fluent as fluent
+
+        fluent._active_experiment_id = None
 
 
 @pytest.fixture
 def repo_root():
-    from pathlib import Path
-    return Path(__file__).resolve().parents[1]
+    return REPO
 
 
 @pytest.fixture(scope="session")
@@ -18,7 +45,7 @@ def tiny_train_csv(tmp_path_factory):
     """A VOC-style train_aug list (absolute paths) of six 40x40 synthetic images."""
     import pandas as pd
 
-    from deeplab.config import PreprocessConfig, SyntheticData
+    from deeplab.core.config import PreprocessConfig, SyntheticData
     from deeplab.data.classes import ClassList
     from deeplab.data.preprocess import preprocess
     from deeplab.data.synthetic import generate
@@ -58,11 +85,70 @@ def tiny_classes(tiny_train_csv):
 
 
 @pytest.fixture
+def model_file(tmp_path):
+    """A saved tiny 21-class model (MobileNetV2, 16-channel heads)."""
+    from helpers.models import tiny_net
+
+    from deeplab.model_files import save_model
+
+    path = tmp_path / "finetune.pt"
+    save_model(path, tiny_net(), stage="finetune", val_miou=0.5)
+    return path
+
+
+@pytest.fixture
+def tracking(tmp_path, monkeypatch):
+    """A fresh SQLite tracking store under tmp_path (the repository root for the test), the
+    workspace (no `dvc exp run`)."""
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("DVC_EXP_NAME", raising=False)
+    return tmp_path
+
+
+@pytest.fixture
 def dead_pid():
     """The id of a process that has exited (for 'left behind by a killed run' files)."""
-    import subprocess
-    import sys
-
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
     return proc.pid
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """`small_disk(kib)`: a tmpfs of that size mounted under tmp_path (needs root, as on these
+    machines and CI), unmounted afterwards."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    mounts = []
+
+    def mount(kib: int) -> Path:
+        path = tmp_path / f"disk{len(mounts)}"
+        path.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={kib}k", "tmpfs", str(path)],
+                       check=True)
+        mounts.append(path)
+        return path
+
+    yield mount
+    for path in mounts:
+        subprocess.run(["umount", "-l", str(path)], check=False)
+
+
+@pytest.fixture
+def full_disk(small_disk):
+    """A 256 KiB filesystem."""
+    return small_disk(256)
+
+
+@pytest.fixture(scope="session")
+def voc_raw(tmp_path_factory):
+    """The synthetic VOC + SBD + COCO folders of `helpers.data.VOC_CFG` (read-only: copy it to
+    break it)."""
+    from helpers.data import VOC_CFG
+
+    from deeplab.data.synthetic import generate
+
+    root = tmp_path_factory.mktemp("voc_raw")
+    generate(root, VOC_CFG)
+    return root

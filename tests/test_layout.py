@@ -37,14 +37,14 @@ def modules_of(part: str) -> list[Path]:
     ("data", (), ("deeplab.engine", "deeplab.serving", "deeplab.evaluation", "deeplab.model")),
     ("engine", (), ("deeplab.serving", "deeplab.evaluation.report")),
     ("evaluation", (), ("deeplab.engine", "deeplab.serving")),
-    ("cli", (), ("deeplab.engine", "deeplab.model", "deeplab.serving")),
-    ("config", (), ("deeplab.engine", "deeplab.serving", "deeplab.evaluation", "deeplab.data")),
+    # core: imports only itself (and the network's choices, plain data)
+    ("core", ("deeplab.core",), ()),
 ])
 def test_layering(part, allowed, forbidden):
     for path in modules_of(part):
         for name in imported_modules(path):
             where = f"{path.relative_to(REPO)} imports {name}"
-            if part == "config" and name == "deeplab.model.choices":
+            if part == "core" and (name == "deeplab.model" or name.startswith("deeplab.model.choices")):
                 continue  # plain data, no torch: the one place the choices are defined
             assert not allowed or name.startswith(allowed), where
             assert not name.startswith(forbidden), where
@@ -64,6 +64,7 @@ def loaded_by(script: str) -> set[str]:
     return set(json.loads(out.stdout))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", ["fetch.py", "preprocess.py"])
 def test_data_stages_load_neither_torch_nor_the_network(script):
     loaded = loaded_by(script)
@@ -71,6 +72,7 @@ def test_data_stages_load_neither_torch_nor_the_network(script):
     assert not {m for m in loaded if m.startswith("deeplab.model.")} - {"deeplab.model.choices"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("script", ["pretrain.py", "finetune.py", "variant.py"])
 def test_training_stages_load_no_serving_and_no_report(script):
     loaded = loaded_by(script)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from .errors import ConfigError
+from .core.errors import ConfigError
 
 
 def select_device(name: str = "auto") -> torch.device:

@@ -24,9 +24,9 @@ from typing import Any, Iterator, Mapping
 
 import torch
 
+from .core.errors import MissingFileError, ModelFileError, UnsafeFileError
+from .core.io import save_torch
 from .data.classes import ClassList
-from .errors import MissingFileError, ModelFileError, UnsafeFileError
-from .io import save_torch
 from .model import DeepLabV3Plus
 
 MODEL_CONFIG_KEYS = {"num_classes", "backbone", "output_stride", "decoder", "separable",

@@ -18,8 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from .config import Params, flatten, parse_params, read_yaml
-from .errors import ConfigError, DeeplabError
+from .core.config import Params, flatten, parse_params, read_yaml
+from .core.errors import ConfigError, DeeplabError
 
 
 def load_recipe(path: str | Path) -> dict[str, Any]:
@@ -71,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     try:
         recipe = load_recipe(args.recipe)
-        from .config import load_params
+        from .core.config import load_params
 
         apply_recipe(load_params(args.params), recipe, str(args.recipe))
         command = ["dvc", "exp", "run", *overrides(recipe), *extra]

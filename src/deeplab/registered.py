@@ -14,14 +14,14 @@ import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
-from .errors import ConfigError, ModelFileError
+from .core.errors import ConfigError, ModelFileError
 from .evaluation.inference import InferenceStrategy
 from .model_files import read_model_file, verify_digest
 
 
 def _strategy_file(path: Path, where: str) -> dict[str, Any]:
     """A logged model's strategy JSON, validated like `register.inference` (+ `pad_to`)."""
-    from .config import StoredStrategy, validate_options
+    from .core.config import StoredStrategy, validate_options
 
     try:
         raw = json.loads(path.read_text())

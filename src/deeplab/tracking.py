@@ -8,7 +8,7 @@ import socket
 import subprocess
 from pathlib import Path
 
-from .config import Params, flatten
+from .core.config import Params, flatten
 
 
 def repo_root() -> Path:
@@ -52,7 +52,7 @@ def check_store(uri: str, timeout: float = 5.0) -> None:
     import urllib.error
     import urllib.request
 
-    from .errors import RegistryError
+    from .core.errors import RegistryError
 
     if uri.startswith("sqlite:///"):
         import tempfile
@@ -160,7 +160,7 @@ def log_split_inputs(splits: dict[str, str | Path]) -> None:
 
 def _end_orphans(client, experiment_id: str, stage: str) -> None:
     """Mark KILLED the RUNNING runs of `stage` whose process (same host) no longer exists."""
-    from .io import pid_alive
+    from .core.io import pid_alive
 
     host = socket.gethostname()
     runs = client.search_runs([experiment_id], filter_string=(

@@ -9,11 +9,11 @@ from pathlib import Path
 import torch
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from deeplab.config import RuntimeConfig, Schedule, TrainConfig
+from deeplab.core.config import RuntimeConfig, Schedule, TrainConfig
 from deeplab.data.dataset import SegmentationDataset, read_list
 from deeplab.engine.distributed import init_from_env, shutdown
+from deeplab.engine.loop import TrainOptions, train
 from deeplab.model import DeepLabV3Plus
-from deeplab.engine.loop import train
 
 SCHED = Schedule(iterations=3, batch_size=4, crop_size=49, lr=0.01, lr_power=0.9, momentum=0.9,
                  weight_decay=4e-5, scale_range=[0.5, 2.0], flip=True, checkpoint_every=2,
@@ -29,8 +29,9 @@ def main(csv: str, out: str, checkpoint: str) -> None:
     model = DeepLabV3Plus(21, "mobilenetv2", 16, aspp_channels=16, decoder_channels=16, dropout=0.0)
     model.double()  # float64: the comparison tests the maths, not float32 rounding
     dataset = SegmentationDataset(read_list(csv), SCHED.crop_size, SCHED.scale_range, True)
-    result = train(model, dataset, SCHED, SETTINGS, RUNTIME, Path(checkpoint), seed=3,
-                   fingerprint_settings={}, device=device, rank=info.rank, world_size=info.world_size)
+    result = train(model, dataset, SCHED, SETTINGS, RUNTIME,
+                   TrainOptions(Path(checkpoint), seed=3, device=device, rank=info.rank,
+                                world_size=info.world_size))
     if info.is_main:
         torch.save({"state": model.state_dict(), "loss": [h["loss"] for h in result.history],
                     "world_size": info.world_size, "bn": {type(m).__name__ for m in model.modules() if isinstance(m, _BatchNorm)}},

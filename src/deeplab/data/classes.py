@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from ..errors import ConfigError, MissingFileError
+from ..core.errors import ConfigError, MissingFileError
 
 IGNORE = 255  # the ignore value of every processed mask (the raw one is `data.ignore_index`)
 IGNORE_COLOUR = (224, 224, 192)  # VOC's colour of the "void" band
@@ -174,7 +174,7 @@ def coco_class_map(classes: ClassList, category_names: Sequence[str],
 
 
 def write_classes(path: Path, classes: ClassList) -> None:
-    from ..io import write_json
+    from ..core.io import write_json
 
     write_json(path, classes.as_dict())
 

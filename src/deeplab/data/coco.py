@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import MissingFileError
+from ..core.errors import MissingFileError
 from .classes import IGNORE
 from .samples import BadSampleError, SampleGuard
 

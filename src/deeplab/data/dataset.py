@@ -19,7 +19,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
-from ..errors import BadSampleError, ConfigError, MissingFileError
+from ..core.errors import BadSampleError, ConfigError, MissingFileError
 from .palette import IGNORE, read_label_png
 
 MEAN_PIXEL = (124, 116, 104)  # ImageNet mean in uint8; the stages pass the backbone's own mean

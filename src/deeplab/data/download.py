@@ -17,8 +17,8 @@ from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
 
-from ..errors import DownloadError, UnsafeArchiveError
-from ..io import atomic_dir
+from ..core.errors import DownloadError, UnsafeArchiveError
+from ..core.io import atomic_dir
 
 log = logging.getLogger(__name__)
 CHUNK = 1 << 20

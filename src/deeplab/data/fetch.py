@@ -20,9 +20,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ..config import DataConfig
-from ..errors import ConfigError, MissingFileError
-from ..io import atomic_dir, write_json
+from ..core.config import DataConfig
+from ..core.errors import ConfigError, MissingFileError
+from ..core.io import atomic_dir, write_json
 from .classes import ClassList, resolve_classes
 from .download import download, safe_extract
 from .layouts import REQUIRED

@@ -15,7 +15,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import BadSampleError, MissingFileError
+from ..core.errors import BadSampleError, MissingFileError
 from .samples import SampleGuard
 
 log = logging.getLogger(__name__)

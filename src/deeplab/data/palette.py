@@ -8,7 +8,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
-from ..io import save_image
+from ..core.io import save_image
 from .classes import IGNORE, IGNORE_COLOUR, voc_palette
 
 Colours = Sequence[Sequence[int]]

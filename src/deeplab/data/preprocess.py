@@ -30,14 +30,27 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from ..config import PreprocessConfig
-from ..errors import ConfigError
-from ..io import atomic_dir, write_json, write_text
-from .classes import IGNORE, ClassList, coco_class_map, cityscapes_lookup, hard_class_ids, write_classes
+from ..core.config import PreprocessConfig
+from ..core.errors import ConfigError
+from ..core.io import atomic_dir, write_json, write_text
+from .classes import (
+    IGNORE,
+    ClassList,
+    cityscapes_lookup,
+    coco_class_map,
+    hard_class_ids,
+    write_classes,
+)
 from .coco import category_names, load_coco, semantic_mask
 from .layouts import Sample, target_splits
 from .palette import save_label_png
-from .samples import BadSampleError, LabelRules, SampleGuard, check_image, read_raw_label
+from .samples import (
+    BadSampleError,
+    LabelRules,
+    SampleGuard,
+    check_image,
+    read_raw_label,
+)
 
 log = logging.getLogger(__name__)
 LIST_COLUMNS = ["id", "image", "mask", "image_sig"]

@@ -11,7 +11,7 @@ import numpy as np
 import scipy.io
 from PIL import Image
 
-from ..errors import BadSampleError
+from ..core.errors import BadSampleError
 from .classes import IGNORE, IGNORE_COLOUR
 
 log = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ import stat
 from pathlib import Path
 from typing import Iterator
 
-from ..errors import MissingFileError
+from ..core.errors import MissingFileError
 
 log = logging.getLogger(__name__)
 CACHE_VERSION = 1
@@ -83,7 +83,7 @@ class HashCache:
         """Keep the entries used now (files that changed or went away drop out)."""
         if self.path is None or (not self.hashed and set(self.entries) == self.used):
             return
-        from ..io import write_text
+        from ..core.io import write_text
 
         kept = {k: v for k, v in self.entries.items() if k in self.used}
         try:

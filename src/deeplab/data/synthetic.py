@@ -31,8 +31,8 @@ import scipy.ndimage as ndi
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from ..config import SyntheticData
-from ..io import save_image
+from ..core.config import SyntheticData
+from ..core.io import save_image
 from .classes import COCO_SYNONYMS, IGNORE, VOC_CLASSES, ClassList, cityscapes_labels
 from .palette import save_label_png
 

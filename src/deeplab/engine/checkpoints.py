@@ -20,8 +20,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import ModelFileError, UnsafeFileError
-from ..io import remove_stale_temps
+from ..core.errors import ModelFileError, UnsafeFileError
+from ..core.io import remove_stale_temps
 from ..model_files import safe_load
 
 log = logging.getLogger(__name__)

@@ -26,12 +26,12 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from ..core.config import RuntimeConfig, Schedule, TrainConfig
+from ..core.errors import TrainingDivergedError
+from ..core.io import save_torch
 from ..data.dataset import IterationSampler, SegmentationDataset
-from ..config import RuntimeConfig, Schedule, TrainConfig
 from ..data.palette import IGNORE
 from ..device import select_device
-from ..errors import TrainingDivergedError
-from ..io import save_torch
 from .checkpoints import fingerprint, load_checkpoint, rng_state, set_rng_state
 from .distributed import all_sum, synchronize_batchnorm
 from .optim import sgd_with_poly_schedule
@@ -100,26 +100,45 @@ def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer,
     scheduler.step()
 
 
-_FROM_FILE: Any = object()  # `resume` default: read the checkpoint file
+FROM_FILE: Any = object()  # TrainOptions.resume default: read the checkpoint file
+
+
+@dataclass
+class TrainOptions:
+    """Where a run keeps its state and whom it reports to (how it trains is the schedule).
+
+    `fingerprint` holds the settings a checkpoint must have been written with to be resumed;
+    `resume` is the state `load_checkpoint` returned (read from `checkpoint` if left as
+    `FROM_FILE`); `run_id` (the MLflow run) is stored in each checkpoint so that a resumed
+    stage continues the same run. `on_log(iteration, record)` receives every logged record and
+    `on_validate(model, iteration)` runs every `val_every` iterations, on rank 0.
+    """
+
+    checkpoint: Path
+    seed: int
+    fingerprint: dict[str, Any] = field(default_factory=dict)
+    device: torch.device | None = None
+    rank: int = 0
+    world_size: int = 1
+    resume: dict[str, Any] | None = FROM_FILE
+    run_id: str | None = None
+    on_log: Callable[[int, dict[str, float]], None] | None = None
+    on_validate: Callable[[nn.Module, int], dict[str, float]] | None = None
 
 
 def train(model: nn.Module, dataset: SegmentationDataset, sched: Schedule, settings: TrainConfig,
-          runtime: RuntimeConfig, checkpoint: Path, seed: int, fingerprint_settings: dict[str, Any],
-          on_log: Callable[[int, dict[str, float]], None] | None = None,
-          on_validate: Callable[[nn.Module, int], dict[str, float]] | None = None,
-          device: torch.device | None = None, rank: int = 0, world_size: int = 1,
-          stop_after: int | None = None, resume: dict[str, Any] | None = _FROM_FILE,
-          run_id: str | None = None) -> TrainResult:
-    """Train `model` for `sched.iterations` iterations, resuming from `checkpoint` if it matches.
+          runtime: RuntimeConfig, options: TrainOptions) -> TrainResult:
+    """Train `model` for `sched.iterations` iterations, resuming from the checkpoint if it
+    matches.
 
     `settings` says how (device, AMP, channels_last, compile); `runtime` holds what cannot
-    change the weights (loader workers, log interval).
-
-    `resume` is the state `load_checkpoint` returned (read here if not given); `run_id` (the
-    MLflow run) is stored in each checkpoint so that a resumed stage continues the same run.
-    `stop_after` ends the run early after that many iterations (a checkpoint is written
-    first); it exists to test interruption and resume.
+    change the weights (loader workers, log interval); `options` the run's state and hooks.
     """
+    checkpoint, seed, rank, world_size = options.checkpoint, options.seed, options.rank, \
+        options.world_size
+    on_log, on_validate, run_id, resume = options.on_log, options.on_validate, options.run_id, \
+        options.resume
+    device = options.device
     device = device or select_device(settings.device)
     total = sched.iterations
     freeze_bn = sched.freeze_bn
@@ -138,8 +157,8 @@ def train(model: nn.Module, dataset: SegmentationDataset, sched: Schedule, setti
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
     scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16")
 
-    key = fingerprint(fingerprint_settings)
-    if resume is _FROM_FILE:
+    key = fingerprint(options.fingerprint)
+    if resume is FROM_FILE:
         resume = load_checkpoint(checkpoint, key, total)
     start = 0
     history: list[dict[str, float]] = []
@@ -176,7 +195,6 @@ def train(model: nn.Module, dataset: SegmentationDataset, sched: Schedule, setti
     set_train_mode(model, freeze_bn)
     t0 = time.perf_counter()
     seen = 0
-    end = total if stop_after is None else min(total, start + stop_after)
     bar = tqdm(total=total, initial=start, desc="train", unit="it", disable=rank != 0,
                dynamic_ncols=True)
     it = start
@@ -208,9 +226,9 @@ def train(model: nn.Module, dataset: SegmentationDataset, sched: Schedule, setti
                 and it < total):
             val_history.append({"iteration": it, **on_validate(unwrap(model), it)})
             set_train_mode(model, freeze_bn)
-        if it % sched.checkpoint_every == 0 or it == end:
+        if it % sched.checkpoint_every == 0 or it == total:
             save(it)
-        if it >= end:
+        if it >= total:
             break
     bar.close()
     seconds = time.perf_counter() - t0

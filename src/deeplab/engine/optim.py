@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..config import Schedule
+from ..core.config import Schedule
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:

@@ -1,28 +1,36 @@
-"""What the pretrain and finetune stages do, shared: one function with the stage as parameter."""
+"""What the training stages (pretrain, finetune, the ablation variants) do: one function with
+the stage as a value, in named steps."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import torch
 
-from ..config import ModelConfig, Params
+from ..core.config import ModelConfig, Params
+from ..core.errors import ConfigError, ModelFileError
+from ..core.io import write_csv, write_json
 from ..data.classes import ClassList, read_classes
 from ..data.dataset import SegmentationDataset, read_list, repeat_rows
 from ..device import select_device
-from ..errors import ConfigError, ModelFileError
 from ..evaluation.evaluate import evaluate
-from ..io import write_csv, write_json
 from ..model import DeepLabV3Plus
 from ..model_files import read_model_file, save_model, state_digest
-from ..tracking import dvc_experiment, files_hash, files_signature, git_commit, start_stage_run
+from ..tracking import (
+    dvc_experiment,
+    files_hash,
+    files_signature,
+    git_commit,
+    start_stage_run,
+)
 from .checkpoints import code_signature, fingerprint, load_checkpoint
 from .distributed import init_from_env, shutdown
-from .loop import seed_everything, train
+from .loop import TrainOptions, TrainResult, seed_everything, train
 
 log = logging.getLogger(__name__)
 NO_PRETRAINING = "no COCO data to pretrain on"
@@ -111,7 +119,7 @@ def skip_pretraining(params: Params, classes: ClassList, out_model: Path, report
                      checkpoint: Path | None = None) -> dict[str, Any]:
     """The pretrain stage without COCO data: a model file that says so (finetune refuses to
     start from it), a checkpoint that resumes nothing, and empty curves; no training."""
-    from ..io import save_torch
+    from ..core.io import save_torch
 
     model = build_model(params.model, len(classes))
     info = {"stage": "pretrain", "skipped": NO_PRETRAINING}
@@ -129,84 +137,143 @@ def skip_pretraining(params: Params, classes: ClassList, out_model: Path, report
     return metrics
 
 
-def run_training_stage(stage: str, params: Params, train_list: Path, val_list: Path,
-                       out_model: Path, checkpoint: Path, reports: Path, classes_file: Path,
-                       init_file: Path | None = None, hard_list: Path | None = None,
-                       run_name: str | None = None, partial_init: bool = False) -> dict[str, Any]:
-    """Train for one stage, validate on full images, write the model, curves and metrics.
+@dataclass(frozen=True)
+class TrainingStage:
+    """A DVC training stage: its name (MLflow run, checkpoint fingerprint, model file info) and
+    the params section holding its schedule. Ablation variants start from the pretrain
+    checkpoint's tensors that match their architecture (`partial_init`)."""
 
-    `stage` names the schedule section (pretrain | finetune); `run_name` the DVC stage
-    (default: `stage`), used for the MLflow run and the checkpoint fingerprint. The class
-    count and names come from the data (`classes_file`).
-    """
+    name: str
+    schedule: str
+    partial_init: bool = False
+
+    @classmethod
+    def variant(cls, name: str) -> "TrainingStage":
+        return cls(f"variant@{name}", "finetune", partial_init=True)
+
+
+PRETRAIN = TrainingStage("pretrain", "pretrain")
+FINETUNE = TrainingStage("finetune", "finetune")
+
+
+@dataclass(frozen=True)
+class StageFiles:
+    """What a training stage reads and writes (paths given by dvc.yaml)."""
+
+    train_list: Path
+    val_list: Path
+    classes: Path
+    model: Path
+    checkpoint: Path
+    reports: Path
+    init: Path | None = None
+    hard_list: Path | None = None
+
+    @property
+    def data_files(self) -> list[Path]:
+        """The small files that define the data (hashed into the run's `data.hash`)."""
+        return [self.train_list, self.val_list, self.classes] + \
+            ([self.hard_list] if self.hard_list else [])
+
+
+def training_data(stage: TrainingStage, params: Params, files: StageFiles,
+                  mean: torch.Tensor) -> tuple[SegmentationDataset, pd.DataFrame, int]:
+    """The augmented training set (hard images repeated), the validation rows, and how many
+    rows the repeats added. Crops are padded with the backbone's `mean` pixel."""
+    sched = getattr(params, stage.schedule)
+    base = read_list(files.train_list)
+    hard_ids = files.hard_list.read_text().split() if files.hard_list is not None else []
+    rows = repeat_rows(base, hard_ids, sched.repeat_hard)
+    fill = tuple(int(round(255 * float(m))) for m in mean.flatten())
+    dataset = SegmentationDataset(rows, sched.crop_size, sched.scale_range, sched.flip, fill=fill)
+    return dataset, read_list(files.val_list), len(rows) - len(base)
+
+
+def run_fingerprint(stage: TrainingStage, params: Params, files: StageFiles,
+                    dataset: SegmentationDataset, origin: str) -> dict[str, Any]:
+    """What a checkpoint must have been written with to be resumed: the stage, its settings,
+    the data (lists and files), where the initial weights came from, and the loaded code."""
+    settings = params.as_dict()
+    if files.init and origin.startswith("pretrain"):
+        init = files_hash([files.init])
+    elif origin.startswith("model "):
+        init = _transfer_source(params.finetune.init)[1]
+    else:
+        init = origin
+    return {"stage": stage.name, "params": {k: settings[k] for k in ("seed", "model", stage.schedule)},
+            "data": files_hash(files.data_files),
+            "files": files_signature(dataset.images + dataset.masks), "init": init,
+            "code": code_signature()}
+
+
+def write_results(stage: TrainingStage, params: Params, files: StageFiles, model: DeepLabV3Plus,
+                  classes: ClassList, result: TrainResult, final: dict[str, Any], origin: str,
+                  run_id: str, data_hash: str, processes: int) -> dict[str, Any]:
+    """The model file, the loss and validation curves and the metrics of a finished stage."""
     import mlflow
 
-    sched = getattr(params, stage)
-    classes = read_classes(classes_file)
+    val_curve = result.val_history + [{"iteration": result.iterations, "val_miou": final["miou"]}]
+    metrics = {"val_miou": final["miou"], "val_pixel_acc": final["pixel_acc"],
+               "iterations": result.iterations, "train_seconds": round(result.seconds, 1),
+               "train_images_per_s": round(result.images_per_s, 2),
+               "resumed_from": result.resumed_from, "processes": processes}
+    # At the last iteration: the runs table shows each metric's value at its last step.
+    mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=result.iterations)
+    save_model(files.model, model.cpu(), classes, stage=stage.name, val_miou=final["miou"],
+               init=origin, iterations=result.iterations, run_id=run_id, data_hash=data_hash,
+               git_commit=git_commit(), params=params.as_dict(), experiment=dvc_experiment())
+    files.reports.mkdir(parents=True, exist_ok=True)
+    write_csv(files.reports / "curve.csv", pd.DataFrame(result.history), index=False)
+    write_csv(files.reports / "val_curve.csv", pd.DataFrame(val_curve), index=False)
+    write_json(files.reports / "metrics.json", metrics)
+    return metrics
+
+
+def run_training_stage(stage: TrainingStage, params: Params, files: StageFiles) -> dict[str, Any]:
+    """Train for one stage, validate on full images, write the model, curves and metrics.
+    The class count and names come from the data (`files.classes`)."""
+    import mlflow
+
+    sched = getattr(params, stage.schedule)
+    classes = read_classes(files.classes)
     torch.set_num_threads(params.runtime.threads or torch.get_num_threads())
-    base = read_list(train_list)
-    if stage == "pretrain" and base.empty:
-        return skip_pretraining(params, classes, out_model, reports, checkpoint)
-    hard_ids = hard_list.read_text().split() if hard_list is not None else []
-    rows = repeat_rows(base, hard_ids, sched.repeat_hard)
-    val_rows = read_list(val_list)
-    run_name = run_name or stage
+    if stage == PRETRAIN and read_list(files.train_list).empty:
+        return skip_pretraining(params, classes, files.model, files.reports, files.checkpoint)
     seed_everything(params.seed)  # the initialisation of new layers is part of the run
-    model, origin = initial_model(stage, params, len(classes), init_file, partial_init)
-    fill = tuple(int(round(255 * float(m))) for m in model.mean.flatten())
-    dataset = SegmentationDataset(rows, sched.crop_size, sched.scale_range, sched.flip,
-                                  fill=fill)
+    model, origin = initial_model(stage.schedule, params, len(classes), files.init,
+                                  stage.partial_init)
+    dataset, val_rows, repeats = training_data(stage, params, files, model.mean)
     info, device = init_from_env(select_device(params.train.device))
-    data_files = [train_list, val_list, classes_file] + ([hard_list] if hard_list else [])
     log.info("%s: %d training samples (%d hard repeats), init from %s, device %s, process %d of %d",
-             stage, len(rows), len(rows) - len(base), origin, device, info.rank + 1, info.world_size)
-    settings = params.as_dict()
-    fp = {"stage": run_name, "params": {k: settings[k] for k in ("seed", "model", stage)},
-          "data": files_hash(data_files),
-          "files": files_signature(dataset.images + dataset.masks),
-          "init": (files_hash([init_file]) if init_file and origin.startswith("pretrain") else
-                   _transfer_source(params.finetune.init)[1] if origin.startswith("model ") else origin),
-          "code": code_signature()}
+             stage.name, len(dataset), repeats, origin, device, info.rank + 1, info.world_size)
+    fp = run_fingerprint(stage, params, files, dataset, origin)
 
     def validate(m: torch.nn.Module, it: int) -> dict[str, float]:
         miou = evaluate(m, val_rows, len(classes), device, desc="val")["miou"]
         mlflow.log_metric("val_miou", miou, step=it)
         return {"val_miou": miou}
 
-    resume = load_checkpoint(checkpoint, fingerprint(fp), sched.iterations)
+    resume = load_checkpoint(files.checkpoint, fingerprint(fp), sched.iterations)
+    tracked = start_stage_run(stage.name, params, params.mlflow.experiment, files.data_files,
+                              resume_run_id=resume.get("run_id") if resume else None,
+                              splits={"train": files.train_list, "validation": files.val_list}) \
+        if info.is_main else contextlib.nullcontext()
     try:
-        with start_stage_run(run_name, params, params.mlflow.experiment, data_files,
-                             resume_run_id=resume.get("run_id") if resume else None,
-                             splits={"train": train_list, "validation": val_list}) \
-                if info.is_main else contextlib.nullcontext() as run:
+        with tracked as run:
             if info.is_main:
-                mlflow.set_tag("init", origin)
-                mlflow.set_tag("processes", str(info.world_size))
-            result = train(model, dataset, sched, params.train, params.runtime, checkpoint, params.seed, fp,
-                           on_log=lambda it, rec: mlflow.log_metrics(rec, step=it),
-                           on_validate=validate, device=device, rank=info.rank,
-                           world_size=info.world_size, resume=resume,
-                           run_id=run.info.run_id if run else None)
+                mlflow.set_tags({"init": origin, "processes": str(info.world_size)})
+            options = TrainOptions(files.checkpoint, params.seed, fp, device, info.rank,
+                                   info.world_size, resume, run.info.run_id if run else None,
+                                   on_log=lambda it, rec: mlflow.log_metrics(rec, step=it),
+                                   on_validate=validate)
+            result = train(model, dataset, sched, params.train, params.runtime, options)
             if not info.is_main:  # rank 0 alone validates and writes
                 return {}
             final = evaluate(model, val_rows, len(classes), device, desc="val")
-            val_curve = result.val_history + [{"iteration": result.iterations, "val_miou": final["miou"]}]
-            metrics = {"val_miou": final["miou"], "val_pixel_acc": final["pixel_acc"],
-                       "iterations": result.iterations, "train_seconds": round(result.seconds, 1),
-                       "train_images_per_s": round(result.images_per_s, 2),
-                       "resumed_from": result.resumed_from, "processes": info.world_size}
-            # At the last iteration: the runs table shows each metric's value at its last step.
-            mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=result.iterations)
-            save_model(out_model, model.cpu(), classes, stage=run_name, val_miou=final["miou"], init=origin,
-                       iterations=result.iterations, run_id=run.info.run_id,
-                       data_hash=fp["data"], git_commit=git_commit(), params=settings,
-                       experiment=dvc_experiment())
-            reports.mkdir(parents=True, exist_ok=True)
-            write_csv(reports / "curve.csv", pd.DataFrame(result.history), index=False)
-            write_csv(reports / "val_curve.csv", pd.DataFrame(val_curve), index=False)
-            write_json(reports / "metrics.json", metrics)
+            metrics = write_results(stage, params, files, model, classes, result, final, origin,
+                                    run.info.run_id, fp["data"], info.world_size)
     finally:
         shutdown()
-    log.info("%s: val mIoU %.4f after %d iterations (%.1f img/s)", stage, metrics["val_miou"],
-             result.iterations, result.images_per_s)
+    log.info("%s: val mIoU %.4f after %d iterations (%.1f img/s)", stage.name,
+             metrics["val_miou"], result.iterations, result.images_per_s)
     return metrics

@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from ..data.dataset import load_sample
 from .inference import InferenceStrategy, predict_probs, to_float_image
-from .metrics import boundary_band, confusion_matrix, scores
+from .metrics import boundary_band, confusion_matrix, image_counts, scores
 
 
 @torch.no_grad()
@@ -23,19 +23,23 @@ def evaluate(model: nn.Module, rows: pd.DataFrame, num_classes: int, device: tor
     """Evaluate every image of a split at its full size (padded to an exact size, see
     `inference`).
 
-    Returns `scores(cm)` plus `cm` (the confusion matrix), `trimap` ({width: mIoU within
-    that band}) and, if asked, the first `keep_predictions` (image, label, prediction).
+    Returns `scores(cm)` plus `cm` (the confusion matrix), `per_image` (`N x 3 x C` true
+    positive, false positive and false negative counts, for bootstrap intervals), `trimap`
+    ({width: mIoU within that band}) and, if asked, the first `keep_predictions` (image,
+    label, prediction).
     """
     model.eval()
     cm = torch.zeros(num_classes, num_classes, dtype=torch.long)
     band_cms = {w: torch.zeros_like(cm) for w in trimap_widths}
-    kept = []
+    kept, per_image = [], []
     for image_path, mask_path in tqdm(list(zip(rows["image"], rows["mask"])), desc=desc,
                                       unit="img", leave=False):
         image, label = load_sample(image_path, mask_path)
         x = to_float_image(image.unsqueeze(0)).to(device)
         pred = predict_probs(model, x, strategy).argmax(1)[0].cpu()
-        cm += confusion_matrix(pred, label, num_classes)
+        image_cm = confusion_matrix(pred, label, num_classes)
+        cm += image_cm
+        per_image.append(image_counts(image_cm))
         if band_cms:
             lab = label.numpy()
             for w, bcm in band_cms.items():
@@ -46,6 +50,7 @@ def evaluate(model: nn.Module, rows: pd.DataFrame, num_classes: int, device: tor
                          pred.numpy().astype(np.uint8)))
     result = scores(cm)
     result["cm"] = cm.numpy()
+    result["per_image"] = np.stack(per_image) if per_image else np.zeros((0, 3, num_classes), np.int64)
     result["trimap"] = {w: scores(b)["miou"] for w, b in band_cms.items()}
     result["samples"] = kept
     return result

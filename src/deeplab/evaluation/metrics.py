@@ -51,3 +51,37 @@ def boundary_band(target: np.ndarray, width: int) -> np.ndarray:
     if not edge.any():
         return edge
     return ndi.distance_transform_edt(~edge) <= width
+
+
+def image_counts(cm: torch.Tensor | np.ndarray) -> np.ndarray:
+    """`3 x C` (true positives, false positives, false negatives) of one image's confusion
+    matrix: what the split's IoU sums over."""
+    cm = np.asarray(cm, dtype=np.int64)
+    tp = np.diag(cm)
+    return np.stack([tp, cm.sum(0) - tp, cm.sum(1) - tp])
+
+
+def miou_of_counts(counts: np.ndarray) -> float:
+    """mIoU of summed `3 x C` counts (classes absent from ground truth and predictions left
+    out, as `scores`)."""
+    tp, fp, fn = counts
+    union = tp + fp + fn
+    if not (union > 0).any():
+        return 0.0
+    return float(np.mean(tp[union > 0] / union[union > 0]))
+
+
+def bootstrap_miou(per_image: np.ndarray, resamples: int = 1000, level: float = 0.95,
+                   seed: int = 0) -> tuple[float, float]:
+    """A `level` interval of the split's mIoU from resampling its images with replacement
+    (`per_image`: `N x 3 x C` counts from `image_counts`; scipy's percentile bootstrap)."""
+    from scipy.stats import bootstrap
+
+    if len(per_image) < 2:
+        value = miou_of_counts(per_image.sum(0))
+        return value, value
+    result = bootstrap((np.arange(len(per_image)),),
+                       lambda idx: miou_of_counts(per_image[idx.astype(int)].sum(0)),
+                       vectorized=False, n_resamples=resamples, confidence_level=level,
+                       method="percentile", random_state=np.random.default_rng(seed))
+    return float(result.confidence_interval.low), float(result.confidence_interval.high)

@@ -31,6 +31,7 @@ from torch import nn
 from .choices import canonical_backbone, check_output_stride
 from .layers import set_dilation
 
+
 class Backbone(nn.Module):
     """Common part: a stride-4 `stem`, then `stages` that each halve the resolution."""
 

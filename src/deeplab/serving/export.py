@@ -18,10 +18,10 @@ from typing import Sequence
 import torch
 from torch.export import Dim
 
+from ..core.cli import error_line
+from ..core.errors import InputError
+from ..core.io import write_bytes
 from ..evaluation.inference import InferenceStrategy
-from ..cli import error_line
-from ..errors import InputError
-from ..io import write_bytes
 from ..model.choices import OUTPUT_STRIDES
 from .segmenter import Segmenter, load_segmenter
 

@@ -24,13 +24,13 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..core.cli import error_line
+from ..core.config import InferenceOverrides, validate_options
+from ..core.errors import InputError, MissingFileError
+from ..core.io import save_image
 from ..data.classes import ClassList
 from ..data.palette import overlay, save_label_png
 from ..device import select_device
-from ..cli import error_line
-from ..config import InferenceOverrides, validate_options
-from ..errors import InputError, MissingFileError
-from ..io import save_image
 from ..model.choices import OUTPUT_STRIDES
 from .segmenter import load_segmenter
 

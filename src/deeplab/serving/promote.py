@@ -14,8 +14,8 @@ import sys
 import time
 from typing import Any, Sequence
 
-from ..cli import error_line
-from ..errors import RegistryError
+from ..core.cli import error_line
+from ..core.errors import RegistryError
 
 CHAMPION = "champion"
 
@@ -58,10 +58,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         import mlflow
         from mlflow.exceptions import MlflowException
 
-        from ..config import load_params
+        from ..core.config import load_params
         from ..tracking import check_store, tracking_uri
 
-        name = args.name or load_params(args.params, sections=("register",)).register.model_name
+        name = args.name or load_params(args.params, sections=("register",)).registration.model_name
         if not args.reason.strip():
             raise RegistryError("--reason: say why this version becomes the champion")
         uri = tracking_uri()

@@ -30,10 +30,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..config import Params
-from ..errors import RegistryError, no_space_cause
-from ..evaluation.inference import InferenceStrategy
+from ..core.config import Params
+from ..core.errors import RegistryError, no_space_cause
 from ..data.classes import ClassList
+from ..evaluation.inference import InferenceStrategy
 from ..model_files import classes_of, read_model_file, state_digest
 from .promote import CHAMPION, set_champion
 
@@ -80,14 +80,14 @@ def store_lock(uri: str) -> Iterator[None]:
     if not uri.startswith("sqlite:///"):
         yield
         return
-    from filelock import FileLock
+    from filelock import FileLock, Timeout
 
     lock = FileLock(uri.removeprefix("sqlite:///") + ".lock")
     try:
-        lock.acquire()
-    except OSError:  # a read-only store: the registration itself reports it
-        yield
-        return
+        lock.acquire(timeout=600)  # other registrations take seconds each
+    except Timeout:
+        raise RegistryError(f"tracking store {uri}: its lock {lock.lock_file} stayed taken for "
+                            f"10 minutes (or cannot be created)") from None
     try:
         yield
     finally:
@@ -180,9 +180,9 @@ class Registration:
 
 def register(model_file: Path, metrics_file: Path, params: Params) -> dict[str, Any]:
     """Log and register `model_file`; return what happened (version, alias, whether new)."""
-    from ..tracking import dvc_experiment, start_stage_run, tracking_uri
+    from ..tracking import check_store, dvc_experiment, start_stage_run, tracking_uri
 
-    cfg = params.register
+    cfg = params.registration
     miou = read_miou(metrics_file)
     strategy = InferenceStrategy.from_dict(cfg.inference.model_dump()).as_dict()
     state = read_model_file(model_file)
@@ -191,6 +191,7 @@ def register(model_file: Path, metrics_file: Path, params: Params) -> dict[str, 
                        {**_training_lineage(state["info"]), "dvc.exp": experiment},
                        miou, cfg.min_miou, cfg.promote, experiment, classes_of(state))
     uri = tracking_uri()
+    check_store(uri)  # an unwritable or unreachable store: one line, before taking its lock
     try:
         with store_lock(uri), start_stage_run("register", params, params.mlflow.experiment) as run:
             return _register_locked(run.info.run_id, reg)

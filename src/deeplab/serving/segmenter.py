@@ -14,10 +14,10 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
-from ..errors import InputError
+from ..core.errors import InputError
+from ..data.classes import ClassList
 from ..evaluation.inference import InferenceStrategy, predict_probs
 from ..model import DeepLabV3Plus
-from ..data.classes import ClassList
 from ..model_files import classes_of, load_program, model_from_state, read_model_file
 from ..registered import load_registered
 

@@ -22,8 +22,16 @@ from typing import Any, Iterator
 from .errors import DiskFullError
 
 
-def _no_space(exc: OSError) -> bool:
-    return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+@contextlib.contextmanager
+def _named_when_full(path: Path, what: str) -> Iterator[None]:
+    """A full disk (or quota) inside the block becomes a DiskFullError naming `path`."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        kept = f" (the previous {what} is kept)" if path.exists() else ""
+        raise DiskFullError(f"{path}: no space left on device; nothing was written{kept}") from None
 
 
 def _umask() -> int:
@@ -78,13 +86,9 @@ def atomic_path(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
     os.close(fd)
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
-        os.replace(tmp_path, path)
-    except OSError as exc:
-        if _no_space(exc):
-            raise DiskFullError(f"{path}: no space left on device; nothing was written"
-                                + (" (the previous file is kept)" if path.exists() else "")) from None
-        raise
+        with _named_when_full(path, "file"):
+            yield tmp_path
+            os.replace(tmp_path, path)
     finally:
         tmp_path.unlink(missing_ok=True)
 
@@ -98,20 +102,16 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp", dir=path.parent))
     tmp.chmod(0o777 & ~_umask())
     try:
-        yield tmp
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            path.rename(old)
-            tmp.rename(path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            tmp.rename(path)
-    except OSError as exc:
-        if _no_space(exc):
-            raise DiskFullError(f"{path}: no space left on device; nothing was written"
-                                + (" (the previous folder is kept)" if path.exists() else "")) from None
-        raise
+        with _named_when_full(path, "folder"):
+            yield tmp
+            if path.exists():
+                old = path.with_name(f".{path.name}.old")
+                shutil.rmtree(old, ignore_errors=True)
+                path.rename(old)
+                tmp.rename(path)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                tmp.rename(path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -1,17 +1,28 @@
-"""The whole DVC pipeline end to end on tiny settings, in a temporary copy of the repo."""
+"""The whole DVC pipeline on tiny settings, in temporary copies of the repository: what runs,
+what an edit reruns, a clone that pulls, a queued sweep, a 3-class folder dataset."""
 
 import json
 import os
 import sys
+from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import yaml
-
+from helpers.data import (
+    CRACKS,
+)
 from helpers.repo import copy_repo, default_params, run, tiny
+from PIL import Image
 
 
 def _stages_run(output: str) -> set[str]:
     return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
+
+
+
+
 
 @pytest.mark.slow
 def test_dvc_repro_end_to_end(tmp_path):
@@ -26,7 +37,8 @@ def test_dvc_repro_end_to_end(tmp_path):
     metrics = json.loads((work / "reports/metrics.json").read_text())
     assert 0.0 <= metrics["miou"] <= 1.0 and "2" in metrics["trimap"]
     table = (work / "reports/ablations.csv").read_text().splitlines()
-    assert table[0].startswith("variant,train_os,eval_os,ms,flip,decoder,sc,coco,miou,madds_b")
+    assert table[0] == "variant,train_os,eval_os,ms,flip,decoder,sc,coco,miou,madds_b,miou_low,miou_high"
+    assert metrics["miou_low"] <= metrics["miou"] <= metrics["miou_high"]
     assert len(table) == 1 + 2 * 2 * 2 + len(variants)  # OS 16/8 x MS x flip, + one per variant
     assert sorted(line.split(",")[0] for line in table[-len(variants):]) == sorted(variants)
     assert set(json.loads((work / "reports/metrics.json").read_text())["variants"]) == set(variants)
@@ -209,3 +221,39 @@ def test_pull_then_nothing_retrains_and_a_queued_sweep_reruns_only_finetune(tmp_
     for v in versions:
         if v.tags.get("dvc.exp") in names:
             assert json.loads(v.tags["training.params"])["finetune"]["lr"] in (0.01, 0.02)
+
+
+@pytest.mark.slow
+def test_a_folder_dataset_of_three_classes_goes_through_dvc_repro(tmp_path):
+    params = tiny(default_params())
+    params["data"].update(layout="folder", classes=CRACKS)
+    params["data"]["synthetic"].update(coco_train_images=0, coco_val_images=0)
+    params["finetune"]["init"] = "scratch"
+    params["ablations"] = {}  # no variants at all
+    work = copy_repo(tmp_path / "repo", params)
+    out = run(["dvc", "repro"], work).stdout
+    for stage in ("fetch", "preprocess", "pretrain", "finetune", "evaluate", "register"):
+        assert f"Running stage '{stage}'" in out
+    assert "variant@" not in out
+    assert json.loads((work / "reports/pretrain/metrics.json").read_text())["skipped"]
+    per_class = pd.read_csv(work / "reports/per_class_iou.csv")
+    assert per_class["class"].tolist() == CRACKS
+    assert json.loads((work / "data/processed/classes.json").read_text())["names"] == CRACKS
+
+    from mlflow import MlflowClient
+    client = MlflowClient(tracking_uri=f"sqlite:///{work / 'mlflow.db'}")
+    champion = client.get_model_version_by_alias("deeplabv3plus", "champion")
+    assert "3 classes" in champion.description and "1 crack, 2 rust" in champion.description
+
+    images = work / "data/raw/synthetic/folder/images/val"
+    result = run([str(Path(run.__globals__["BIN"]) / "python"), "-m", "deeplab.serving.predict",
+                  "--model", "models:/deeplabv3plus@champion", "--input", str(images),
+                  "--output", str(tmp_path / "pred"), "--list-classes"], work,
+                 env={"PYTHONPATH": str(work / "src")})
+    assert "1\tcrack\t#800000" in result.stdout
+    for labels in sorted((tmp_path / "pred").glob("*.labels.png")):
+        with Image.open(labels) as img:
+            assert img.mode == "P"
+            assert img.getpalette()[:9] == [0, 0, 0, 128, 0, 0, 0, 128, 0]  # the dataset's colours
+            assert set(np.unique(np.array(img)).tolist()) <= {0, 1, 2}
+    assert "classes: " in result.stderr

@@ -1,8 +1,5 @@
-"""Multi-process training: 2 processes (torchrun, gloo on CPU) == 1 process on the same global batch.
-
-In float64, so that the comparison tests the maths (gradient averaging, the global-batch
-loss normalisation, synchronized BN statistics and their gradients), not float32 rounding.
-"""
+"""Multi-process training: 2 processes (and 2 nodes, c10d) equal 1 process on the same global
+batch, in float64 so the comparison tests the maths."""
 
 import os
 import subprocess
@@ -11,11 +8,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.models import (
+    free_port,
+)
+from helpers.repo import REPO
 from torch import nn
 
 from deeplab.engine.distributed import GlobalBatchNorm, synchronize_batchnorm
 
-HELPER = Path(__file__).parent / "helpers" / "ddp_train.py"
+HELPER = REPO / "tests" / "helpers" / "ddp_train.py"
 
 
 def _run(args: list[str], tmp_path: Path) -> None:
@@ -26,6 +27,8 @@ def _run(args: list[str], tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
 
+
+@pytest.mark.slow
 def test_two_process_ddp_matches_one_process(tiny_train_csv, tmp_path):
     _run([sys.executable, str(HELPER), str(tiny_train_csv), "one.pt", "one.ckpt"], tmp_path)
     _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
@@ -57,19 +60,12 @@ def test_global_batchnorm_alone_is_plain_batchnorm():
     assert torch.allclose(glob.running_mean, bn.running_mean)
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
+@pytest.mark.slow
 def test_two_nodes_on_c10d_rendezvous_match_one_process(tiny_train_csv, tmp_path):
     """Two torchrun launches joined by a c10d rendezvous on 127.0.0.1 (one process each, as
     two machines would be): the same weights as one process with the same global batch."""
     _run([sys.executable, str(HELPER), str(tiny_train_csv), "one.pt", "one.ckpt"], tmp_path)
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
     for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(key, None)

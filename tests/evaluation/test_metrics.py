@@ -1,6 +1,7 @@
-"""Metrics against an independent computation (scikit-learn), boundary bands, inference."""
+"""Metrics against an independent computation (scikit-learn), boundary bands, bootstrap intervals."""
 
 import numpy as np
+import pytest
 import torch
 from sklearn.metrics import confusion_matrix as sk_confusion
 
@@ -56,3 +57,27 @@ def test_flip_and_multiscale_average():
     assert (p[0, 1, :, :3] > 0.99).all() and torch.allclose(p[0, 1, :, 5:], torch.tensor(0.5))
     assert torch.allclose(p, predict_probs(Constant(), x, InferenceStrategy()))
     assert predict_probs(Constant(), x, InferenceStrategy(scales=(0.5, 1.0))).shape == (1, 2, 8, 8)
+
+
+def test_bootstrap_interval_against_a_direct_resampling():
+    """scipy's percentile bootstrap (what evaluate reports) against resampling written out
+    with numpy: the same resamples give the same interval."""
+    from deeplab.evaluation.metrics import bootstrap_miou, image_counts, miou_of_counts
+
+    rng = np.random.default_rng(1)
+    per_image, cm = [], torch.zeros(4, 4, dtype=torch.long)
+    for _ in range(40):
+        target = torch.from_numpy(rng.integers(0, 4, (12, 12)))
+        pred = torch.where(torch.from_numpy(rng.random((12, 12)) < 0.7), target,
+                           torch.from_numpy(rng.integers(0, 4, (12, 12))))
+        image_cm = confusion_matrix(pred, target, 4)
+        cm += image_cm
+        per_image.append(image_counts(image_cm))
+    per_image = np.stack(per_image)
+    total = per_image.sum(0)
+    assert miou_of_counts(total) == pytest.approx(scores(cm)["miou"], abs=1e-12)
+    low, high = bootstrap_miou(per_image, resamples=2000, seed=5)
+    draws = np.random.default_rng(5)
+    direct = [miou_of_counts(per_image[draws.integers(0, 40, 40)].sum(0)) for _ in range(2000)]
+    assert low < miou_of_counts(total) < high
+    assert abs(low - np.percentile(direct, 2.5)) < 0.01 and abs(high - np.percentile(direct, 97.5)) < 0.01

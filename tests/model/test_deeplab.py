@@ -1,18 +1,22 @@
-"""The DeepLabV3+ module: shapes, output stride, dilations, ASPP rates, BN at batch 1, weights."""
+"""The network: shapes, dilations, ASPP rates, decoder, multiply-adds, weight loading."""
+
 
 import pytest
 import torch
 import torchvision
+from helpers.repo import REPO
 from torch import nn
 
-from deeplab.model.flops import count_madds
+from deeplab.core.config import load_params
 from deeplab.model import DeepLabV3Plus, aspp_rates
+from deeplab.model.flops import count_madds
 
 
 def small(backbone="resnet50", os_=16, **kw):
     kw.setdefault("aspp_channels", 32)
     kw.setdefault("decoder_channels", 32)
     return DeepLabV3Plus(num_classes=5, backbone=backbone, output_stride=os_, **kw)
+
 
 
 @pytest.mark.parametrize("backbone", ["resnet50", "resnet101", "mobilenetv2", "xception65"])
@@ -192,3 +196,15 @@ def test_count_madds_equals_a_per_layer_count_on_a_whole_network():
     for h in handles:
         h.remove()
     assert count_madds(net, (129, 129)) == total
+
+
+def test_mobilenet_v2_spelling_and_alias(tmp_path):
+    import yaml
+
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    for spelling in ("mobilenet_v2", "mobilenetv2"):
+        params["model"]["backbone"] = spelling
+        (tmp_path / "p.yaml").write_text(yaml.safe_dump(params))
+        assert load_params(tmp_path / "p.yaml").model.backbone == "mobilenet_v2"
+    old = DeepLabV3Plus(21, "mobilenetv2", 16, aspp_channels=16, decoder_channels=16)
+    assert old.config["backbone"] == "mobilenet_v2"

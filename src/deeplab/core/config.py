@@ -11,17 +11,38 @@ from __future__ import annotations
 
 import difflib
 import re
-import warnings
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional, Self, TypeVar, Union, get_args, get_origin
+from typing import (
+    Annotated,
+    Any,
+    Literal,
+    Optional,
+    Self,
+    TypeVar,
+    Union,
+    get_args,
+    get_origin,
+)
 
 import yaml
-from pydantic import (AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field,
-                      ValidationError, model_validator)
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 from pydantic_core import PydanticCustomError
 
+from ..model.choices import (
+    BACKBONE_ALIASES,
+    BACKBONES,
+    OUTPUT_STRIDES,
+    canonical_backbone,
+)
 from .errors import ConfigError
-from .model.choices import BACKBONE_ALIASES, BACKBONES, OUTPUT_STRIDES, canonical_backbone
 
 SOURCES = ("synthetic", "download", "local")
 LAYOUTS = ("voc", "folder", "cityscapes")
@@ -121,7 +142,8 @@ PadTo = Annotated[int, Field(ge=33, le=MAX_SIZE)]
 class Section(BaseModel):
     """A params section: no unknown keys, no type coercion ("1" is not 1), immutable."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False,
+                              validate_by_name=True, validate_by_alias=True)
 
     def replace(self, **changes: Any) -> Self:
         """A copy with `changes` applied, validated like the params file."""
@@ -333,48 +355,45 @@ class MlflowConfig(Section):
 Variants = dict[Annotated[str, AfterValidator(_variant_name)], VariantOverrides]
 
 
-# The `register` section shadows `BaseModel.register`, ABCMeta's class method, which
-# instances never reach: pydantic's warning about it is silenced for this definition only.
-with warnings.catch_warnings():
-    warnings.filterwarnings("ignore", 'Field name "register" in "Params" shadows', UserWarning)
+class Params(Section):
+    """The whole params file; sections a stage does not read are `None`. The `register`
+    section is the attribute `registration` (`register` would shadow pydantic's own)."""
 
-    class Params(Section):
-        """The whole params file; sections a stage does not read are `None`."""
+    seed: Seed
+    data: Optional[DataConfig] = None
+    preprocess: Optional[PreprocessConfig] = None
+    model: Optional[ModelConfig] = None
+    train: Optional[TrainConfig] = None
+    runtime: Optional[RuntimeConfig] = None
+    pretrain: Optional[Schedule] = None
+    finetune: Optional[FinetuneSchedule] = None
+    evaluate: Optional[EvaluateConfig] = None
+    registration: Optional[RegisterConfig] = Field(default=None, alias="register")
+    ablations: Annotated[Optional[Variants], BeforeValidator(lambda v: {} if v is None else v)] = None
+    mlflow: Optional[MlflowConfig] = None
 
-        seed: Seed
-        data: Optional[DataConfig] = None
-        preprocess: Optional[PreprocessConfig] = None
-        model: Optional[ModelConfig] = None
-        train: Optional[TrainConfig] = None
-        runtime: Optional[RuntimeConfig] = None
-        pretrain: Optional[Schedule] = None
-        finetune: Optional[FinetuneSchedule] = None
-        evaluate: Optional[EvaluateConfig] = None
-        register: Optional[RegisterConfig] = None
-        ablations: Annotated[Optional[Variants], BeforeValidator(lambda v: {} if v is None else v)] = None
-        mlflow: Optional[MlflowConfig] = None
+    def as_dict(self) -> dict[str, Any]:
+        """The loaded sections as plain data, keyed as in params.yaml (for MLflow params and
+        checkpoint fingerprints)."""
+        return self.model_dump(exclude_unset=True, by_alias=True)
 
-        def as_dict(self) -> dict[str, Any]:
-            """The loaded sections as plain data (for MLflow params and checkpoint fingerprints)."""
-            return self.model_dump(exclude_unset=True)
-
-        def variant(self, name: str) -> "Params":
-            """The params of ablation variant `name`: `model` and `finetune.init` overridden."""
-            variants = self.ablations or {}
-            if name not in variants:
-                raise ConfigError(f"ablations.{name}: no such variant (defined: "
-                                  f"{', '.join(variants) or 'none'})")
-            changes = variants[name].changes()
-            update: dict[str, Any] = {}
-            if "init" in changes:
-                update["finetune"] = self.finetune.replace(init=changes.pop("init"))
-            if changes:
-                update["model"] = self.model.replace(**changes)
-            return self.replace(**update)
+    def variant(self, name: str) -> "Params":
+        """The params of ablation variant `name`: `model` and `finetune.init` overridden."""
+        variants = self.ablations or {}
+        if name not in variants:
+            raise ConfigError(f"ablations.{name}: no such variant (defined: "
+                              f"{', '.join(variants) or 'none'})")
+        changes = variants[name].changes()
+        update: dict[str, Any] = {}
+        if "init" in changes:
+            update["finetune"] = self.finetune.replace(init=changes.pop("init"))
+        if changes:
+            update["model"] = self.model.replace(**changes)
+        return self.replace(**update)
 
 
 SectionT = TypeVar("SectionT", bound=BaseModel)
-SECTIONS = tuple(name for name in Params.model_fields if name != "seed")
+SECTIONS = tuple(field.alias or name for name, field in Params.model_fields.items() if name != "seed")
 
 
 def _path(loc: tuple[Any, ...]) -> str:
@@ -407,9 +426,10 @@ def _keys_at(root: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     while True:
         tp = _unwrap(tp)
         if isinstance(tp, type) and issubclass(tp, BaseModel):
+            fields = {field.alias or name: field for name, field in tp.model_fields.items()}
             if not parts:
-                return list(tp.model_fields)
-            tp = tp.model_fields[parts.pop(0)].annotation
+                return list(fields)
+            tp = fields[parts.pop(0)].annotation
         elif get_origin(tp) in (dict, list) and parts:
             parts.pop(0)
             tp = get_args(tp)[-1]
@@ -417,8 +437,16 @@ def _keys_at(root: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
             return []
 
 
+# Errors this module raises itself (PydanticCustomError); the rest keep pydantic's wording.
+OUR_KINDS = {"unique", "ordered", "model_name", "experiment_name", "variant_name", "class_name",
+             "init", "alias", "coco", "variant"}
+WHOLE_SECTION_KINDS = {"alias", "coco", "variant"}  # about a mapping: its value is not shown
+
+
 def _message(root: type[BaseModel], err: dict[str, Any]) -> str:
-    loc, kind, msg = tuple(err["loc"]), err["type"], err["msg"]
+    """One line for one pydantic error: the key path, pydantic's own message (ours for the
+    checks defined here), and the value given. Unknown keys get a "did you mean"."""
+    loc, kind = tuple(err["loc"]), err["type"]
     path = _path(loc)
     if kind == "missing":
         return f"{path}: missing key"
@@ -427,20 +455,11 @@ def _message(root: type[BaseModel], err: dict[str, Any]) -> str:
         hint = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
         return (f"{path}: unknown key" + (f" (did you mean '{hint[0]}'?)" if hint else "")
                 + f"; allowed here: {', '.join(allowed)}")
-    if kind in ("model_type", "model_attributes_type", "dict_type"):
-        msg = "expected a mapping of keys"
-    elif msg.startswith("Input should be "):
-        rest = msg[len("Input should be "):]
-        msg = "expected " + ("a value " + rest if rest.startswith(("greater", "less")) else rest)
-    elif kind == "string_too_short":
-        msg = "expected a non-empty string"
-    elif kind in ("too_short", "too_long"):
-        ctx = err["ctx"]
-        msg = (f"expected at least {ctx['min_length']}" if kind == "too_short"
-               else f"expected at most {ctx['max_length']}") + " items"
-    if kind in ("variant", "alias", "coco") or (loc and loc[-1] == "[key]"):
-        return f"{path}: {msg}"
-    return f"{path}: {msg}, got {_show(err['input'])}"
+    if kind in ("model_type", "model_attributes_type", "dict_type"):  # pydantic names our classes
+        return f"{path}: expected a mapping of keys, got {_show(err['input'])}"
+    if kind in WHOLE_SECTION_KINDS or (loc and loc[-1] == "[key]"):
+        return f"{path}: {err['msg']}"
+    return f"{path}: {err['msg']}, got {_show(err['input'])}"
 
 
 def parse_params(raw: Any, sections: tuple[str, ...] | None = None) -> Params:
@@ -571,7 +590,7 @@ def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m deeplab.config [params.yaml ...]`: check whole params files; exit 2 on faults."""
+    """`python -m deeplab.core.config [params.yaml ...]`: check whole params files; exit 2 on faults."""
     import sys
 
     paths = (sys.argv[1:] if argv is None else argv) or ["params.yaml"]

@@ -1,0 +1,53 @@
+"""Every mode of bench/bench.py runs, at tiny sizes (the README quotes their numbers)."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from helpers.repo import REPO
+
+
+def bench(args: list[str], cwd: Path) -> dict:
+    out = cwd / "result"
+    proc = subprocess.run([sys.executable, str(BENCH), *args, "--out", str(out)], cwd=cwd,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    return json.loads(out.with_suffix(".json").read_text())
+
+
+BENCH = REPO / "bench" / "bench.py"
+
+
+
+@pytest.mark.slow
+def test_speed_mode(tmp_path):
+    result = bench(["--device", "cpu", "--size", "65", "--batch", "1", "--warmup", "0",
+                    "--repeats", "1", "--threads", "1", "--configs", "ours-r101-os16-dec-sc"], tmp_path)
+    row = result["rows"][0]
+    assert row["train_img_s"] > 0 and row["infer_latency_ms"] > 0
+    assert (tmp_path / "result.md").read_text().count("\n") >= 3
+
+
+@pytest.mark.slow
+def test_preprocess_mode(tmp_path):
+    result = bench(["--preprocess", "1", "2", "--size", "40", "--images", "6"], tmp_path)
+    assert set(result["img_per_s_by_workers"]) == {"1", "2"}
+
+
+@pytest.mark.slow
+def test_signature_mode(tmp_path):
+    result = bench(["--signature", "200", "--file-bytes", "100"], tmp_path)
+    assert result["files"] == 200 and set(result["seconds"]) == {"first", "no_op", "no_op_again"}
+
+
+@pytest.mark.slow
+def test_loader_mode(tmp_path, tiny_train_csv, tiny_classes):
+    (tmp_path / "data/processed").mkdir(parents=True)
+    shutil.copy(tiny_train_csv, tmp_path / "data/processed/train.csv")
+    shutil.copy(tiny_classes, tmp_path / "data/processed/classes.json")
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    result = bench(["--loader", "--loader-seconds", "0.5"], tmp_path)
+    assert result["loader_img_s"] > 0 and result["train_step_img_s"] > 0

@@ -1,0 +1,64 @@
+"""@champion moves by the register.promote rule or the promote command, never in a sweep."""
+
+from pathlib import Path
+
+from helpers.models import (
+    model_and_metrics,
+    register_params,
+)
+
+
+def params(promote: str = "if_better"):
+    return register_params(experiment="team", promote=promote)
+
+
+
+
+
+
+
+
+
+def test_the_champion_moves_by_the_rule_and_never_in_an_experiment(tracking, monkeypatch):
+    from mlflow import MlflowClient
+
+    from deeplab.serving.registry import register
+
+    tmp = tracking
+    first = register(*model_and_metrics(tmp, 0, 0.5), params())
+    assert first["aliases"] == ["champion"]
+    monkeypatch.setenv("DVC_EXP_NAME", "brisk-lamb")  # a sweep point
+    swept = register(*model_and_metrics(tmp, 1, 0.9), params())
+    assert swept["aliases"] == []  # better, but a sweep never moves the champion
+    monkeypatch.delenv("DVC_EXP_NAME")
+    assert register(*model_and_metrics(tmp, 2, 0.4), params())["aliases"] == ["challenger"]
+    assert register(*model_and_metrics(tmp, 3, 0.3), params("always"))["aliases"] == ["champion"]
+    assert register(*model_and_metrics(tmp, 4, 0.99), params("never"))["aliases"] == ["challenger"]
+
+    client = MlflowClient(f"sqlite:///{tmp / 'mlflow.db'}")
+    sweep_version = client.get_model_version("seg", str(swept["version"]))
+    assert sweep_version.tags["dvc.exp"] == "brisk-lamb" and not sweep_version.aliases
+    champion = client.get_model_version_by_alias("seg", "champion")
+    assert int(champion.version) == 4
+    assert champion.tags["promotion.reason"].startswith("register.promote: always")
+    assert champion.tags["promotion.previous"] == "1" and "@" in champion.tags["promotion.by"]
+
+
+def test_promote_command_records_who_what_and_why(tracking, capsys):
+    from mlflow import MlflowClient
+
+    from deeplab.serving.promote import main as promote
+    from deeplab.serving.registry import register
+
+    tmp = tracking
+    register(*model_and_metrics(tmp, 0, 0.5), params())
+    register(*model_and_metrics(tmp, 1, 0.4), params())
+    repo = Path(__file__).resolve().parents[1]
+    assert promote(["--name", "seg", "--version", "2", "--reason", "better on the night shots",
+                    "--params", str(repo / "params.yaml")]) == 0
+    assert "seg version 2 is @champion (was 1)" in capsys.readouterr().out
+    champion = MlflowClient(f"sqlite:///{tmp / 'mlflow.db'}").get_model_version_by_alias("seg", "champion")
+    assert str(champion.version) == "2" and champion.aliases == ["champion"] and champion.tags["promotion.reason"] == "better on the night shots"
+    assert promote(["--name", "seg", "--version", "9", "--reason", "x",
+                    "--params", str(repo / "params.yaml")]) == 2
+    assert capsys.readouterr().err.startswith("error: seg version 9:")
