@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-torch.set_num_threads(2)
+# Two threads alone; one per worker when pytest-xdist runs two workers on the two cores.
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 os.environ.setdefault("TQDM_DISABLE", "1")
 REPO = Path(__file__).resolve().parents[1]
 

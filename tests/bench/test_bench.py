@@ -1,4 +1,4 @@
-"""Every mode of bench/bench.py runs, at tiny sizes (the README quotes their numbers)."""
+"""Every mode of bench/bench.py runs, at tiny sizes (bench/README.md quotes their numbers)."""
 
 import json
 import shutil

@@ -27,13 +27,19 @@ def _run(args: list[str], tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
 
+@pytest.fixture(scope="module")
+def one_process(tiny_train_csv, tmp_path_factory) -> Path:
+    """The weights of one process on the global batch (what the distributed runs must give)."""
+    folder = tmp_path_factory.mktemp("one")
+    _run([sys.executable, str(HELPER), str(tiny_train_csv), "one.pt", "one.ckpt"], folder)
+    return folder / "one.pt"
+
 
 @pytest.mark.slow
-def test_two_process_ddp_matches_one_process(tiny_train_csv, tmp_path):
-    _run([sys.executable, str(HELPER), str(tiny_train_csv), "one.pt", "one.ckpt"], tmp_path)
+def test_two_process_ddp_matches_one_process(tiny_train_csv, tmp_path, one_process):
     _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
           str(HELPER), str(tiny_train_csv), "two.pt", "two.ckpt"], tmp_path)
-    one = torch.load(tmp_path / "one.pt", weights_only=True)
+    one = torch.load(one_process, weights_only=True)
     two = torch.load(tmp_path / "two.pt", weights_only=True)
     assert one["world_size"] == 1 and two["world_size"] == 2
     assert two["bn"] == {"GlobalBatchNorm"} and "GlobalBatchNorm" not in one["bn"]
@@ -61,10 +67,9 @@ def test_global_batchnorm_alone_is_plain_batchnorm():
 
 
 @pytest.mark.slow
-def test_two_nodes_on_c10d_rendezvous_match_one_process(tiny_train_csv, tmp_path):
+def test_two_nodes_on_c10d_rendezvous_match_one_process(tiny_train_csv, tmp_path, one_process):
     """Two torchrun launches joined by a c10d rendezvous on 127.0.0.1 (one process each, as
     two machines would be): the same weights as one process with the same global batch."""
-    _run([sys.executable, str(HELPER), str(tiny_train_csv), "one.pt", "one.ckpt"], tmp_path)
     port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TQDM_DISABLE": "1"}
     for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
@@ -77,7 +82,7 @@ def test_two_nodes_on_c10d_rendezvous_match_one_process(tiny_train_csv, tmp_path
         for rank in (0, 1)]
     outputs = [node.communicate(timeout=300)[0] for node in nodes]
     assert all(node.returncode == 0 for node in nodes), "\n".join(o[-2000:] for o in outputs)
-    one = torch.load(tmp_path / "one.pt", weights_only=True)
+    one = torch.load(one_process, weights_only=True)
     both = torch.load(tmp_path / "nodes.pt", weights_only=True)
     assert both["world_size"] == 2 and both["bn"] == {"GlobalBatchNorm"}
     assert one["loss"] == pytest.approx(both["loss"], rel=1e-8)

@@ -13,7 +13,7 @@ BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[2]
 
 
-def run(args, cwd, check=True, env=None, timeout=900):
+def run(args, cwd, check=True, env=None, timeout=900, merge=False):
     """A command with this interpreter's tools on PATH, the repo's own MLflow store, and the
     copy's own `src` first on the path (an edit to the copy is what its stages run)."""
     full = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "TQDM_DISABLE": "1"}
@@ -22,7 +22,8 @@ def run(args, cwd, check=True, env=None, timeout=900):
     full.update(env or {})
     if "MLFLOW_TRACKING_URI" not in (env or {}):
         full.pop("MLFLOW_TRACKING_URI", None)
-    proc = subprocess.run(args, cwd=cwd, env=full, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(args, cwd=cwd, env=full, stdout=subprocess.PIPE, text=True,
+                          stderr=subprocess.STDOUT if merge else subprocess.PIPE, timeout=timeout)
     if check and proc.returncode:
         raise AssertionError(f"{args} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return proc
@@ -39,6 +40,8 @@ def copy_repo(work: Path, params: dict) -> Path:
     (work / "models" / "variants").mkdir(parents=True, exist_ok=True)
     shutil.copy(REPO / "models" / "variants" / ".gitignore", work / "models" / "variants")
     (work / "params.yaml").write_text(yaml.safe_dump(params))
+    (work / ".gitignore").write_text("/mlflow.db\n/mlflow.db.lock\n/mlartifacts/\n/data/.cache/\n"
+                                     "/models/checkpoints/\n__pycache__/\n")
     run(["git", "init", "-q"], work)
     return work
 

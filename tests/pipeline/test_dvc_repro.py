@@ -1,39 +1,54 @@
-"""The whole DVC pipeline on tiny settings, in temporary copies of the repository: what runs,
-what an edit reruns, a clone that pulls, a queued sweep, a 3-class folder dataset."""
+"""The whole DVC pipeline on tiny settings, in temporary copies of the repository: what runs
+and what each stage loads, what an edit reruns, a clone that pulls, a queued sweep, a 3-class
+folder dataset. One tiny `dvc repro` is shared (copied) by the tests that start from it."""
 
 import json
 import os
+import shutil
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import yaml
-from helpers.data import (
-    CRACKS,
-)
+from helpers.data import CRACKS
 from helpers.repo import copy_repo, default_params, run, tiny
 from PIL import Image
+
+GIT = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+       "GIT_COMMITTER_EMAIL": "t@t"}
 
 
 def _stages_run(output: str) -> set[str]:
     return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
 
 
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """A tiny pipeline after its first `dvc repro` (run with PYTHONPROFILEIMPORTTIME, so the
+    output says which modules each stage imported): (folder, params, output)."""
+    params = tiny(default_params())
+    work = copy_repo(tmp_path_factory.mktemp("finished") / "repo", params)
+    out = run(["dvc", "repro"], work, env={"PYTHONPROFILEIMPORTTIME": "1"}, merge=True).stdout
+    run(["git", "add", "-A"], work)
+    run(["git", "commit", "-qm", "first repro"], work, env=GIT)
+    return work, params, out
 
+
+def copy_of(finished, tmp_path: Path) -> Path:
+    work = tmp_path / "repo"
+    shutil.copytree(finished[0], work, symlinks=True)
+    return work
 
 
 @pytest.mark.slow
-def test_dvc_repro_end_to_end(tmp_path):
-    params = tiny(default_params())
-    work = copy_repo(tmp_path / "repo", params)
-
-    out = run(["dvc", "repro"], work).stdout
+def test_a_tiny_dvc_repro_runs_every_stage_and_each_loads_only_its_dependencies(finished, tmp_path):
+    work, params, out = finished
     variants = list(params["ablations"])
-    for stage in ("fetch", "preprocess", "pretrain", "finetune", "evaluate", "register",
-                  *(f"variant@{v}" for v in variants)):
-        assert f"Running stage '{stage}'" in out
+    assert _stages_run(out) == {"fetch", "preprocess", "pretrain", "finetune", "evaluate",
+                                "register", *(f"variant@{v}" for v in variants)}
     metrics = json.loads((work / "reports/metrics.json").read_text())
     assert 0.0 <= metrics["miou"] <= 1.0 and "2" in metrics["trimap"]
     table = (work / "reports/ablations.csv").read_text().splitlines()
@@ -41,15 +56,35 @@ def test_dvc_repro_end_to_end(tmp_path):
     assert metrics["miou_low"] <= metrics["miou"] <= metrics["miou_high"]
     assert len(table) == 1 + 2 * 2 * 2 + len(variants)  # OS 16/8 x MS x flip, + one per variant
     assert sorted(line.split(",")[0] for line in table[-len(variants):]) == sorted(variants)
-    assert set(json.loads((work / "reports/metrics.json").read_text())["variants"]) == set(variants)
+    assert set(metrics["variants"]) == set(variants)
+
+    # What every stage imported while it ran is a DVC dependency of that stage.
+    lock = yaml.safe_load((work / "dvc.lock").read_text())["stages"]
+    stage, loaded = None, {}
+    for line in out.splitlines():
+        if line.startswith("Running stage"):
+            stage = line.split("'")[1]
+        elif line.startswith("import time:") and stage:
+            name = line.split("|")[-1].strip()
+            if name == "deeplab" or name.startswith("deeplab."):
+                loaded.setdefault(stage, set()).add(name)
+    assert set(loaded) == set(lock) and "deeplab.engine.loop" in loaded["finetune"]
+    for stage, modules in loaded.items():
+        deps = [d["path"] for d in lock[stage].get("deps", []) if d["path"].startswith("src/")]
+        for module in modules:
+            base = work / "src" / module.replace(".", "/")
+            rel = str((base / "__init__.py" if base.is_dir() else base.with_suffix(".py"))
+                      .relative_to(work))
+            assert any(rel == d or rel.startswith(d.rstrip("/") + "/") for d in deps), \
+                f"stage {stage} loads {rel}, which dvc.yaml does not list"
 
     from mlflow import MlflowClient
     client = MlflowClient(tracking_uri=f"sqlite:///{work / 'mlflow.db'}")
     champion = client.get_model_version_by_alias("deeplabv3plus", "champion")
     assert int(champion.version) == 1
     runs = client.search_runs([client.get_experiment_by_name("deeplabv3plus").experiment_id])
-    assert {r.data.tags["dvc.stage"] for r in runs} >= {"pretrain", "finetune", "evaluate", "register",
-                                                        "variant@no_sc"}
+    assert {r.data.tags["dvc.stage"] for r in runs} >= {"pretrain", "finetune", "evaluate",
+                                                        "register", "variant@no_sc"}
     finetune = next(r for r in runs if r.data.tags["dvc.stage"] == "finetune")
     final = json.loads((work / "reports/finetune/metrics.json").read_text())["val_miou"]
     assert finetune.data.metrics["val_miou"] == final  # the runs table's column: the final value
@@ -66,6 +101,12 @@ def test_dvc_repro_end_to_end(tmp_path):
     shapes = run([sys.executable, "-c", script, str(image)], tmp_path).stdout.split("\n")[-2]
     assert shapes == "(1, 48, 48) (48, 48, 3)"
 
+
+@pytest.mark.slow
+def test_what_an_edit_reruns(finished, tmp_path):
+    work = copy_of(finished, tmp_path)
+    params = json.loads(json.dumps(finished[1]))
+    variants = list(params["ablations"])
     again = run(["dvc", "repro"], work).stdout
     # fetch always looks at the dataset files (always_changed); nothing changed, so nothing else runs
     assert [line for line in again.splitlines() if "Running stage" in line] == ["Running stage 'fetch':"]
@@ -140,23 +181,20 @@ def test_dvc_repro_end_to_end(tmp_path):
     assert stale_stages() == training - {"pretrain"}  # the VOC trainings; not pretrain, not evaluate
 
 
+
+
 @pytest.mark.slow
-def test_pull_then_nothing_retrains_and_a_queued_sweep_reruns_only_finetune(tmp_path):
+def test_pull_then_nothing_retrains_and_a_queued_sweep_reruns_only_finetune(finished, tmp_path):
     """A teammate's clone: `dvc pull` from a directory remote, then `dvc repro` runs no
     training stage and leaves dvc.lock as it was. Two queued `finetune.lr` points rerun only
-    finetune and what follows it, and every stage script loads no module DVC does not see."""
-    params = tiny(default_params())
-    params["ablations"] = {"no_sc": {"separable": False}}
-    work = copy_repo(tmp_path / "repo", params)
-    git = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@t"}
-    run(["dvc", "repro"], work)
+    finetune and what follows it."""
+    work = copy_of(finished, tmp_path)
     run(["dvc", "remote", "add", "-d", "team", str(tmp_path / "remote")], work)
     run(["dvc", "push"], work)
     (work / ".gitignore").write_text("/mlflow.db\n/mlartifacts/\n/data/.cache/\n/models/checkpoints/\n"
                                      "__pycache__/\n")
     run(["git", "add", "-A"], work)
-    run(["git", "commit", "-qm", "results"], work, env=git)
+    run(["git", "commit", "-qm", "results"], work, env=GIT)
 
     clone = tmp_path / "clone"
     run(["git", "clone", "-q", str(work), str(clone)], tmp_path)
@@ -166,31 +204,10 @@ def test_pull_then_nothing_retrains_and_a_queued_sweep_reruns_only_finetune(tmp_
     assert _stages_run(again) == {"fetch"}, again
     assert run(["git", "status", "--porcelain", "dvc.lock"], clone).stdout == ""
 
-    # What every stage script loads while it runs is a DVC dependency of that stage.
-    lock = yaml.safe_load((work / "dvc.lock").read_text())["stages"]
-    for stage, entry in lock.items():
-        cmd = entry["cmd"].split()
-        if cmd[0] != "python":
-            continue
-        proc = run([sys.executable, "-X", "importtime", *cmd[1:]], work, check=False)
-        names = {line.split("|")[-1].strip() for line in proc.stderr.splitlines()
-                 if line.startswith("import time:")}
-        loaded = {n for n in names if n == "deeplab" or n.startswith("deeplab.")}
-        assert "deeplab.model_files" in loaded or stage in ("fetch", "preprocess"), stage
-        deps = [d["path"] for d in entry.get("deps", []) if d["path"].startswith("src/")]
-        for module in loaded:
-            parts = module.split(".")
-            base = work / "src" / "/".join(parts)
-            path = (base / "__init__.py" if base.is_dir() else base.with_suffix(".py"))
-            rel = str(path.relative_to(work))
-            assert any(rel == d or rel.startswith(d.rstrip("/") + "/") for d in deps), \
-                f"stage {stage} loads {rel}, which dvc.yaml does not list"
-
     # Two sweep points in the queue: only finetune and what follows it run.
     for lr in ("0.01", "0.02"):
         run(["dvc", "exp", "run", "--queue", "-S", f"finetune.lr={lr}"], work)
     run(["dvc", "queue", "start"], work)
-    import time
     deadline = time.time() + 600
     while time.time() < deadline:
         status = run(["dvc", "queue", "status"], work).stdout
@@ -202,8 +219,8 @@ def test_pull_then_nothing_retrains_and_a_queued_sweep_reruns_only_finetune(tmp_
     names = [parts[1] for parts in tasks]  # columns: Task, Name, Created (hh:mm AM), Status
     for parts in tasks:
         logs = run(["dvc", "queue", "logs", parts[0]], work).stdout
-        assert _stages_run(logs) == {"fetch", "finetune", "variant@no_sc", "evaluate",
-                                     "register"}, logs
+        assert _stages_run(logs) == {"fetch", "finetune", "evaluate", "register",
+                                     *(f"variant@{v}" for v in finished[1]["ablations"])}, logs
 
     # Each MLflow run records the experiment and its exact params; the sweep moved no alias.
     from mlflow import MlflowClient
@@ -221,6 +238,8 @@ def test_pull_then_nothing_retrains_and_a_queued_sweep_reruns_only_finetune(tmp_
     for v in versions:
         if v.tags.get("dvc.exp") in names:
             assert json.loads(v.tags["training.params"])["finetune"]["lr"] in (0.01, 0.02)
+
+
 
 
 @pytest.mark.slow
