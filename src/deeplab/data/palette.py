@@ -28,13 +28,18 @@ def colour_table(colours: Colours | None = None) -> np.ndarray:
 PALETTE = colour_table()  # the VOC colours
 
 
+def label_image(label: np.ndarray, colours: Colours | None = None) -> Image.Image:
+    """An `H x W` uint8 label map as a palette image (class id = palette index)."""
+    img = Image.fromarray(label, mode="P")
+    img.putpalette(colour_table(colours).flatten().tolist())
+    return img
+
+
 def save_label_png(path: str | Path, label: np.ndarray, colours: Colours | None = None) -> None:
     """Write an `H x W` uint8 label map as a palette PNG (class id = palette index), atomically."""
     if label.dtype != np.uint8 or label.ndim != 2:
         raise ValueError(f"{path}: label map must be a 2-D uint8 array, got {label.dtype} {label.shape}")
-    img = Image.fromarray(label, mode="P")
-    img.putpalette(colour_table(colours).flatten().tolist())
-    save_image(path, img, format="PNG")
+    save_image(path, label_image(label, colours), format="PNG")
 
 
 def read_label_png(path: str | Path) -> np.ndarray:

@@ -134,12 +134,10 @@ def train(model: nn.Module, dataset: SegmentationDataset, sched: Schedule, setti
     `settings` says how (device, AMP, channels_last, compile); `runtime` holds what cannot
     change the weights (loader workers, log interval); `options` the run's state and hooks.
     """
-    checkpoint, seed, rank, world_size = options.checkpoint, options.seed, options.rank, \
-        options.world_size
-    on_log, on_validate, run_id, resume = options.on_log, options.on_validate, options.run_id, \
-        options.resume
-    device = options.device
-    device = device or select_device(settings.device)
+    checkpoint, seed, rank, world_size = (options.checkpoint, options.seed, options.rank,
+                                          options.world_size)
+    on_log, on_validate, run_id = options.on_log, options.on_validate, options.run_id
+    device = options.device or select_device(settings.device)
     total = sched.iterations
     freeze_bn = sched.freeze_bn
     channels_last = device.type == "cuda" and settings.channels_last
@@ -158,6 +156,7 @@ def train(model: nn.Module, dataset: SegmentationDataset, sched: Schedule, setti
     scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16")
 
     key = fingerprint(options.fingerprint)
+    resume = options.resume
     if resume is FROM_FILE:
         resume = load_checkpoint(checkpoint, key, total)
     start = 0

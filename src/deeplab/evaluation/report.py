@@ -174,8 +174,7 @@ def run_evaluate_stage(params: Params, model_file: Path, val_list: Path, reports
                "miou_high": float(main_row["miou_high"]), "pixel_acc": round(main["pixel_acc"], 4),
                "mean_acc": round(main["mean_acc"], 4), "fwiou": round(main["fwiou"], 4),
                "best_strategy_miou": float(df["miou"].max()),
-               "madds_b": float(df.loc[(df["eval_os"] == mcfg["output_stride"]) & ~df["ms"] & ~df["flip"],
-                                       "madds_b"].iloc[0]),
+               "madds_b": float(main_row["madds_b"]),
                "trimap": {str(k): round(v, 4) for k, v in main["trimap"].items()},
                "variants": {name: float(df.loc[df["variant"] == name, "miou"].iloc[0])
                             for name in trimaps if name != "main"}}

@@ -82,12 +82,10 @@ class SegmenterModel(PythonModel):
             return self.segmenter(torch.from_numpy(images).to(self.device)).cpu().numpy()
 
     def _png(self, labels: np.ndarray) -> str:
-        from deeplab.data.palette import colour_table
+        from deeplab.data.palette import label_image
 
-        img = Image.fromarray(labels, mode="P")
-        img.putpalette(colour_table(self.classes.palette).flatten().tolist())
         buffer = io.BytesIO()
-        img.save(buffer, format="PNG")
+        label_image(labels, self.classes.palette).save(buffer, format="PNG")
         return base64.b64encode(buffer.getvalue()).decode("ascii")
 
     def predict(self, context, model_input, params=None):  # no type hints: the signature is explicit

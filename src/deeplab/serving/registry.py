@@ -132,9 +132,8 @@ def _assign_alias(client, reg: "Registration", version: int) -> list[str]:
         best = float(champion.tags.get("val_miou", "-inf"))
     except MlflowException:
         champion, best = None, float("-inf")
-    better = reg.miou > best
-    if reg.promote == "always" or (reg.promote == "if_better" and better):
-        was = "none" if champion is None else f"{best:.4f}"
+    was = "none" if champion is None else f"{best:.4f}"
+    if reg.promote == "always" or (reg.promote == "if_better" and reg.miou > best):
         set_champion(client, reg.name, version, f"register.promote: {reg.promote} (val mIoU "
                                                  f"{reg.miou:.4f}; champion had {was})")
         alias = CHAMPION
@@ -142,8 +141,7 @@ def _assign_alias(client, reg: "Registration", version: int) -> list[str]:
         alias = "challenger"
         client.set_registered_model_alias(reg.name, alias, str(version))
     log.info("%s version %d is @%s (val mIoU %.4f; champion had %s; register.promote: %s)",
-             reg.name, version, alias, reg.miou,
-             "none" if champion is None else f"{best:.4f}", reg.promote)
+             reg.name, version, alias, reg.miou, was, reg.promote)
     return [alias]
 
 
@@ -174,8 +172,12 @@ class Registration:
     miou: float
     min_miou: float
     promote: str
-    experiment: str
     classes: ClassList
+
+    @property
+    def experiment(self) -> str:
+        """The `dvc exp run` registering (or 'workspace')."""
+        return self.tags["dvc.exp"]
 
 
 def register(model_file: Path, metrics_file: Path, params: Params) -> dict[str, Any]:
@@ -186,10 +188,9 @@ def register(model_file: Path, metrics_file: Path, params: Params) -> dict[str, 
     miou = read_miou(metrics_file)
     strategy = InferenceStrategy.from_dict(cfg.inference.model_dump()).as_dict()
     state = read_model_file(model_file)
-    experiment = dvc_experiment()
     reg = Registration(cfg.model_name, model_file, strategy, state_digest(state, strategy),
-                       {**_training_lineage(state["info"]), "dvc.exp": experiment},
-                       miou, cfg.min_miou, cfg.promote, experiment, classes_of(state))
+                       {**_training_lineage(state["info"]), "dvc.exp": dvc_experiment()},
+                       miou, cfg.min_miou, cfg.promote, classes_of(state))
     uri = tracking_uri()
     check_store(uri)  # an unwritable or unreachable store: one line, before taking its lock
     try:
