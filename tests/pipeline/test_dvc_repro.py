@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 from helpers.data import CRACKS
-from helpers.repo import copy_repo, default_params, run, tiny
+from helpers.repo import BIN, copy_repo, default_params, run, tiny
 from PIL import Image
 
 GIT = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
@@ -181,8 +181,6 @@ def test_what_an_edit_reruns(finished, tmp_path):
     assert stale_stages() == training - {"pretrain"}  # the VOC trainings; not pretrain, not evaluate
 
 
-
-
 @pytest.mark.slow
 def test_pull_then_nothing_retrains_and_a_queued_sweep_reruns_only_finetune(finished, tmp_path):
     """A teammate's clone: `dvc pull` from a directory remote, then `dvc repro` runs no
@@ -191,8 +189,6 @@ def test_pull_then_nothing_retrains_and_a_queued_sweep_reruns_only_finetune(fini
     work = copy_of(finished, tmp_path)
     run(["dvc", "remote", "add", "-d", "team", str(tmp_path / "remote")], work)
     run(["dvc", "push"], work)
-    (work / ".gitignore").write_text("/mlflow.db\n/mlartifacts/\n/data/.cache/\n/models/checkpoints/\n"
-                                     "__pycache__/\n")
     run(["git", "add", "-A"], work)
     run(["git", "commit", "-qm", "results"], work, env=GIT)
 
@@ -240,8 +236,6 @@ def test_pull_then_nothing_retrains_and_a_queued_sweep_reruns_only_finetune(fini
             assert json.loads(v.tags["training.params"])["finetune"]["lr"] in (0.01, 0.02)
 
 
-
-
 @pytest.mark.slow
 def test_a_folder_dataset_of_three_classes_goes_through_dvc_repro(tmp_path):
     params = tiny(default_params())
@@ -265,7 +259,7 @@ def test_a_folder_dataset_of_three_classes_goes_through_dvc_repro(tmp_path):
     assert "3 classes" in champion.description and "1 crack, 2 rust" in champion.description
 
     images = work / "data/raw/synthetic/folder/images/val"
-    result = run([str(Path(run.__globals__["BIN"]) / "python"), "-m", "deeplab.serving.predict",
+    result = run([str(BIN / "python"), "-m", "deeplab.serving.predict",
                   "--model", "models:/deeplabv3plus@champion", "--input", str(images),
                   "--output", str(tmp_path / "pred"), "--list-classes"], work,
                  env={"PYTHONPATH": str(work / "src")})
