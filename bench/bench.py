@@ -164,7 +164,7 @@ def loader_throughput(params_file: str, seconds: float) -> dict:
 
     from deeplab.core.config import load_params
     from deeplab.data.dataset import IterationSampler, SegmentationDataset, read_list
-    from deeplab.engine.stage import build_model
+    from deeplab.engine.init import build_model
 
     params = load_params(params_file)
     sched, runtime = params.finetune, params.runtime
@@ -234,10 +234,10 @@ def preprocess_throughput(size: int, images: int, workers: list[int]) -> dict:
     writing) for each number of worker processes, on synthetic COCO-style data at `size`."""
     import tempfile
 
-    from deeplab.core.config import SyntheticData
+    from deeplab.core.schema import SyntheticData
     from deeplab.data.classes import VOC_CLASSES, ClassList, voc_palette
-    from deeplab.data.preprocess import Job, SampleGuard, process_coco
-    from deeplab.data.synthetic import generate
+    from deeplab.prepare.preprocess import Job, SampleGuard, process_coco
+    from deeplab.prepare.synthetic import generate
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -260,7 +260,7 @@ def signature_speed(files: int, size: int = 4096) -> dict:
     (every file hashed) and a no-op look (the cache answers: one `stat` per file)."""
     import tempfile
 
-    from deeplab.data.signature import tree_signature
+    from deeplab.prepare.signature import tree_signature
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "data"

@@ -3,7 +3,7 @@ variant; tables and figures."""
 
 from deeplab.core.cli import stage_main, stage_paths
 from deeplab.core.config import load_params
-from deeplab.evaluation.report import run_evaluate_stage
+from deeplab.report.ablations import run_evaluate_stage
 
 
 @stage_main

@@ -2,7 +2,7 @@
 
 from deeplab.core.cli import stage_main, stage_paths
 from deeplab.core.config import load_params
-from deeplab.data.fetch import fetch
+from deeplab.prepare.fetch import fetch
 
 
 @stage_main

@@ -5,7 +5,7 @@ import json
 from deeplab.core.cli import stage_main, stage_paths
 from deeplab.core.config import load_params
 from deeplab.core.errors import MissingFileError
-from deeplab.data.preprocess import preprocess
+from deeplab.prepare.preprocess import preprocess
 
 
 @stage_main

@@ -46,10 +46,10 @@ def tiny_train_csv(tmp_path_factory):
     """A VOC-style train_aug list (absolute paths) of six 40x40 synthetic images."""
     import pandas as pd
 
-    from deeplab.core.config import PreprocessConfig, SyntheticData
+    from deeplab.core.schema import PreprocessConfig, SyntheticData
     from deeplab.data.classes import ClassList
-    from deeplab.data.preprocess import preprocess
-    from deeplab.data.synthetic import generate
+    from deeplab.prepare.preprocess import preprocess
+    from deeplab.prepare.synthetic import generate
 
     root = tmp_path_factory.mktemp("tiny")
     generate(root / "raw", SyntheticData(seed=0, image_size=40, coco_train_images=2,
@@ -148,7 +148,7 @@ def voc_raw(tmp_path_factory):
     break it)."""
     from helpers.data import VOC_CFG
 
-    from deeplab.data.synthetic import generate
+    from deeplab.prepare.synthetic import generate
 
     root = tmp_path_factory.mktemp("voc_raw")
     generate(root, VOC_CFG)

@@ -35,7 +35,7 @@ def modules_of(part: str) -> list[Path]:
 @pytest.mark.parametrize("part, allowed, forbidden", [
     ("model", ("deeplab.model",), ()),  # the network imports nothing else of ours
     ("data", (), ("deeplab.engine", "deeplab.serving", "deeplab.evaluation", "deeplab.model")),
-    ("engine", (), ("deeplab.serving", "deeplab.evaluation.report")),
+    ("engine", (), ("deeplab.serving", "deeplab.report.ablations")),
     ("evaluation", (), ("deeplab.engine", "deeplab.serving")),
     # core: imports only itself (and the network's choices, plain data)
     ("core", ("deeplab.core",), ()),
@@ -78,4 +78,4 @@ def test_training_stages_load_no_serving_and_no_report(script):
     loaded = loaded_by(script)
     assert "deeplab.engine.loop" in loaded  # the check sees what the stage imports
     assert not {m for m in loaded if m.startswith("deeplab.serving")}
-    assert "deeplab.evaluation.report" not in loaded
+    assert "deeplab.report.ablations" not in loaded

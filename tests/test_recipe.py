@@ -3,7 +3,8 @@
 import pytest
 from helpers.repo import REPO
 
-from deeplab.core.config import ConfigError, load_params
+from deeplab.core.config import load_params
+from deeplab.core.errors import ConfigError
 from deeplab.recipe import apply_recipe, load_recipe, overrides
 
 RECIPES = sorted((REPO / "recipes").glob("*.yaml"))

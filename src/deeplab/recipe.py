@@ -18,8 +18,10 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from .core.config import Params, flatten, parse_params, read_yaml
+from .core.config import flatten, parse_params
 from .core.errors import ConfigError, DeeplabError
+from .core.safe_yaml import read_yaml
+from .core.schema import Params
 
 
 def load_recipe(path: str | Path) -> dict[str, Any]:

@@ -21,7 +21,8 @@ from .model_files import read_model_file, verify_digest
 
 def _strategy_file(path: Path, where: str) -> dict[str, Any]:
     """A logged model's strategy JSON, validated like `register.inference` (+ `pad_to`)."""
-    from .core.config import StoredStrategy, validate_options
+    from .core.schema import StoredStrategy
+    from .core.validation import validate_options
 
     try:
         raw = json.loads(path.read_text())

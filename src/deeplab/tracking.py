@@ -8,7 +8,8 @@ import socket
 import subprocess
 from pathlib import Path
 
-from .core.config import Params, flatten
+from .core.config import flatten
+from .core.schema import Params
 
 
 def repo_root() -> Path:

@@ -3,10 +3,7 @@
 import pytest
 
 from deeplab.core.cli import stage_main
-from deeplab.core.config import (
-    ConfigError,
-)
-from deeplab.core.errors import DeeplabError, ModelFileError
+from deeplab.core.errors import ConfigError
 
 
 def test_stage_main_keeps_tracebacks_of_programming_errors():
@@ -23,4 +20,3 @@ def test_stage_main_keeps_tracebacks_of_programming_errors():
     assert exit_info.value.code == 2
     with pytest.raises(ValueError, match="a bug in our code"):
         bug()
-    assert issubclass(ModelFileError, DeeplabError)

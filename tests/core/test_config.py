@@ -14,14 +14,10 @@ import pytest
 import yaml
 from helpers.repo import REPO
 
-from deeplab.core.config import (
-    ConfigError,
-    ModelConfig,
-    Params,
-    load_params,
-    parse_params,
-    read_yaml,
-)
+from deeplab.core.config import load_params, parse_params
+from deeplab.core.errors import ConfigError
+from deeplab.core.safe_yaml import read_yaml
+from deeplab.core.schema import ModelConfig, Params
 from deeplab.model.choices import BACKBONE_ALIASES, BACKBONES, OUTPUT_STRIDES
 
 RAW = yaml.safe_load((REPO / "params.yaml").read_text())
@@ -161,7 +157,7 @@ def test_the_schema_takes_its_choices_from_the_model():
 
 
 def test_model_settings_build_the_network(repo_root):
-    from deeplab.engine.stage import build_model
+    from deeplab.engine.init import build_model
 
     params = load_params(repo_root / "params.yaml")
     model = build_model(params.model, 21)

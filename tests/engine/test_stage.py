@@ -21,18 +21,15 @@ from helpers.models import (
 )
 from helpers.repo import REPO
 
-from deeplab.core.config import (
-    ConfigError,
-    Params,
-    load_params,
-    parse_params,
-)
+from deeplab.core.config import load_params, parse_params
 from deeplab.core.errors import (
+    ConfigError,
     ModelFileError,
     UnsafeFileError,
 )
+from deeplab.core.schema import Params
 from deeplab.data.classes import resolve_classes
-from deeplab.model_files import save_model
+from deeplab.model_files import read_model_file, save_model, state_digest
 
 
 def tiny_params(iterations: int = 3, checkpoint_every: int = 2, **runtime_overrides) -> Params:
@@ -56,23 +53,8 @@ run_training_stage(PRETRAIN, params, StageFiles(train_list, val_list, train_list
 """
 
 
-
-
-
-
-
-
-
-
-
-
-
-
-
-
-
 def test_crafted_init_file_for_finetune_is_refused(tmp_path):
-    from deeplab.engine.stage import initial_model
+    from deeplab.engine.init import initial_model
 
     marker = tmp_path / "marker"
     torch.save({"config": {}, "state_dict": Evil(marker)}, tmp_path / "pretrain.pt")
@@ -165,7 +147,8 @@ def test_killed_stage_resumes_the_same_mlflow_run(tmp_path, tiny_train_csv, tiny
 
 
 def test_finetune_from_pretrain_without_coco_names_the_fix(tmp_path, monkeypatch):
-    from deeplab.engine.stage import initial_model, skip_pretraining
+    from deeplab.engine.init import initial_model
+    from deeplab.engine.stage import skip_pretraining
 
     params = tiny_training(tmp_path, monkeypatch)
     classes = resolve_classes("folder", CRACKS, None, 255)
@@ -176,20 +159,17 @@ def test_finetune_from_pretrain_without_coco_names_the_fix(tmp_path, monkeypatch
 
 
 def test_transfer_from_a_21_class_model_loads_all_but_the_head_and_trains(tmp_path, monkeypatch):
-    from deeplab.engine.stage import (
-        FINETUNE,
-        StageFiles,
-        build_model,
-        initial_model,
-        run_training_stage,
-    )
+    from deeplab.engine.init import build_model, initial_model
+    from deeplab.engine.stage import FINETUNE, StageFiles, run_training_stage
 
     params = tiny_training(tmp_path, monkeypatch)
     torch.manual_seed(7)
     voc_model = build_model(params.model, 21)
     save_model(tmp_path / "voc.pt", voc_model)
     params = params.replace(finetune=params.finetune.replace(init=str(tmp_path / "voc.pt")))
-    model, origin = initial_model("finetune", params, 3, None)
+    start = initial_model("finetune", params, 3, None)
+    model, origin = start.model, start.origin
+    assert start.key == state_digest(read_model_file(tmp_path / "voc.pt"), {})  # the init's digest
     theirs, ours = voc_model.state_dict(), model.state_dict()
     head = {k for k in ours if k.startswith("head.classifier.")}
     assert head == {"head.classifier.weight", "head.classifier.bias"}
@@ -206,7 +186,7 @@ def test_transfer_from_a_21_class_model_loads_all_but_the_head_and_trains(tmp_pa
 
 
 def test_transfer_from_another_backbone_is_one_line_naming_both(tmp_path, monkeypatch):
-    from deeplab.engine.stage import initial_model
+    from deeplab.engine.init import initial_model
 
     params = tiny_training(tmp_path, monkeypatch)
     from deeplab.model import DeepLabV3Plus
@@ -219,7 +199,7 @@ def test_transfer_from_another_backbone_is_one_line_naming_both(tmp_path, monkey
 
 
 def test_transfer_from_a_registered_model(tmp_path, monkeypatch):
-    from deeplab.engine.stage import build_model, initial_model
+    from deeplab.engine.init import build_model, initial_model
     from deeplab.serving.registry import register
 
     params = tiny_training(tmp_path, monkeypatch)
@@ -233,7 +213,15 @@ def test_transfer_from_a_registered_model(tmp_path, monkeypatch):
                        sections=("register", "mlflow"))
     register(tmp_path / "voc.pt", tmp_path / "metrics.json", reg)
     params = params.replace(finetune=params.finetune.replace(init="models:/voc@champion"))
-    model, origin = initial_model("finetune", params, 3, None)
+    from deeplab import registered
+
+    downloads = []
+    real = registered.load_registered
+    monkeypatch.setattr(registered, "load_registered", lambda uri: downloads.append(uri) or real(uri))
+    start = initial_model("finetune", params, 3, None)
+    model, origin = start.model, start.origin
+    assert downloads == ["models:/voc@champion"]  # read and hashed once; the checkpoint keeps its digest
+    assert start.key == state_digest(read_model_file(tmp_path / "voc.pt"), {})
     assert origin.startswith("model models:/voc@champion")
     ours, theirs = model.state_dict(), source.state_dict()
     assert all(torch.equal(ours[k], theirs[k]) for k in ours if not k.startswith("head.classifier."))

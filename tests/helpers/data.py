@@ -6,7 +6,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from deeplab.core.config import PreprocessConfig, SyntheticData, load_params
+from deeplab.core.config import load_params
+from deeplab.core.schema import PreprocessConfig, SyntheticData
 from deeplab.data.classes import VOC_CLASSES, ClassList, voc_palette
 from helpers.repo import REPO
 
@@ -63,8 +64,8 @@ def data_config(**changes):
 
 def processed(tmp_path: Path, monkeypatch, name: str = "p", **changes) -> tuple[Path, dict]:
     """fetch + preprocess of the synthetic data with `changes` to `params.data`."""
-    from deeplab.data.fetch import fetch
-    from deeplab.data.preprocess import preprocess
+    from deeplab.prepare.fetch import fetch
+    from deeplab.prepare.preprocess import preprocess
 
     monkeypatch.chdir(tmp_path)
     manifest = fetch(data_config(**changes), tmp_path / f"raw_{name}")

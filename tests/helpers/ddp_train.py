@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from deeplab.core.config import RuntimeConfig, Schedule, TrainConfig
+from deeplab.core.schema import RuntimeConfig, Schedule, TrainConfig
 from deeplab.data.dataset import SegmentationDataset, read_list
 from deeplab.engine.distributed import init_from_env, shutdown
 from deeplab.engine.loop import TrainOptions, train

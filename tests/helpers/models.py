@@ -11,7 +11,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from deeplab.core.config import Params, parse_params
+from deeplab.core.config import parse_params
+from deeplab.core.schema import Params
 from deeplab.model import DeepLabV3Plus
 
 

@@ -1,6 +1,6 @@
 """A tiny training schedule and settings for the engine tests."""
 
-from deeplab.core.config import RuntimeConfig, Schedule, TrainConfig
+from deeplab.core.schema import RuntimeConfig, Schedule, TrainConfig
 
 SCHED = Schedule(iterations=6, batch_size=2, crop_size=33, lr=0.01, lr_power=0.9, momentum=0.9,
                  weight_decay=4e-5, scale_range=[0.5, 2.0], flip=True, checkpoint_every=2,

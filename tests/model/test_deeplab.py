@@ -9,7 +9,7 @@ from torch import nn
 
 from deeplab.core.config import load_params
 from deeplab.model import DeepLabV3Plus, aspp_rates
-from deeplab.model.flops import count_madds
+from deeplab.report.madds import count_madds
 
 
 def small(backbone="resnet50", os_=16, **kw):

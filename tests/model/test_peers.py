@@ -8,7 +8,7 @@ from torch import nn
 
 from deeplab.model import DeepLabV3Plus
 from deeplab.model.backbones import ResNetBackbone, XceptionBackbone, build_backbone
-from deeplab.model.flops import count_madds
+from deeplab.report.madds import count_madds
 
 
 def unit_rates(backbone, stage: int) -> list[int]:

@@ -119,7 +119,7 @@ def test_what_an_edit_reruns(finished, tmp_path):
         return set(json.loads(run(["dvc", "status", "--json"], work).stdout or "{}")) - {"fetch"}
 
     assert stale_stages() == set()
-    for module in ("src/deeplab/serving/predict.py", "src/deeplab/evaluation/report.py"):
+    for module in ("src/deeplab/serving/predict.py", "src/deeplab/report/ablations.py"):
         path = work / module
         original = path.read_text()
         path.write_text(original + "\n# an edit\n")
@@ -128,7 +128,7 @@ def test_what_an_edit_reruns(finished, tmp_path):
     assert stale_stages() == set()
     # An edit to the generator that leaves its output alone: a real `dvc repro` (the copy's own
     # src runs) runs fetch, which regenerates nothing, and nothing else.
-    generator = work / "src/deeplab/data/synthetic.py"
+    generator = work / "src/deeplab/prepare/synthetic.py"
     original = generator.read_text()
     generator.write_text(original + "\n# an edit\n")
     assert _stages_run(run(["dvc", "repro"], work).stdout) == {"fetch"}

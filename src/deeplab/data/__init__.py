@@ -1,1 +1,1 @@
-"""Datasets: synthetic generator, downloads, COCO/VOC/SBD preprocessing, training loader."""
+"""What training reads: class lists, the segmentation dataset and its augmentation, label PNGs."""

@@ -26,9 +26,9 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ..core.config import RuntimeConfig, Schedule, TrainConfig
 from ..core.errors import TrainingDivergedError
 from ..core.io import save_torch
+from ..core.schema import RuntimeConfig, Schedule, TrainConfig
 from ..data.dataset import IterationSampler, SegmentationDataset
 from ..data.palette import IGNORE
 from ..device import select_device

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..core.config import Schedule
+from ..core.schema import Schedule
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:

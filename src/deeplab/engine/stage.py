@@ -12,15 +12,14 @@ from typing import Any
 import pandas as pd
 import torch
 
-from ..core.config import ModelConfig, Params
-from ..core.errors import ConfigError, ModelFileError
 from ..core.io import write_csv, write_json
+from ..core.schema import Params
 from ..data.classes import ClassList, read_classes
 from ..data.dataset import SegmentationDataset, read_list, repeat_rows
 from ..device import select_device
 from ..evaluation.evaluate import evaluate
 from ..model import DeepLabV3Plus
-from ..model_files import read_model_file, save_model, state_digest
+from ..model_files import save_model
 from ..tracking import (
     dvc_experiment,
     files_hash,
@@ -30,89 +29,10 @@ from ..tracking import (
 )
 from .checkpoints import code_signature, fingerprint, load_checkpoint
 from .distributed import init_from_env, shutdown
+from .init import NO_PRETRAINING, Start, build_model, initial_model
 from .loop import TrainOptions, TrainResult, seed_everything, train
 
 log = logging.getLogger(__name__)
-NO_PRETRAINING = "no COCO data to pretrain on"
-
-
-def build_model(cfg: ModelConfig, num_classes: int,
-                pretrained_backbone: str | None = None) -> DeepLabV3Plus:
-    """The network described by `params.model` (with backbone weights if given)."""
-    try:
-        return DeepLabV3Plus(num_classes=num_classes, pretrained_backbone=pretrained_backbone,
-                             **cfg.network_kwargs())
-    except FileNotFoundError as exc:  # model.pretrained_backbone names a missing file
-        raise ConfigError(f"model.pretrained_backbone: {exc}") from None
-    except ValueError as exc:  # a weights file of another network
-        raise ModelFileError(f"model.pretrained_backbone: {exc}") from None
-
-
-def _transfer_source(init: str) -> tuple[dict[str, Any], str]:
-    """The checked model-file contents behind `finetune.init` (a file or a models:/ URI), and
-    a digest of them."""
-    if init.startswith(("models:/", "runs:/")):
-        from ..registered import load_registered  # MLflow: loaded only for a URI
-
-        state, _ = load_registered(init)
-    else:
-        state = read_model_file(Path(init).expanduser())
-    return state, state_digest(state, {})
-
-
-def _transfer(model: DeepLabV3Plus, state: dict[str, Any], source: str, key: str) -> str:
-    """Load the tensors of another trained model whose names and shapes match; the classifier
-    of another class count keeps its fresh initialisation."""
-    theirs, ours = state["config"].get("backbone"), model.config["backbone"]
-    if theirs != ours:
-        raise ModelFileError(f"{key}: {source} is a {theirs} model, this one is {ours}; set "
-                             f"model.backbone: {theirs}, or start from a {ours} model")
-    fresh = model.load_matching_weights(state["state_dict"])
-    log.info("from %s: %d tensors loaded; not loaded (kept their initialisation): %s", source,
-             len(model.state_dict()) - len(fresh), ", ".join(fresh) or "none")
-    return f"model {source}" + (f" ({len(fresh)} tensors re-initialised)" if fresh else "")
-
-
-def initial_model(stage: str, params: Params, num_classes: int, init_file: Path | None,
-                  partial: bool = False) -> tuple[DeepLabV3Plus, str]:
-    """The model a stage starts from, and a description of where its weights came from.
-
-    With `partial`, a pretrain checkpoint of another architecture (an ablation variant)
-    gives the tensors whose names and shapes match; the rest keep their initialisation.
-    """
-    model_cfg = params.model
-    init = params.finetune.init if stage == "finetune" else "imagenet"
-    if init == "pretrain":
-        state = read_model_file(init_file)
-        if state["info"].get("skipped"):
-            raise ConfigError(
-                f"finetune.init is 'pretrain' but the pretrain stage had {NO_PRETRAINING} "
-                f"(data.coco_root is null, or synthetic.coco_train_images is 0); set finetune.init "
-                f"to scratch, imagenet (with model.pretrained_backbone), or a model file or "
-                f"models:/ URI to transfer from")
-        model = build_model(model_cfg, num_classes)
-        if not partial:
-            try:
-                model.load_weights(state["state_dict"], source=str(init_file))
-            except ValueError as exc:
-                raise ModelFileError(str(exc)) from None
-            return model, f"pretrain checkpoint {init_file}"
-        fresh = model.load_matching_weights(state["state_dict"])
-        log.info("from %s: %d tensors re-initialised (%s)", init_file, len(fresh),
-                 ", ".join(sorted({k.rsplit(".", 2)[0] for k in fresh}))[:300] or "none")
-        return model, (f"pretrain checkpoint {init_file}" + (
-            f" (matching tensors; {len(fresh)} re-initialised)" if fresh else ""))
-    if init == "imagenet" and model_cfg.pretrained_backbone:
-        return build_model(model_cfg, num_classes, model_cfg.pretrained_backbone), \
-            f"backbone {model_cfg.pretrained_backbone}"
-    if stage == "finetune" and init == "imagenet":
-        raise ConfigError("finetune.init is 'imagenet' but model.pretrained_backbone is null; set "
-                          "it to 'imagenet' or a weights file")
-    model = build_model(model_cfg, num_classes)
-    if init in ("scratch", "imagenet"):
-        return model, "random initialisation"
-    state, _ = _transfer_source(init)
-    return model, _transfer(model, state, init, "finetune.init")
 
 
 def skip_pretraining(params: Params, classes: ClassList, out_model: Path, reports: Path,
@@ -190,19 +110,13 @@ def training_data(stage: TrainingStage, params: Params, files: StageFiles,
 
 
 def run_fingerprint(stage: TrainingStage, params: Params, files: StageFiles,
-                    dataset: SegmentationDataset, origin: str) -> dict[str, Any]:
+                    dataset: SegmentationDataset, start: Start) -> dict[str, Any]:
     """What a checkpoint must have been written with to be resumed: the stage, its settings,
     the data (lists and files), where the initial weights came from, and the loaded code."""
     settings = params.as_dict()
-    if files.init and origin.startswith("pretrain"):
-        init = files_hash([files.init])
-    elif origin.startswith("model "):
-        init = _transfer_source(params.finetune.init)[1]
-    else:
-        init = origin
     return {"stage": stage.name, "params": {k: settings[k] for k in ("seed", "model", stage.schedule)},
             "data": files_hash(files.data_files),
-            "files": files_signature(dataset.images + dataset.masks), "init": init,
+            "files": files_signature(dataset.images + dataset.masks), "init": start.key,
             "code": code_signature()}
 
 
@@ -240,13 +154,13 @@ def run_training_stage(stage: TrainingStage, params: Params, files: StageFiles) 
     if stage == PRETRAIN and read_list(files.train_list).empty:
         return skip_pretraining(params, classes, files.model, files.reports, files.checkpoint)
     seed_everything(params.seed)  # the initialisation of new layers is part of the run
-    model, origin = initial_model(stage.schedule, params, len(classes), files.init,
-                                  stage.partial_init)
+    start = initial_model(stage.schedule, params, len(classes), files.init, stage.partial_init)
+    model, origin = start.model, start.origin
     dataset, val_rows, repeats = training_data(stage, params, files, model.mean)
     info, device = init_from_env(select_device(params.train.device))
     log.info("%s: %d training samples (%d hard repeats), init from %s, device %s, process %d of %d",
              stage.name, len(dataset), repeats, origin, device, info.rank + 1, info.world_size)
-    fp = run_fingerprint(stage, params, files, dataset, origin)
+    fp = run_fingerprint(stage, params, files, dataset, start)
 
     def validate(m: torch.nn.Module, it: int) -> dict[str, float]:
         miou = evaluate(m, val_rows, len(classes), device, desc="val")["miou"]

@@ -1,2 +1,1 @@
-"""Evaluation: metrics, inference strategies and geometry, split evaluation, and the evaluate
-stage's tables and figures (`report`)."""
+"""Evaluation: metrics, inference strategies and geometry, split evaluation."""

@@ -21,8 +21,9 @@ in [0, 1]), read from the weights' own config.
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torchvision
@@ -190,6 +191,59 @@ def _torchvision_norm(weights: torchvision.models.WeightsEnum) -> dict[str, tupl
     return {"mean": tuple(preprocess.mean), "std": tuple(preprocess.std)}
 
 
+Norm = dict[str, tuple[float, ...]]
+
+
+def _resnet(depth: int) -> Callable[[bool], tuple[nn.Module, Norm]]:
+    def library(online: bool) -> tuple[nn.Module, Norm]:
+        weights = getattr(torchvision.models, f"ResNet{depth}_Weights").IMAGENET1K_V2
+        net = getattr(torchvision.models, f"resnet{depth}")(weights=weights if online else None)
+        return net, _torchvision_norm(weights)
+    return library
+
+
+def _mobilenet_v2(online: bool) -> tuple[nn.Module, Norm]:
+    weights = torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V2
+    return torchvision.models.mobilenet_v2(weights=weights if online else None), \
+        _torchvision_norm(weights)
+
+
+def _xception65(online: bool) -> tuple[nn.Module, Norm]:
+    import timm  # the well-kept port of the DeepLab authors' aligned Xception
+
+    # tf_in1k: the DeepLab authors' ImageNet weights (inputs in [-1, 1]), ported by timm
+    net = timm.create_model("xception65.tf_in1k", pretrained=online, num_classes=0)
+    cfg = net.pretrained_cfg
+    return net, {"mean": tuple(cfg["mean"]), "std": tuple(cfg["std"])}
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """One backbone: the library network (and its weights' normalisation), the prefix of its
+    classifier keys (left out of weights files), and the wrapper that taps its features."""
+
+    library: Callable[[bool], tuple[nn.Module, Norm]]  # online ImageNet weights or not
+    classifier: str
+    wrap: Callable[..., Backbone]  # (net, multi_grid, **norm)
+    multi_grid: bool = False  # whether `multi_grid` applies
+
+
+BACKBONE_SPECS: dict[str, BackboneSpec] = {
+    "resnet50": BackboneSpec(_resnet(50), "fc.", ResNetBackbone, multi_grid=True),
+    "resnet101": BackboneSpec(_resnet(101), "fc.", ResNetBackbone, multi_grid=True),
+    "xception65": BackboneSpec(_xception65, "head.", XceptionBackbone),
+    "mobilenet_v2": BackboneSpec(_mobilenet_v2, "classifier.", MobileNetV2Backbone),
+}
+
+
+def backbone_spec(name: str) -> BackboneSpec:
+    """The table entry of `name` (or its alias); ValueError naming the choices otherwise."""
+    name = canonical_backbone(name)
+    if name not in BACKBONE_SPECS:  # a name in model.choices without an entry here
+        raise ValueError(f"backbone {name!r} has no entry in deeplab.model.backbones.BACKBONE_SPECS")
+    return BACKBONE_SPECS[name]
+
+
 def build_backbone(name: str, output_stride: int = 16, multi_grid: Sequence[int] | None = (1, 2, 4),
                    pretrained: str | None = None) -> Backbone:
     """Build a backbone at `output_stride`.
@@ -200,34 +254,11 @@ def build_backbone(name: str, output_stride: int = 16, multi_grid: Sequence[int]
     The input normalisation is the one of the library's ImageNet weights for that backbone,
     also with random initialisation, so a model keeps one convention whatever its init.
     """
-    name = canonical_backbone(name)
+    spec = backbone_spec(name)
     online = pretrained == "imagenet"
-    if name in ("resnet50", "resnet101"):
-        weights = {"resnet50": torchvision.models.ResNet50_Weights,
-                   "resnet101": torchvision.models.ResNet101_Weights}[name].IMAGENET1K_V2
-        net = getattr(torchvision.models, name)(weights=weights if online else None)
-        norm = _torchvision_norm(weights)
-        ignore: tuple[str, ...] = ("fc.",)
-    elif name == "mobilenet_v2":
-        weights = torchvision.models.MobileNet_V2_Weights.IMAGENET1K_V2
-        net = torchvision.models.mobilenet_v2(weights=weights if online else None)
-        norm = _torchvision_norm(weights)
-        ignore = ("classifier.",)
-    else:  # xception65
-        import timm  # the well-kept port of the DeepLab authors' aligned Xception
-
-        # tf_in1k: the DeepLab authors' ImageNet weights (inputs in [-1, 1]), ported by timm
-        net = timm.create_model("xception65.tf_in1k", pretrained=online, num_classes=0)
-        cfg = net.pretrained_cfg
-        norm = {"mean": tuple(cfg["mean"]), "std": tuple(cfg["std"])}
-        ignore = ("head.",)
+    net, norm = spec.library(online)
     if pretrained is not None and not online:
-        load_library_weights(net, pretrained, ignore)
-    if name == "mobilenet_v2":
-        backbone: Backbone = MobileNetV2Backbone(net, **norm)
-    elif name == "xception65":
-        backbone = XceptionBackbone(net, **norm)
-    else:
-        backbone = ResNetBackbone(net, multi_grid, **norm)
+        load_library_weights(net, pretrained, (spec.classifier,))
+    backbone = spec.wrap(net, multi_grid, **norm) if spec.multi_grid else spec.wrap(net, **norm)
     backbone.set_output_stride(output_stride)
     return backbone

@@ -25,9 +25,10 @@ import torch
 from PIL import Image
 
 from ..core.cli import error_line
-from ..core.config import InferenceOverrides, validate_options
 from ..core.errors import InputError, MissingFileError
 from ..core.io import save_image
+from ..core.schema import InferenceOverrides
+from ..core.validation import validate_options
 from ..data.classes import ClassList
 from ..data.palette import overlay, save_label_png
 from ..device import select_device

@@ -30,8 +30,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..core.config import Params
 from ..core.errors import RegistryError, no_space_cause
+from ..core.schema import Params
 from ..data.classes import ClassList
 from ..evaluation.inference import InferenceStrategy
 from ..model_files import classes_of, read_model_file, state_digest

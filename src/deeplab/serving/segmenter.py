@@ -18,8 +18,9 @@ from ..core.errors import InputError
 from ..data.classes import ClassList
 from ..evaluation.inference import InferenceStrategy, predict_probs
 from ..model import DeepLabV3Plus
-from ..model_files import classes_of, load_program, model_from_state, read_model_file
+from ..model_files import classes_of, model_from_state, read_model_file
 from ..registered import load_registered
+from .programs import load_program
 
 
 class Segmenter(nn.Module):

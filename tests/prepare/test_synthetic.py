@@ -8,7 +8,7 @@ from helpers.data import (
 )
 from PIL import Image
 
-from deeplab.data.synthetic import COCO_IDS_OF_VOC, generate
+from deeplab.prepare.synthetic import COCO_IDS_OF_VOC, generate
 
 
 def test_synthetic_formats(voc_raw):
@@ -30,7 +30,7 @@ def test_synthetic_formats(voc_raw):
 
 def test_the_generator_colours_equal_the_hand_written_hsv_formula():
     """colorsys.hsv_to_rgb (the generator's) equals the formula it replaced, bit for bit."""
-    from deeplab.data.synthetic import _hsv_to_rgb
+    from deeplab.prepare.synthetic import _hsv_to_rgb
 
     def formula(h, s, v):
         i = int(h * 6) % 6

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ..core.errors import MissingFileError
-from .classes import IGNORE
+from ..data.classes import IGNORE
 from .samples import BadSampleError, SampleGuard
 
 

@@ -12,18 +12,18 @@ import pandas as pd
 from matplotlib.figure import Figure
 from PIL import Image
 
-from ..core.config import EvaluateConfig, Params
 from ..core.errors import ConfigError
 from ..core.io import save_figure, save_image, write_csv, write_json, write_text
+from ..core.schema import EvaluateConfig, Params
 from ..data.classes import ClassList, read_classes
 from ..data.dataset import read_list
 from ..data.palette import overlay
 from ..device import select_device
-from ..model.flops import count_madds
+from ..evaluation.evaluate import evaluate
+from ..evaluation.inference import InferenceStrategy
+from ..evaluation.metrics import bootstrap_miou
 from ..model_files import classes_of, model_from_state, read_model_file
-from .evaluate import evaluate
-from .inference import InferenceStrategy
-from .metrics import bootstrap_miou
+from .madds import count_madds
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ import zipfile
 import pytest
 from helpers.web import serve
 
-from deeplab.data.download import (
+from deeplab.prepare.download import (
     DownloadError,
     UnsafeArchiveError,
     download,

@@ -16,13 +16,10 @@ from helpers.data import (
 from PIL import Image
 from pycocotools.coco import COCO
 
-from deeplab.core.config import (
-    PreprocessConfig,
-    SyntheticData,
-)
+from deeplab.core.schema import PreprocessConfig, SyntheticData
 from deeplab.data.palette import read_label_png, save_label_png
-from deeplab.data.preprocess import preprocess
-from deeplab.data.samples import BadSampleError
+from deeplab.prepare.preprocess import preprocess
+from deeplab.prepare.samples import BadSampleError
 
 
 def _copy(voc_raw, tmp_path):
@@ -107,9 +104,9 @@ def test_parallel_preprocessing_gives_identical_output(voc_raw, tmp_path, monkey
 def test_voc_ids_in_train_and_val_duplicates_and_bad_coco_references(tmp_path, monkeypatch):
     import pandas as pd
 
-    from deeplab.data.preprocess import preprocess
-    from deeplab.data.samples import BadSampleError
-    from deeplab.data.synthetic import generate
+    from deeplab.prepare.preprocess import preprocess
+    from deeplab.prepare.samples import BadSampleError
+    from deeplab.prepare.synthetic import generate
 
     voc_raw = tmp_path / "raw"
     generate(voc_raw, SyntheticData(seed=0, image_size=40, coco_train_images=3, coco_val_images=2,

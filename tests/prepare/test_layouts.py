@@ -18,14 +18,11 @@ from helpers.data import (
 )
 from PIL import Image
 
-from deeplab.core.config import (
-    ConfigError,
-)
-from deeplab.core.errors import BadSampleError
+from deeplab.core.errors import BadSampleError, ConfigError
 from deeplab.data.classes import resolve_classes
-from deeplab.data.fetch import fetch
 from deeplab.data.palette import read_label_png, save_label_png
-from deeplab.data.preprocess import preprocess
+from deeplab.prepare.fetch import fetch
+from deeplab.prepare.preprocess import preprocess
 
 
 def _folder(tmp_path, monkeypatch):

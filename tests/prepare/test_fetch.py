@@ -17,20 +17,18 @@ from helpers.repo import REPO
 from helpers.web import serve
 from pycocotools.coco import COCO
 
-from deeplab.core.config import (
-    SyntheticData,
-    load_params,
-)
+from deeplab.core.config import load_params
 from deeplab.core.errors import (
     DeeplabError,
 )
+from deeplab.core.schema import SyntheticData
 from deeplab.data.palette import read_label_png
-from deeplab.data.preprocess import preprocess
+from deeplab.prepare.preprocess import preprocess
 
 
 def test_local_source_through_fetch_reproduces_masks(voc_raw, tmp_path, monkeypatch, repo_root):
     """data.source=local: the user's own VOC/COCO/SBD directories, elsewhere on disk."""
-    from deeplab.data.fetch import fetch
+    from deeplab.prepare.fetch import fetch
 
     user = tmp_path / "user"
     shutil.copytree(voc_raw / "VOC2012", user / "VOCdevkit/VOC2012")
@@ -69,7 +67,7 @@ def test_switching_source_keeps_downloads_and_local_changes_are_seen(tmp_path, m
     import zipfile
 
     from deeplab.data import fetch as fetch_mod
-    from deeplab.data.synthetic import generate
+    from deeplab.prepare.synthetic import generate
 
     gen = tmp_path / "gen"
     generate(gen, SyntheticData(seed=0, image_size=40, coco_train_images=2, coco_val_images=1,
@@ -118,7 +116,7 @@ def test_switching_source_keeps_downloads_and_local_changes_are_seen(tmp_path, m
 
 
 def test_dangling_links_and_link_loops_under_a_local_root_are_named_and_skipped(tmp_path, caplog):
-    from deeplab.data.signature import tree_signature
+    from deeplab.prepare.signature import tree_signature
 
     root = tmp_path / "voc"
     (root / "JPEGImages").mkdir(parents=True)

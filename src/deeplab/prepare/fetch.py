@@ -20,10 +20,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ..core.config import DataConfig
 from ..core.errors import ConfigError, MissingFileError
 from ..core.io import atomic_dir, write_json
-from .classes import ClassList, resolve_classes
+from ..core.schema import DataConfig
+from ..data.classes import ClassList, resolve_classes
 from .download import download, safe_extract
 from .layouts import REQUIRED
 from .signature import tree_signature

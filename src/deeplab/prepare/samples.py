@@ -12,7 +12,7 @@ import scipy.io
 from PIL import Image
 
 from ..core.errors import BadSampleError
-from .classes import IGNORE, IGNORE_COLOUR
+from ..data.classes import IGNORE, IGNORE_COLOUR
 
 log = logging.getLogger(__name__)
 __all__ = ["BadSampleError", "LabelRules", "SampleGuard", "check_image", "read_raw_label"]

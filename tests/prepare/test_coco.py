@@ -13,13 +13,11 @@ from helpers.data import (
     processed,
 )
 
-from deeplab.core.config import (
-    ConfigError,
-)
+from deeplab.core.errors import ConfigError
 from deeplab.data.classes import ClassList
-from deeplab.data.fetch import fetch
 from deeplab.data.palette import read_label_png
-from deeplab.data.preprocess import preprocess
+from deeplab.prepare.fetch import fetch
+from deeplab.prepare.preprocess import preprocess
 
 
 def test_coco_categories_map_by_name_not_id(tmp_path, monkeypatch):

@@ -30,10 +30,10 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from ..core.config import PreprocessConfig
 from ..core.errors import ConfigError
 from ..core.io import atomic_dir, write_json, write_text
-from .classes import (
+from ..core.schema import PreprocessConfig
+from ..data.classes import (
     IGNORE,
     ClassList,
     cityscapes_lookup,
@@ -41,9 +41,9 @@ from .classes import (
     hard_class_ids,
     write_classes,
 )
+from ..data.palette import save_label_png
 from .coco import category_names, load_coco, semantic_mask
 from .layouts import Sample, target_splits
-from .palette import save_label_png
 from .samples import (
     BadSampleError,
     LabelRules,

@@ -1,0 +1,372 @@
+"""The schema of `params.yaml`, the file people edit: one frozen, strict pydantic model per
+section, with the bounds and choices of every key.
+
+The choices the network accepts (backbones, output strides) come from `deeplab.model.choices`,
+the one place they are defined. Loading a file is `deeplab.core.config`; the messages are
+`deeplab.core.validation`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal, Optional, Self
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from ..model.choices import (
+    BACKBONE_ALIASES,
+    BACKBONES,
+    OUTPUT_STRIDES,
+    canonical_backbone,
+)
+from .errors import ConfigError
+from .validation import validate
+
+SOURCES = ("synthetic", "download", "local")
+LAYOUTS = ("voc", "folder", "cityscapes")
+INIT_KEYWORDS = ("pretrain", "imagenet", "scratch")
+
+
+def _unique(values: list[Any]) -> list[Any]:
+    if len(set(map(repr, values))) != len(values):
+        raise PydanticCustomError("unique", "expected a list without duplicates")
+    return values
+
+
+def _ordered(values: list[float]) -> list[float]:
+    if values != sorted(values):
+        raise PydanticCustomError("ordered", "expected [low, high] with low <= high")
+    return values
+
+
+def _model_name(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", value) or ".." in value:
+        raise PydanticCustomError(
+            "model_name", "expected a name of letters, digits, '_', '.' and '-', at most 100 "
+            "characters, no '..' (no quotes, spaces or slashes: it goes into models:/ URIs and "
+            "registry filters)")
+    return value
+
+
+def _experiment_name(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9 _.,:@+/-]{0,199}", value) or value != value.strip() \
+            or ".." in value.split("/") or "//" in value:
+        raise PydanticCustomError(
+            "experiment_name", "expected a name of letters, digits, spaces and '_.,:@+/-', at most "
+            "200 characters, starting with a letter, digit or '_', with no '..' path part and no "
+            "control characters (it is shown in the UI and may name folders)")
+    return value
+
+
+def _class_name(value: str) -> str:
+    if not value.strip() or value != value.strip() or any(ord(c) < 32 for c in value):
+        raise PydanticCustomError("class_name", "expected a class name without leading or "
+                                  "trailing spaces or control characters")
+    return value
+
+
+def _init(value: str) -> str:
+    if value in INIT_KEYWORDS or value.startswith(("models:/", "runs:/")) or \
+            value.endswith((".pt", ".pth")):
+        return value
+    raise PydanticCustomError("init", "expected pretrain, imagenet, scratch, a model file (.pt) "
+                              "or a models:/ URI")
+
+
+def _aliases(data: Any, aliases: dict[str, str]) -> Any:
+    """Accept an older key name for a renamed one (both given: an error)."""
+    if not isinstance(data, dict):
+        return data
+    out = dict(data)
+    for old, new in aliases.items():
+        if old in out:
+            if new in out and out[new] is not None and out[old] is not None:
+                raise PydanticCustomError("alias", "{old} and {new} are the same setting; keep "
+                                          "{new}", {"old": old, "new": new})
+            value = out.pop(old)
+            out[new] = value if out.get(new) is None else out[new]
+    return out
+
+
+def _variant_name(value: str) -> str:
+    if not value or value == "main" or not all(c.islower() or c.isdigit() or c == "_" for c in value):
+        raise PydanticCustomError("variant_name", "a variant name must be lower-case letters, "
+                                  "digits and '_' (and not 'main')")
+    return value
+
+
+# Bounds: values beyond them are typos (a crash or a run that never ends), not settings.
+MAX_SEED = 2**32 - 1          # numpy's legacy seeding (np.random.seed) takes 32 bits
+MAX_ITERATIONS = 10_000_000   # the paper trains 30k iterations
+MAX_SIZE = 8192               # pixels: crops, padding, image sizes (Cityscapes pads to 2049)
+MAX_SCALE = 4.0               # input scales (the paper: 0.5 to 1.75)
+MIN_SCALE = 0.1
+
+Count = Annotated[int, Field(gt=0, le=10_000_000)]
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
+Scale = Annotated[float, Field(ge=MIN_SCALE, le=MAX_SCALE)]
+Channels = Annotated[int, Field(gt=0, le=4096)]
+Name = Annotated[str, Field(min_length=1, max_length=4096)]
+OutputStride = Literal[OUTPUT_STRIDES]  # type: ignore[valid-type]
+Backbone = Annotated[Literal[BACKBONES + tuple(BACKBONE_ALIASES)],  # type: ignore[valid-type]
+                     AfterValidator(canonical_backbone)]
+Init = Annotated[str, Field(min_length=1, max_length=4096), AfterValidator(_init)]
+ClassName = Annotated[str, Field(min_length=1, max_length=100), AfterValidator(_class_name)]
+Colour = Annotated[list[Annotated[int, Field(ge=0, le=255)]], Field(min_length=3, max_length=3)]
+Scales = Annotated[list[Scale], Field(min_length=1, max_length=16), AfterValidator(_unique)]
+PadTo = Annotated[int, Field(ge=33, le=MAX_SIZE)]
+
+
+class Section(BaseModel):
+    """A params section: no unknown keys, no type coercion ("1" is not 1), immutable."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, allow_inf_nan=False,
+                              validate_by_name=True, validate_by_alias=True)
+
+    def replace(self, **changes: Any) -> Self:
+        """A copy with `changes` applied, validated like the params file."""
+        return validate(type(self), {**self.model_dump(exclude_unset=True), **changes})
+
+
+class SyntheticData(Section):
+    """The built-in generator: the target dataset in `data.layout` with `data.classes`, and
+    COCO-format pretraining data (none when `coco_train_images` is 0)."""
+
+    seed: Seed
+    image_size: Annotated[int, Field(ge=32, le=1024)]
+    coco_train_images: Annotated[int, Field(ge=0, le=1_000_000)]
+    coco_val_images: Annotated[int, Field(ge=0, le=1_000_000)]
+    train_images: Annotated[int, Field(gt=0, le=1_000_000)]
+    val_images: Annotated[int, Field(gt=0, le=1_000_000)]
+    sbd_images: Annotated[int, Field(ge=0, le=1_000_000)]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        return _aliases(data, {"voc_train_images": "train_images", "voc_val_images": "val_images"})
+
+    @model_validator(mode="after")
+    def _coco_both_or_none(self) -> Self:
+        if (self.coco_train_images == 0) != (self.coco_val_images == 0):
+            raise PydanticCustomError("coco", "coco_train_images and coco_val_images are both 0 "
+                                      "(no COCO pretraining) or both positive")
+        return self
+
+
+class DownloadSettings(Section):
+    dir: Name
+    mirror: Optional[Name]
+    retries: Annotated[int, Field(ge=0, le=20)]
+    timeout_s: Annotated[float, Field(gt=0, le=3600)]
+
+
+class DataConfig(Section):
+    """Where the data comes from and what it holds: one description read by every stage."""
+
+    source: Literal[SOURCES]  # type: ignore[valid-type]
+    layout: Literal[LAYOUTS] = "voc"  # type: ignore[valid-type]
+    root: Optional[Name] = None
+    sbd_root: Optional[Name] = None
+    coco_root: Optional[Name] = None
+    classes: Optional[Annotated[list[ClassName], Field(min_length=2, max_length=255),
+                                AfterValidator(_unique)]] = None
+    ignore_index: Annotated[int, Field(ge=0, le=255)] = 255
+    palette: Optional[Annotated[list[Colour], Field(min_length=2, max_length=255)]] = None
+    coco_map: Optional[dict[Annotated[str, Field(min_length=1)], ClassName]] = None
+    synthetic: SyntheticData
+    download: DownloadSettings
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        return _aliases(data, {"voc_root": "root"})
+
+
+class PreprocessConfig(Section):
+    min_pixels: Annotated[int, Field(ge=0, le=MAX_SIZE * MAX_SIZE)]
+    hard_classes: Optional[Annotated[list[ClassName], AfterValidator(_unique)]]
+    on_bad_sample: Literal["error", "skip"]
+    workers: Annotated[int, Field(ge=0, le=256)]
+
+
+class ModelConfig(Section):
+    backbone: Backbone
+    output_stride: OutputStride
+    decoder: bool
+    separable: bool
+    aspp_channels: Channels
+    decoder_channels: Channels
+    low_level_channels: Channels
+    multi_grid: Optional[Annotated[list[Annotated[int, Field(gt=0, le=16)]],
+                                   Field(min_length=1, max_length=3)]]
+    bn_momentum: Annotated[float, Field(ge=0, le=1)]
+    dropout: Annotated[float, Field(ge=0, le=0.9)]
+    pretrained_backbone: Optional[Name]
+
+    def network_kwargs(self) -> dict[str, Any]:
+        """The `DeepLabV3Plus` arguments these settings describe (no weights file)."""
+        return self.model_dump(exclude={"pretrained_backbone"})
+
+
+class TrainConfig(Section):
+    launcher: Name
+    device: Literal["auto", "cpu", "cuda"]
+    amp: Literal["off", "bf16", "fp16"]
+    channels_last: bool
+    compile: bool
+
+
+class RuntimeConfig(Section):
+    workers: Annotated[int, Field(ge=0, le=64)]
+    threads: Annotated[int, Field(ge=0, le=256)]
+    log_every: Count
+
+
+class Schedule(Section):
+    """One training schedule (pretrain; finetune adds its init and bootstrapping)."""
+
+    iterations: Annotated[int, Field(gt=0, le=MAX_ITERATIONS)]
+    batch_size: Annotated[int, Field(gt=0, le=4096)]
+    crop_size: Annotated[int, Field(ge=16, le=MAX_SIZE)]
+    lr: Annotated[float, Field(gt=0, le=10)]
+    lr_power: Annotated[float, Field(gt=0, le=10)]
+    momentum: Annotated[float, Field(ge=0, le=0.999)]
+    weight_decay: Annotated[float, Field(ge=0, le=1)]
+    scale_range: Annotated[list[Scale], Field(min_length=2, max_length=2),
+                           AfterValidator(_ordered)]
+    flip: bool
+    checkpoint_every: Annotated[int, Field(gt=0, le=MAX_ITERATIONS)]
+    val_every: Annotated[int, Field(ge=0, le=MAX_ITERATIONS)]
+    freeze_bn: bool
+
+    @property
+    def repeat_hard(self) -> int:
+        """How many times a hard image appears per epoch (1: no bootstrapping)."""
+        return 1
+
+
+class FinetuneSchedule(Schedule):
+    init: Init
+    bootstrap_factor: Annotated[int, Field(gt=0, le=100)]
+
+    @property
+    def repeat_hard(self) -> int:
+        return self.bootstrap_factor
+
+
+class EvaluateConfig(Section):
+    output_strides: Annotated[list[OutputStride], Field(min_length=1), AfterValidator(_unique)]
+    scales: Scales
+    flip: Annotated[list[bool], Field(min_length=1), AfterValidator(_unique)]
+    trimap_widths: Annotated[list[Annotated[int, Field(gt=0, le=256)]], Field(min_length=1),
+                             AfterValidator(_unique)]
+    sample_images: Annotated[int, Field(ge=0, le=64)]
+    madds_size: Annotated[int, Field(ge=32, le=MAX_SIZE)]
+    pad_to: Optional[PadTo]
+
+
+class InferenceConfig(Section):
+    output_stride: OutputStride
+    scales: Scales
+    flip: bool
+
+
+class StoredStrategy(InferenceConfig):
+    """The strategy file a registered model carries (`register.inference` + padding)."""
+
+    pad_to: Optional[PadTo] = None
+
+
+class InferenceOverrides(Section):
+    """Command-line changes to a model's strategy (`predict`, `export`); None keeps it."""
+
+    output_stride: Optional[OutputStride] = None
+    scales: Optional[Scales] = None
+    flip: Optional[bool] = None
+
+
+class RegisterConfig(Section):
+    model_name: Annotated[str, AfterValidator(_model_name)]
+    min_miou: Annotated[float, Field(ge=0, le=1)]
+    promote: Literal["if_better", "never", "always"] = "if_better"
+    inference: InferenceConfig
+
+
+class VariantOverrides(Section):
+    """One ablation variant: the model settings and finetune init it changes."""
+
+    backbone: Optional[Backbone] = None
+    output_stride: Optional[OutputStride] = None
+    decoder: Optional[bool] = None
+    separable: Optional[bool] = None
+    init: Optional[Init] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _something_to_change(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not data:
+            raise PydanticCustomError("variant", "expected a mapping of settings to change "
+                                      "(e.g. {decoder: false})")
+        unset = [key for key, value in data.items() if value is None]
+        if unset:
+            raise PydanticCustomError("variant", "{key}: expected a value (leave the key out to "
+                                      "keep the main model's setting)", {"key": unset[0]})
+        return data
+
+    def changes(self) -> dict[str, Any]:
+        return self.model_dump(exclude_unset=True)
+
+
+class MlflowConfig(Section):
+    experiment: Annotated[str, AfterValidator(_experiment_name)]
+
+
+Variants = dict[Annotated[str, AfterValidator(_variant_name)], VariantOverrides]
+
+
+class Params(Section):
+    """The whole params file; sections a stage does not read are `None`. The `register`
+    section is the attribute `registration` (`register` would shadow pydantic's own)."""
+
+    seed: Seed
+    data: Optional[DataConfig] = None
+    preprocess: Optional[PreprocessConfig] = None
+    model: Optional[ModelConfig] = None
+    train: Optional[TrainConfig] = None
+    runtime: Optional[RuntimeConfig] = None
+    pretrain: Optional[Schedule] = None
+    finetune: Optional[FinetuneSchedule] = None
+    evaluate: Optional[EvaluateConfig] = None
+    registration: Optional[RegisterConfig] = Field(default=None, alias="register")
+    ablations: Annotated[Optional[Variants], BeforeValidator(lambda v: {} if v is None else v)] = None
+    mlflow: Optional[MlflowConfig] = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The loaded sections as plain data, keyed as in params.yaml (for MLflow params and
+        checkpoint fingerprints)."""
+        return self.model_dump(exclude_unset=True, by_alias=True)
+
+    def variant(self, name: str) -> "Params":
+        """The params of ablation variant `name`: `model` and `finetune.init` overridden."""
+        variants = self.ablations or {}
+        if name not in variants:
+            raise ConfigError(f"ablations.{name}: no such variant (defined: "
+                              f"{', '.join(variants) or 'none'})")
+        changes = variants[name].changes()
+        update: dict[str, Any] = {}
+        if "init" in changes:
+            update["finetune"] = self.finetune.replace(init=changes.pop("init"))
+        if changes:
+            update["model"] = self.model.replace(**changes)
+        return self.replace(**update)
+
+
+SECTIONS = tuple(field.alias or name for name, field in Params.model_fields.items() if name != "seed")
