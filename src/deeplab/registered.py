@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
-from .core.errors import ConfigError, ModelFileError
+from .core.errors import ConfigError, ModelFileError, first_line
 from .evaluation.inference import InferenceStrategy
 from .model_files import read_model_file, verify_digest
 
@@ -60,7 +60,7 @@ def read_logged_model(model_dir: Path, where: str, expected: Sequence[str] = ()
     try:
         logged = Model.load(str(model_dir))
     except Exception as exc:  # noqa: BLE001 - MLflow raises many kinds
-        raise ModelFileError(f"{where}: cannot read the logged model ({_first_line(exc)})") from None
+        raise ModelFileError(f"{where}: cannot read the logged model ({first_line(exc)})") from None
     artifacts = logged.flavors.get("python_function", {}).get("artifacts", {})
     if "model_file" not in artifacts or "strategy" not in artifacts:
         raise ModelFileError(f"{where}: not a model registered by this version of the pipeline "
@@ -75,11 +75,6 @@ def read_logged_model(model_dir: Path, where: str, expected: Sequence[str] = ()
     for digest in dict.fromkeys(digests):
         verify_digest(state, strategy, digest, where)
     return state, InferenceStrategy.from_dict(strategy)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _registered_digests(uri: str) -> list[str]:
@@ -119,5 +114,5 @@ def load_registered(uri: str) -> tuple[dict[str, Any], InferenceStrategy]:
         except ModelFileError:
             raise
         except Exception as exc:  # noqa: BLE001 - MLflow raises many kinds
-            raise ModelFileError(f"{uri}: cannot load the model ({_first_line(exc)})") from None
+            raise ModelFileError(f"{uri}: cannot load the model ({first_line(exc)})") from None
         return read_logged_model(local, uri, expected)

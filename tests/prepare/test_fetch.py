@@ -66,7 +66,7 @@ def test_switching_source_keeps_downloads_and_local_changes_are_seen(tmp_path, m
     import tarfile
     import zipfile
 
-    from deeplab.data import fetch as fetch_mod
+    from deeplab.prepare import fetch as fetch_mod
     from deeplab.prepare.synthetic import generate
 
     gen = tmp_path / "gen"

@@ -20,7 +20,7 @@ from PIL import Image
 
 from deeplab.core.errors import BadSampleError, ConfigError
 from deeplab.data.classes import resolve_classes
-from deeplab.data.palette import read_label_png, save_label_png
+from deeplab.data.palette import colour_table, read_label_png, save_label_png
 from deeplab.prepare.fetch import fetch
 from deeplab.prepare.preprocess import preprocess
 
@@ -96,7 +96,7 @@ def test_folder_layout_masks_of_every_kind_and_its_own_ignore_value(tmp_path, mo
     # An RGB colour-coded mask is read through the palette.
     mask = root / "masks/train" / f"{images[0].stem}.png"
     ids = np.array(Image.open(mask))
-    colours = np.array(resolve_classes("folder", CRACKS, None, 7).colour_table())
+    colours = colour_table(resolve_classes("folder", CRACKS, None, 7).palette)
     rgb = colours[np.where(ids == 7, 255, ids)]
     Image.fromarray(rgb.astype(np.uint8), mode="RGB").save(mask)
     manifest2 = fetch(data_config(layout="folder", classes=CRACKS, ignore_index=7), tmp_path / "raw_p")

@@ -2,7 +2,6 @@
 
 import json
 
-import numpy as np
 from helpers.data import (
     VOC_CFG,
 )
@@ -26,17 +25,3 @@ def test_synthetic_formats(voc_raw):
     files = sorted(p.relative_to(voc_raw) for p in voc_raw.rglob("*") if p.is_file())  # regenerates
     assert files == sorted(p.relative_to(again) for p in again.rglob("*") if p.is_file())  # them
     assert all((voc_raw / f).read_bytes() == (again / f).read_bytes() for f in files)  # bit for bit
-
-
-def test_the_generator_colours_equal_the_hand_written_hsv_formula():
-    """colorsys.hsv_to_rgb (the generator's) equals the formula it replaced, bit for bit."""
-    from deeplab.prepare.synthetic import _hsv_to_rgb
-
-    def formula(h, s, v):
-        i = int(h * 6) % 6
-        f = h * 6 - int(h * 6)
-        p, q, t = v * (1 - s), v * (1 - f * s), v * (1 - (1 - f) * s)
-        return np.array([(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)][i])
-
-    grid = np.random.default_rng(0).random((2000, 3))
-    assert all(np.array_equal(_hsv_to_rgb(*hsv), formula(*hsv)) for hsv in grid)

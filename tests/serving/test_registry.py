@@ -25,9 +25,14 @@ from deeplab.core.errors import (
     RegistryError,
 )
 from deeplab.evaluation.inference import InferenceStrategy
-from deeplab.model_files import save_model
+from deeplab.model_files import read_model_file, save_model, state_digest
 
 PARAMS = register_params()
+
+
+def model_digest(path, strategy):
+    """What the registry hashes for a model file."""
+    return state_digest(read_model_file(path), strategy)
 PARAMS_FILE = yaml.safe_load((REPO / "params.yaml").read_text())
 
 
@@ -43,8 +48,6 @@ def _register_args(tmp_path: Path, model: Path, metrics: Path, name: str = "seg"
 
 
 def test_model_digest_covers_weights_config_and_strategy_not_metadata(tmp_path):
-    from deeplab.serving.registry import model_digest
-
     strategy = InferenceStrategy(16).as_dict()
     save_model(tmp_path / "a.pt", tiny_net(), run_id="one")
     save_model(tmp_path / "b.pt", tiny_net(), run_id="two", git_commit="abc")
@@ -103,8 +106,6 @@ def test_one_sha256_is_one_version_under_concurrency_and_after_a_crash(tmp_path)
     from mlflow import MlflowClient
 
     from deeplab.evaluation.inference import InferenceStrategy
-    from deeplab.serving.registry import model_digest
-
     model, metrics = tmp_path / "m.pt", tmp_path / "metrics.json"
     save_model(model, tiny_net())
     metrics.write_text(json.dumps({"miou": 0.5}))

@@ -77,3 +77,12 @@ def no_space_cause(exc: BaseException) -> str | None:
             return "no space left on device"
         todo += [e.__cause__, e.__context__, getattr(e, "orig", None)]
     return None
+
+
+def first_line(exc: BaseException) -> str:
+    """The cause to print: a full disk wherever it hides in the chain, else the first line."""
+    cause = no_space_cause(exc)
+    if cause:
+        return cause
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:300]

@@ -98,12 +98,6 @@ class ClassList:
                               f"the dataset (classes: {', '.join(self.names)})")
         return [self.names.index(n) for n in names]
 
-    def colour_table(self) -> list[tuple[int, int, int]]:
-        """256 colours for palette PNGs: the classes', the ignore colour at 255, black elsewhere."""
-        table = list(self.palette) + [(0, 0, 0)] * (256 - len(self.palette))
-        table[IGNORE] = IGNORE_COLOUR
-        return table
-
     def as_dict(self) -> dict[str, Any]:
         return {"names": list(self.names), "palette": [list(c) for c in self.palette],
                 "ignore_index": self.ignore_index}

@@ -25,9 +25,6 @@ def colour_table(colours: Colours | None = None) -> np.ndarray:
     return table
 
 
-PALETTE = colour_table()  # the VOC colours
-
-
 def label_image(label: np.ndarray, colours: Colours | None = None) -> Image.Image:
     """An `H x W` uint8 label map as a palette image (class id = palette index)."""
     img = Image.fromarray(label, mode="P")

@@ -18,7 +18,7 @@ from typing import Sequence
 import torch
 from torch.export import Dim
 
-from ..core.cli import error_line
+from ..core.cli import run_command
 from ..core.errors import InputError
 from ..core.io import write_bytes
 from ..evaluation.inference import InferenceStrategy
@@ -56,15 +56,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.output.suffix != ".pt2":
         print(f"error: {args.output}: the output name must end in .pt2", file=sys.stderr)
         return 2
-    try:
-        seg = load_segmenter(args.model, InferenceStrategy(args.output_stride, (1.0,), args.flip))
-        export_program(seg, args.output)
-    except Exception as exc:  # noqa: BLE001 - user errors and full disks: one line; bugs: traceback
-        line = error_line(exc)
-        if line is None:
-            raise
-        print(line, file=sys.stderr)
-        return 2
+    return run_command(lambda: _export(args))
+
+
+def _export(args: argparse.Namespace) -> int:
+    seg = load_segmenter(args.model, InferenceStrategy(args.output_stride, (1.0,), args.flip))
+    export_program(seg, args.output)
     print(f"export: {args.output} ({seg.strategy.as_dict()})")
     return 0
 

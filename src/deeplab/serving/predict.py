@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..core.cli import error_line
+from ..core.cli import run_command
 from ..core.errors import InputError, MissingFileError
 from ..core.io import save_image
 from ..core.schema import InferenceOverrides
@@ -142,26 +142,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="print the model's classes (id, name, colour) before predicting")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        options = validate_options(InferenceOverrides, {
-            "output_stride": args.output_stride, "scales": args.scales, "flip": args.flip})
-        device = select_device(args.device)
-        inputs = list_inputs(args.input)
-        output_paths(inputs, args.output)  # refuse a clobbering output before loading anything
-        segment = load_segmenter(args.model, device=device, output_stride=options.output_stride,
-                                 scales=tuple(options.scales) if options.scales else None,
-                                 flip=options.flip)
-        if args.list_classes:
-            classes = getattr(segment, "classes", None)
-            for k, name in enumerate(classes.names if classes else []):
-                print(f"{k}\t{name}\t{'#%02x%02x%02x' % tuple(classes.palette[k])}")
-        errors = predict_files(segment, inputs, args.output, device)
-    except Exception as exc:  # noqa: BLE001 - user errors and full disks: one line; bugs: traceback
-        line = error_line(exc)
-        if line is None:
-            raise
-        print(line, file=sys.stderr)
-        return 2
+    return run_command(lambda: _predict(args))
+
+
+def _predict(args: argparse.Namespace) -> int:
+    options = validate_options(InferenceOverrides, {
+        "output_stride": args.output_stride, "scales": args.scales, "flip": args.flip})
+    device = select_device(args.device)
+    inputs = list_inputs(args.input)
+    output_paths(inputs, args.output)  # refuse a clobbering output before loading anything
+    segment = load_segmenter(args.model, device=device, output_stride=options.output_stride,
+                             scales=tuple(options.scales) if options.scales else None,
+                             flip=options.flip)
+    if args.list_classes:
+        classes = getattr(segment, "classes", None)
+        for k, name in enumerate(classes.names if classes else []):
+            print(f"{k}\t{name}\t{'#%02x%02x%02x' % tuple(classes.palette[k])}")
+    errors = predict_files(segment, inputs, args.output, device)
     done = len(inputs) - len(errors)
     print(f"predict: {done} of {len(inputs)} images -> {args.output}")
     if errors:

@@ -1,23 +1,27 @@
-"""Move `@champion` on purpose: `python -m deeplab.serving.promote --version 3 --reason "..."`.
+"""The champion/challenger rule, and moving `@champion` on purpose:
+`python -m deeplab.serving.promote --version 3 --reason "..."`.
 
-The production alias moves only by the rule of `register.promote` (in the workspace's `dvc
-repro`, never in a `dvc exp run`) or by this command. Either way the new champion's version
-records who moved it, when, why, and which version it replaced (`promotion.*` tags).
+The production alias moves only by the rule of `register.promote` (`assign_alias`, in the
+workspace's `dvc repro`, never in a `dvc exp run`) or by this command. Either way the new
+champion's version records who moved it, when, why, and which version it replaced
+(`promotion.*` tags).
 """
 
 from __future__ import annotations
 
 import argparse
 import getpass
+import logging
 import socket
 import sys
 import time
 from typing import Any, Sequence
 
-from ..core.cli import error_line
+from ..core.cli import run_command
 from ..core.errors import RegistryError
 
-CHAMPION = "champion"
+log = logging.getLogger(__name__)
+CHAMPION, CHALLENGER = "champion", "challenger"
 
 
 def who() -> str:
@@ -37,13 +41,46 @@ def set_champion(client: Any, name: str, version: int, reason: str) -> dict[str,
     except MlflowException:
         previous = None
     client.set_registered_model_alias(name, CHAMPION, str(version))
-    if "challenger" in client.get_model_version(name, str(version)).aliases:
-        client.delete_registered_model_alias(name, "challenger")  # it is the champion now
+    if CHALLENGER in client.get_model_version(name, str(version)).aliases:
+        client.delete_registered_model_alias(name, CHALLENGER)  # it is the champion now
     tags = {"promotion.by": who(), "promotion.at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "promotion.reason": reason, "promotion.previous": str(previous or "none")}
     for key, value in tags.items():
         client.set_model_version_tag(name, str(version), key, value[:5000])
     return {"name": name, "version": int(version), "previous": previous, **tags}
+
+
+def assign_alias(client: Any, name: str, version: int, miou: float, rule: str,
+                 experiment: str) -> list[str]:
+    """Aliases by `register.promote` (`rule`), in the workspace only (a `dvc exp run` moves
+    none): `if_better` gives `champion` when this version beats the champion's validation mIoU
+    (or there is none), else `challenger`; `always` gives `champion`; `never` gives
+    `challenger`. A version that already has an alias keeps it."""
+    from mlflow.exceptions import MlflowException
+
+    current = list(client.get_model_version(name, str(version)).aliases)
+    if current:
+        return current
+    if experiment != "workspace":
+        log.info("%s version %d: registered by experiment %s, no alias moved (promote it with "
+                 "python -m deeplab.serving.promote)", name, version, experiment)
+        return []
+    try:
+        champion = client.get_model_version_by_alias(name, CHAMPION)
+        best = float(champion.tags.get("val_miou", "-inf"))
+    except MlflowException:
+        champion, best = None, float("-inf")
+    was = "none" if champion is None else f"{best:.4f}"
+    if rule == "always" or (rule == "if_better" and miou > best):
+        set_champion(client, name, version, f"register.promote: {rule} (val mIoU {miou:.4f}; "
+                                            f"champion had {was})")
+        alias = CHAMPION
+    else:
+        alias = CHALLENGER
+        client.set_registered_model_alias(name, alias, str(version))
+    log.info("%s version %d is @%s (val mIoU %.4f; champion had %s; register.promote: %s)",
+             name, version, alias, miou, was, rule)
+    return [alias]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -54,31 +91,28 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--reason", required=True, help="why (recorded in the version's tags)")
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
+    return run_command(lambda: _promote(args))
+
+
+def _promote(args: argparse.Namespace) -> int:
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from ..core.config import load_params
+    from ..tracking import check_store, tracking_uri
+
+    name = args.name or load_params(args.params, sections=("register",)).registration.model_name
+    if not args.reason.strip():
+        raise RegistryError("--reason: say why this version becomes the champion")
+    uri = tracking_uri()
+    check_store(uri)
+    mlflow.set_tracking_uri(uri)
+    client = mlflow.MlflowClient()
     try:
-        import mlflow
-        from mlflow.exceptions import MlflowException
-
-        from ..core.config import load_params
-        from ..tracking import check_store, tracking_uri
-
-        name = args.name or load_params(args.params, sections=("register",)).registration.model_name
-        if not args.reason.strip():
-            raise RegistryError("--reason: say why this version becomes the champion")
-        uri = tracking_uri()
-        check_store(uri)
-        mlflow.set_tracking_uri(uri)
-        client = mlflow.MlflowClient()
-        try:
-            client.get_model_version(name, str(args.version))
-            result = set_champion(client, name, args.version, args.reason.strip())
-        except MlflowException as exc:
-            raise RegistryError(f"{name} version {args.version}: {str(exc).splitlines()[0]}") from None
-    except Exception as exc:  # noqa: BLE001 - user errors: one line; bugs: traceback
-        line = error_line(exc)
-        if line is None:
-            raise
-        print(line, file=sys.stderr)
-        return 2
+        client.get_model_version(name, str(args.version))
+        result = set_champion(client, name, args.version, args.reason.strip())
+    except MlflowException as exc:
+        raise RegistryError(f"{name} version {args.version}: {str(exc).splitlines()[0]}") from None
     print(f"promote: {result['name']} version {result['version']} is @champion "
           f"(was {result['previous'] or 'none'}), by {result['promotion.by']}: {result['promotion.reason']}")
     return 0

@@ -30,20 +30,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..core.errors import RegistryError, no_space_cause
+from ..core.errors import RegistryError, first_line
 from ..core.schema import Params
 from ..data.classes import ClassList
 from ..evaluation.inference import InferenceStrategy
 from ..model_files import classes_of, read_model_file, state_digest
-from .promote import CHAMPION, set_champion
+from .promote import assign_alias
 
 log = logging.getLogger(__name__)
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
-
-
-def model_digest(path: Path, strategy: dict[str, Any]) -> str:
-    """`state_digest` of a model file."""
-    return state_digest(read_model_file(path), strategy)
 
 
 def signature():
@@ -104,60 +99,21 @@ def _store_errors():
             OSError)
 
 
-def _first_line(exc: BaseException) -> str:
-    """The cause to print: a full disk wherever it hides in the chain, else the first line."""
-    cause = no_space_cause(exc)
-    if cause:
-        return cause
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
-
-
-def _assign_alias(client, reg: "Registration", version: int) -> list[str]:
-    """Aliases by `register.promote`, in the workspace only (a `dvc exp run` moves none):
-    `if_better` gives `champion` when this version beats the champion's validation mIoU (or
-    there is none), else `challenger`; `always` gives `champion`; `never` gives `challenger`.
-    A version that already has an alias keeps it."""
-    from mlflow.exceptions import MlflowException
-
-    current = list(client.get_model_version(reg.name, str(version)).aliases)
-    if current:
-        return current
-    if reg.experiment != "workspace":
-        log.info("%s version %d: registered by experiment %s, no alias moved (promote it with "
-                 "python -m deeplab.serving.promote)", reg.name, version, reg.experiment)
-        return []
-    try:
-        champion = client.get_model_version_by_alias(reg.name, CHAMPION)
-        best = float(champion.tags.get("val_miou", "-inf"))
-    except MlflowException:
-        champion, best = None, float("-inf")
-    was = "none" if champion is None else f"{best:.4f}"
-    if reg.promote == "always" or (reg.promote == "if_better" and reg.miou > best):
-        set_champion(client, reg.name, version, f"register.promote: {reg.promote} (val mIoU "
-                                                 f"{reg.miou:.4f}; champion had {was})")
-        alias = CHAMPION
-    else:
-        alias = "challenger"
-        client.set_registered_model_alias(reg.name, alias, str(version))
-    log.info("%s version %d is @%s (val mIoU %.4f; champion had %s; register.promote: %s)",
-             reg.name, version, alias, reg.miou, was, reg.promote)
-    return [alias]
-
-
 def _versions_with_digest(client, name: str, digest: str) -> list[int]:
     found = client.search_model_versions(f"name='{name}' and tag.model_sha256='{digest}'")
     return sorted(int(v.version) for v in found)
 
 
+MODEL_IO = "uint8 RGB N x H x W x 3 in, uint8 label maps N x H x W out"
+
+
 def describe(classes: ClassList) -> str:
-    """The registry description: what goes in and out, and the classes by name."""
+    """A version's description: what goes in and out, and the classes by name."""
     names = ", ".join(f"{k} {n}" for k, n in enumerate(classes.names))
     if len(names) > 3000:
         names = names[:3000] + ", ..."
-    return (f"DeepLabV3+ semantic segmentation, {len(classes)} classes: uint8 RGB N x H x W x 3 "
-            f"in, uint8 label maps N x H x W out (class ids; 0..{len(classes) - 1}). "
-            f"Classes: {names}")
+    return (f"DeepLabV3+ semantic segmentation, {len(classes)} classes: {MODEL_IO} (class ids; "
+            f"0..{len(classes) - 1}). Classes: {names}")
 
 
 @dataclass(frozen=True)
@@ -197,7 +153,7 @@ def register(model_file: Path, metrics_file: Path, params: Params) -> dict[str, 
         with store_lock(uri), start_stage_run("register", params, params.mlflow.experiment) as run:
             return _register_locked(run.info.run_id, reg)
     except _store_errors() as exc:
-        raise RegistryError(f"tracking store {uri}: {_first_line(exc)}") from None
+        raise RegistryError(f"tracking store {uri}: {first_line(exc)}") from None
 
 
 def _register_locked(run_id: str, reg: Registration) -> dict[str, Any]:
@@ -211,9 +167,8 @@ def _register_locked(run_id: str, reg: Registration) -> dict[str, Any]:
     except MlflowException:
         with contextlib.suppress(MlflowException):  # another process may create it first
             client.create_registered_model(
-                reg.name, description="DeepLabV3+ semantic segmentation: uint8 RGB N x H x W x 3 "
-                                      "in, uint8 label maps N x H x W out; each version's "
-                                      "description names its classes")
+                reg.name, description=f"DeepLabV3+ semantic segmentation: {MODEL_IO}; each "
+                                      f"version's description names its classes")
     existing = _versions_with_digest(client, reg.name, reg.digest)
     new = not existing
     if new:
@@ -230,7 +185,7 @@ def _register_locked(run_id: str, reg: Registration) -> dict[str, Any]:
     version = existing[0]
     if not new:
         log.info("model unchanged (sha256 %s...): already version %d", reg.digest[:12], version)
-    aliases = _assign_alias(client, reg, version)
+    aliases = assign_alias(client, reg.name, version, reg.miou, reg.promote, reg.experiment)
     return {"name": reg.name, "version": version, "new": new, "aliases": aliases, "miou": reg.miou}
 
 
