@@ -34,9 +34,13 @@ def modules_of(part: str) -> list[Path]:
 
 @pytest.mark.parametrize("part, allowed, forbidden", [
     ("model", ("deeplab.model",), ()),  # the network imports nothing else of ours
-    ("data", (), ("deeplab.engine", "deeplab.serving", "deeplab.evaluation", "deeplab.model")),
-    ("engine", (), ("deeplab.serving", "deeplab.report.ablations")),
-    ("evaluation", (), ("deeplab.engine", "deeplab.serving")),
+    ("data", (), ("deeplab.engine", "deeplab.serving", "deeplab.evaluation", "deeplab.model",
+                  "deeplab.prepare", "deeplab.report")),
+    ("prepare", (), ("deeplab.engine", "deeplab.serving", "deeplab.evaluation", "deeplab.model.",
+                     "deeplab.report")),
+    ("engine", (), ("deeplab.serving", "deeplab.report", "deeplab.prepare")),
+    ("evaluation", (), ("deeplab.engine", "deeplab.serving", "deeplab.report", "deeplab.prepare")),
+    ("report", (), ("deeplab.engine", "deeplab.serving", "deeplab.prepare")),
     # core: imports only itself (and the network's choices, plain data)
     ("core", ("deeplab.core",), ()),
 ])
@@ -78,4 +82,4 @@ def test_training_stages_load_no_serving_and_no_report(script):
     loaded = loaded_by(script)
     assert "deeplab.engine.loop" in loaded  # the check sees what the stage imports
     assert not {m for m in loaded if m.startswith("deeplab.serving")}
-    assert "deeplab.report.ablations" not in loaded
+    assert not {m for m in loaded if m.startswith(("deeplab.report", "deeplab.prepare"))}

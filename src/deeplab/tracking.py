@@ -116,12 +116,13 @@ def dvc_experiment() -> str:
     return os.environ.get("DVC_EXP_NAME") or "workspace"
 
 
-EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # the model-training view
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # the experiment's type
 
 
 def setup(experiment: str):
     """Point MLflow at the tracking URI and select (creating if needed) the experiment, tagged
-    so that `mlflow ui` opens it in the model-training view (not the GenAI overview)."""
+    as a model-training experiment (the 3.17 UI's view follows its own workflow selector:
+    docs/tracking.md)."""
     import logging
 
     import mlflow
@@ -146,7 +147,7 @@ def setup(experiment: str):
 
 def log_split_inputs(splits: dict[str, str | Path]) -> None:
     """Log split lists as the active run's dataset inputs (`{context: list file}`): name,
-    digest (the hash of the list, which names every image with its size and mtime) and
+    digest (the hash of the list, which carries a content hash of every image) and
     size, so that the runs table's Dataset column shows what each run trained on."""
     import mlflow
     import pandas as pd

@@ -13,9 +13,11 @@ BIN = Path(sys.executable).parent
 REPO = Path(__file__).resolve().parents[2]
 
 
-def run(args, cwd, check=True, env=None, timeout=900, merge=False):
+def run(args, cwd, check=True, env=None, timeout=3600, merge=False):
     """A command with this interpreter's tools on PATH, the repo's own MLflow store, and the
-    copy's own `src` first on the path (an edit to the copy is what its stages run)."""
+    copy's own `src` first on the path (an edit to the copy is what its stages run). The
+    timeout is a safety net against a hang, far above a busy machine's time (a tiny repro
+    takes minutes)."""
     full = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "TQDM_DISABLE": "1"}
     if (Path(cwd) / "src" / "deeplab").is_dir():
         full["PYTHONPATH"] = str(Path(cwd) / "src")

@@ -1,0 +1,126 @@
+"""What README, docs/, bench/README.md and params.yaml quote still exists: every repository path,
+every `deeplab.*` module or name, every params key path, every `docs/x.md "Heading"` pointer."""
+
+import ast
+import re
+
+import pytest
+import yaml
+from helpers.repo import REPO
+from pydantic import BaseModel
+
+from deeplab.core.schema import Params
+
+DOCS = [REPO / "README.md", REPO / "bench" / "README.md", REPO / "params.yaml",
+        *sorted((REPO / "docs").glob("*.md"))]
+TRACKED_TOP = ("src/", "pipeline/", "tests/", "docs/", "bench/", "recipes/", ".githooks/", ".ci/")
+OUTPUT_TOP = ("reports/", "models/", "data/", "mlartifacts/")  # written by the pipeline
+PATH = re.compile(r"(?<![\w./-])((?:src|pipeline|tests|docs|bench|recipes|\.githooks|\.ci)/"
+                  r"[\w./{}*<>-]*[\w/])")
+MODULE = re.compile(r"(?<![\w./])(deeplab(?:\.\w+)+)(?!\w)")
+FILE_SUFFIXES = ("pt", "pt2", "onnx", "db", "yaml", "json")  # `deeplab.pt2` is a file name
+KEY = re.compile(r"`((?:data|preprocess|model|train|runtime|pretrain|finetune|evaluate|register"
+                 r"|mlflow)(?:\.\w+)+)(?!: unknown key)`?")  # not the quoted typo of an error
+HEADING = re.compile(r"(docs/\w+\.md) \"([^\"]+)\"")
+
+
+NOT_KEYS = {"data.hash"}  # a run tag, not a params key
+OUTPUT_OPTIONS = ("--out", "--output")  # what follows is written, not read
+
+
+def quoted(pattern: re.Pattern) -> list[tuple[str, str]]:
+    """(document, quoted text) for each match that is not the target of an output option."""
+    out = []
+    for doc in DOCS:
+        text = doc.read_text()
+        for m in pattern.finditer(text):
+            if not text[:m.start()].rstrip().endswith(OUTPUT_OPTIONS):
+                out.append((str(doc.relative_to(REPO)), m.group(1)))
+    return out
+
+
+def test_quoted_repository_paths_exist():
+    missing = []
+    for doc, path in quoted(PATH):
+        path = path.rstrip(".")
+        if any(c in path for c in "{}*<>"):  # a pattern (`tests/<package>/test_<module>.py`)
+            stem = re.split(r"[{}*<>]", path)[0].rsplit("/", 1)[0]
+            if not (REPO / stem).exists():
+                missing.append(f"{doc}: {path}")
+        elif not (REPO / path).exists():
+            missing.append(f"{doc}: {path}")
+    assert not missing, "quoted paths that do not exist:\n" + "\n".join(missing)
+
+
+def _resolves(name: str) -> bool:
+    parts = name.split(".")
+    src = REPO / "src"
+    for i in range(len(parts), 0, -1):
+        base = src.joinpath(*parts[:i])
+        module = base / "__init__.py" if base.is_dir() else base.with_suffix(".py")
+        if module.is_file():
+            rest = parts[i:]
+            if not rest:
+                return True
+            tree = ast.parse(module.read_text())
+            names = {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
+            names |= {t.id for n in ast.walk(tree) if isinstance(n, (ast.Assign, ast.AnnAssign))
+                      for t in (n.targets if isinstance(n, ast.Assign) else [n.target])
+                      if isinstance(t, ast.Name)}
+            names |= {a.asname or a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)
+                      for a in n.names}
+            return rest[0] in names
+    return False
+
+
+def test_quoted_modules_and_names_exist():
+    missing = sorted({f"{doc}: {name}" for doc, name in quoted(MODULE)
+                      if not name.endswith(FILE_SUFFIXES) and not _resolves(name)})
+    assert not missing, "quoted deeplab names that do not exist:\n" + "\n".join(missing)
+
+
+def _key_exists(path: str) -> bool:
+    tp: object = Params
+    for part in path.split("."):
+        while hasattr(tp, "__args__") and not (isinstance(tp, type) and issubclass(tp, BaseModel)):
+            tp = next((a for a in tp.__args__ if isinstance(a, type) and issubclass(a, BaseModel)),
+                      tp.__args__[0])
+        if not (isinstance(tp, type) and issubclass(tp, BaseModel)):
+            return True  # below a plain value (a list, a mapping): nothing more to check
+        fields = {f.alias or n: f for n, f in tp.model_fields.items()} | dict(tp.model_fields)
+        if part not in fields:
+            return False
+        tp = fields[part].annotation
+    return True
+
+
+def test_quoted_params_keys_exist_in_the_schema():
+    checked = [(doc, key) for doc, key in quoted(KEY) if key not in NOT_KEYS and (
+        not key.startswith("mlflow.") or key == "mlflow.experiment")]  # mlflow.db, mlflow.pyfunc
+    missing = sorted({f"{doc}: {key}" for doc, key in checked
+                      if not _key_exists(key.replace("register.", "registration.", 1)
+                                         if key.startswith("register.") else key)})
+    assert not missing, "quoted params keys that the schema does not have:\n" + "\n".join(missing)
+
+
+def test_pointers_to_doc_headings_exist():
+    missing = []
+    for doc in DOCS:
+        for m in HEADING.finditer(doc.read_text()):
+            target = (REPO / m.group(1)).read_text()
+            if not re.search(rf"^#+ {re.escape(m.group(2))}\s*$", target, re.M):
+                missing.append(f"{doc.name}: {m.group(1)} \"{m.group(2)}\"")
+    assert not missing, "pointers to headings that do not exist:\n" + "\n".join(missing)
+
+
+@pytest.mark.parametrize("key, exists", [("finetune.init", True), ("finetune.inti", False),
+                                         ("data.synthetic.seed", True), ("registration.promote", True)])
+def test_the_key_check_can_fail(key, exists):
+    assert _key_exists(key) is exists
+
+
+def test_the_path_and_module_checks_can_fail():
+    assert _resolves("deeplab.serving.promote.assign_alias")
+    assert not _resolves("deeplab.serving.registry.model_digest")
+    assert not _resolves("deeplab.data.synthetic")
+    assert yaml.safe_load((REPO / "params.yaml").read_text())["register"]["promote"]
