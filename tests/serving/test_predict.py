@@ -5,10 +5,10 @@ import pytest
 from helpers.models import image_folder, reference_labels, tiny_net
 from PIL import Image
 
+from deeplab.data.images import read_rgb
 from deeplab.data.palette import read_label_png
 from deeplab.model_files import save_model
 from deeplab.serving.predict import main as predict_main
-from deeplab.serving.predict import read_rgb
 
 
 def test_predict_command_on_mixed_folder(tmp_path, model_file, capsys):

@@ -56,6 +56,10 @@ class DiskFullError(DeeplabError, OSError):
     """No space left on the device (or quota) where an output was being written."""
 
 
+class OutputError(DeeplabError, OSError):
+    """An output that cannot be written there: a read-only, immutable or forbidden place."""
+
+
 def no_space_cause(exc: BaseException) -> str | None:
     """'no space left on device (<path>)' or SQLite's 'database or disk is full' when `exc`, or
     an exception that caused it (SQLAlchemy's `orig` included), says the disk is full."""

@@ -19,19 +19,36 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-from .errors import DiskFullError
+from .errors import DiskFullError, OutputError
+
+UNWRITABLE = {errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
+              errno.EPERM: "operation not permitted (an immutable file or folder?)"}
 
 
 @contextlib.contextmanager
 def _named_when_full(path: Path, what: str) -> Iterator[None]:
-    """A full disk (or quota) inside the block becomes a DiskFullError naming `path`."""
+    """A full disk (or quota) inside the block becomes a DiskFullError naming `path`; a
+    read-only, immutable or forbidden place an OutputError naming it."""
     try:
         yield
     except OSError as exc:
-        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+        if isinstance(exc, (DiskFullError, OutputError)):
             raise
-        kept = f" (the previous {what} is kept)" if path.exists() else ""
-        raise DiskFullError(f"{path}: no space left on device; nothing was written{kept}") from None
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            kept = f" (the previous {what} is kept)" if path.exists() else ""
+            raise DiskFullError(f"{path}: no space left on device; nothing was written{kept}") from None
+        if exc.errno in UNWRITABLE:
+            raise OutputError(f"{path}: cannot write this {what}: {UNWRITABLE[exc.errno]} "
+                              f"({exc.filename or path.parent}); choose another place") from None
+        raise
+
+
+def make_dirs(path: str | Path) -> Path:
+    """`mkdir -p`; an OutputError naming a place where no folder can be made."""
+    path = Path(path)
+    with _named_when_full(path, "folder"):
+        path.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 def _umask() -> int:
@@ -79,9 +96,10 @@ def remove_stale_temps(path: str | Path) -> list[Path]:
 def atomic_path(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
     """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=suffix, dir=path.parent)
+    with _named_when_full(path, "file"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=suffix, dir=path.parent)
     os.fchmod(fd, 0o666 & ~_umask())
     os.close(fd)
     tmp_path = Path(tmp)
@@ -97,9 +115,11 @@ def atomic_path(path: str | Path, suffix: str = ".tmp") -> Iterator[Path]:
 def atomic_dir(path: str | Path) -> Iterator[Path]:
     """Yield an empty temporary directory that replaces `path` only if the block succeeds."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(path)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp", dir=path.parent))
+    with _named_when_full(path, "folder"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(path)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp",
+                                    dir=path.parent))
     tmp.chmod(0o777 & ~_umask())
     try:
         with _named_when_full(path, "folder"):

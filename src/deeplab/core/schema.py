@@ -293,6 +293,14 @@ class InferenceOverrides(Section):
     flip: Optional[bool] = None
 
 
+class TileOptions(Section):
+    """Sliding windows for large images (`predict --tile --overlap`, `serve`); tile None: the
+    whole image up to the pixel limit."""
+
+    tile: Optional[Annotated[int, Field(ge=33, le=MAX_SIZE)]] = None
+    overlap: Annotated[float, Field(ge=0.0, lt=0.9)] = 0.25
+
+
 class RegisterConfig(Section):
     model_name: Annotated[str, AfterValidator(_model_name)]
     min_miou: Annotated[float, Field(ge=0, le=1)]

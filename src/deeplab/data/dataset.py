@@ -13,13 +13,13 @@ from typing import Iterator, Sequence
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
 from torch.utils.data import Dataset, Sampler
 from torchvision import tv_tensors
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 from ..core.errors import BadSampleError, ConfigError, MissingFileError
+from .images import read_rgb
 from .palette import IGNORE, read_label_png
 
 MEAN_PIXEL = (124, 116, 104)  # ImageNet mean in uint8; the stages pass the backbone's own mean
@@ -46,8 +46,7 @@ def repeat_rows(rows: pd.DataFrame, ids: Sequence[str], times: int) -> pd.DataFr
 
 def load_sample(image_path: str, mask_path: str) -> tuple[torch.Tensor, torch.Tensor]:
     """uint8 `3 x H x W` image and int64 `H x W` label."""
-    with Image.open(image_path) as img:
-        image = torch.from_numpy(np.array(img.convert("RGB"))).permute(2, 0, 1).contiguous()
+    image = torch.from_numpy(read_rgb(image_path)).permute(2, 0, 1).contiguous()
     label = torch.from_numpy(read_label_png(mask_path).astype(np.int64))
     if tuple(label.shape) != tuple(image.shape[-2:]):
         raise BadSampleError(f"{mask_path}: mask size {tuple(label.shape)} differs from its image "

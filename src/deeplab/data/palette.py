@@ -57,6 +57,11 @@ def overlay(image: np.ndarray, label: np.ndarray, colours: Colours | None = None
             keep: int | None = 0, alpha: float = 0.55) -> np.ndarray:
     """RGB image blended with the colours of its labels; pixels of class `keep` (background)
     and ignored pixels show the image."""
-    blend = image * (1 - alpha) + colorize(label, colours) * alpha
-    plain = (label == IGNORE) | ((label == keep) if keep is not None else False)
-    return np.where(np.asarray(plain)[..., None], image, blend).astype(np.uint8)
+    table = colour_table(colours) * alpha  # float64, as before: the same bytes
+    out = np.empty_like(image)
+    for top in range(0, image.shape[0], 256):  # row bands: memory stays small for any size
+        rows, lab = image[top:top + 256], label[top:top + 256]
+        blend = rows * (1 - alpha) + table[lab]
+        plain = (lab == IGNORE) | ((lab == keep) if keep is not None else False)
+        out[top:top + 256] = np.where(plain[..., None], rows, blend.astype(np.uint8))
+    return out

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+import time
+from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -19,24 +20,33 @@ from .metrics import boundary_band, confusion_matrix, image_counts, scores
 def evaluate(model: nn.Module, rows: pd.DataFrame, num_classes: int, device: torch.device,
              strategy: InferenceStrategy = InferenceStrategy(),
              trimap_widths: Sequence[int] = (), desc: str = "eval",
-             keep_predictions: int = 0) -> dict[str, object]:
+             keep_predictions: int = 0,
+             predict: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict[str, object]:
     """Evaluate every image of a split at its full size (padded to an exact size, see
     `inference`).
 
     Returns `scores(cm)` plus `cm` (the confusion matrix), `per_image` (`N x 3 x C` true
     positive, false positive and false negative counts, for bootstrap intervals), `trimap`
-    ({width: mIoU within that band}) and, if asked, the first `keep_predictions` (image,
-    label, prediction).
+    ({width: mIoU within that band}), `seconds_per_image` (inference only) and, if asked,
+    the first `keep_predictions` (image, label, prediction). `predict` (uint8 `3 x H x W` ->
+    `H x W` labels) replaces the model, e.g. a deployed ONNX file on its runtime.
     """
-    model.eval()
+    if predict is None:
+        model.eval()
+
+        def predict(image: torch.Tensor) -> torch.Tensor:
+            x = to_float_image(image.unsqueeze(0)).to(device)
+            return predict_probs(model, x, strategy).argmax(1)[0].cpu()
     cm = torch.zeros(num_classes, num_classes, dtype=torch.long)
     band_cms = {w: torch.zeros_like(cm) for w in trimap_widths}
     kept, per_image = [], []
+    seconds = 0.0
     for image_path, mask_path in tqdm(list(zip(rows["image"], rows["mask"])), desc=desc,
                                       unit="img", leave=False):
         image, label = load_sample(image_path, mask_path)
-        x = to_float_image(image.unsqueeze(0)).to(device)
-        pred = predict_probs(model, x, strategy).argmax(1)[0].cpu()
+        start = time.perf_counter()
+        pred = predict(image)
+        seconds += time.perf_counter() - start
         image_cm = confusion_matrix(pred, label, num_classes)
         cm += image_cm
         per_image.append(image_counts(image_cm))
@@ -53,4 +63,5 @@ def evaluate(model: nn.Module, rows: pd.DataFrame, num_classes: int, device: tor
     result["per_image"] = np.stack(per_image) if per_image else np.zeros((0, 3, num_classes), np.int64)
     result["trimap"] = {w: scores(b)["miou"] for w, b in band_cms.items()}
     result["samples"] = kept
+    result["seconds_per_image"] = seconds / max(len(per_image), 1)
     return result

@@ -18,49 +18,27 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
-import torch
 from PIL import Image
 
 from ..core.cli import run_command
-from ..core.errors import InputError, MissingFileError
-from ..core.io import save_image
-from ..core.schema import InferenceOverrides
+from ..core.errors import DiskFullError, InputError, MissingFileError, OutputError
+from ..core.io import make_dirs, save_image
+from ..core.schema import InferenceOverrides, TileOptions
 from ..core.validation import validate_options
-from ..data.classes import ClassList
+from ..data.images import read_rgb
 from ..data.palette import overlay, save_label_png
 from ..device import select_device
 from ..model.choices import OUTPUT_STRIDES
-from .segmenter import load_segmenter
+from .runtimes import PRECISIONS, RUNTIMES, Runner, open_runner
+from .tiles import DEFAULT_OVERLAP, DEFAULT_TILE, WHOLE_PIXELS, predict_tiled
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm"}
 LABELS_SUFFIX, OVERLAY_SUFFIX = ".labels.png", ".overlay.jpg"
-
-
-def _to_uint8_rgb(img: Image.Image) -> np.ndarray:
-    """`H x W x 3` uint8; 16- and 32-bit grey levels are rescaled to 0-255, not clipped."""
-    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        values = np.asarray(img).astype(np.float64)
-        top = 65535.0 if img.mode.startswith("I;16") or values.max(initial=0) > 255 else 255.0
-        grey = np.clip(np.round(values * (255.0 / top)), 0, 255).astype(np.uint8)
-        return np.repeat(grey[..., None], 3, axis=2)
-    return np.array(img.convert("RGB"))
-
-
-def read_rgb(path: Path) -> np.ndarray:
-    """`H x W x 3` uint8; an InputError naming a file that is not a readable image."""
-    try:
-        with Image.open(path) as img:
-            img.load()
-            return _to_uint8_rgb(img)
-    except Image.DecompressionBombError as exc:
-        raise InputError(f"{path}: skipped, too many pixels for an image (decompression-bomb "
-                         f"guard: {exc})") from None
-    except Exception as exc:  # noqa: BLE001 - PIL raises many types for corrupt files
-        raise InputError(f"{path}: not a readable image ({exc})") from None
+DEFAULT_THREADS = 1  # measured: docs/model.md "Using a trained model"
 
 
 def is_own_output(path: Path) -> bool:
@@ -98,31 +76,60 @@ def output_paths(inputs: list[Path], output: Path) -> list[tuple[Path, Path]]:
     return pairs
 
 
-def predict_files(segment: Callable[[torch.Tensor], torch.Tensor], inputs: list[Path],
-                  output: Path, device: torch.device) -> list[str]:
+def segment_image(runner: Runner, image: np.ndarray, tile: int | None, overlap: float,
+                  whole_pixels: int = WHOLE_PIXELS) -> np.ndarray:
+    """`H x W` labels: the whole image at once, or sliding windows of `tile` (the default
+    window above `whole_pixels`, so memory stays bounded for any size)."""
+    h, w = image.shape[:2]
+    if tile is None and h * w > whole_pixels:
+        tile = DEFAULT_TILE
+    if tile is None:
+        return runner.labels(image[None])[0]
+    return predict_tiled(runner.probs, image, tile, overlap)[0]
+
+
+def _failure(path: Path, exc: BaseException) -> str | None:
+    """The one line for an image that could not be segmented (None: a bug, re-raised)."""
+    if isinstance(exc, InputError):
+        return str(exc)
+    text = str(exc).lower()
+    if isinstance(exc, MemoryError) or "can't allocate memory" in text or "out of memory" in text \
+            or "bad_alloc" in text or "failed to allocate" in text:
+        return (f"{path}: out of memory ({type(exc).__name__}); try a smaller --tile (now "
+                f"the default {DEFAULT_TILE} above {WHOLE_PIXELS:,} pixels)")
+    return None
+
+
+def predict_files(runner: Runner, inputs: list[Path], output: Path, tile: int | None = None,
+                  overlap: float = DEFAULT_OVERLAP, whole_pixels: int = WHOLE_PIXELS) -> list[str]:
     """Write labels (palette PNGs in the model's colours) and overlays for each input; log the
-    classes found by name; return the errors of unreadable ones."""
-    classes = getattr(segment, "classes", None) or ClassList.default(256)
+    classes found by name; return one line per image that failed (the others still run)."""
+    classes = runner.classes
     pairs = output_paths(inputs, output)
-    output.mkdir(parents=True, exist_ok=True)
+    make_dirs(output)
     errors = []
     for path, (labels_path, overlay_path) in zip(inputs, pairs):
         try:
             image = read_rgb(path)
-        except InputError as exc:
-            errors.append(str(exc))
-            log.error("%s", exc)
+            label = segment_image(runner, image, tile, overlap, whole_pixels)
+            save_label_png(labels_path, label, classes.palette)
+            save_image(overlay_path, Image.fromarray(overlay(image, label, classes.palette,
+                                                             classes.background)),
+                       format="JPEG", quality=90)
+        except (OutputError, DiskFullError):
+            raise  # a place that cannot be written: every later image would fail the same way
+        except Exception as exc:  # noqa: BLE001 - sorted by _failure: bad inputs, memory, bugs
+            line = _failure(path, exc)
+            if line is None:
+                raise
+            errors.append(line)
+            log.error("%s", line)
             continue
-        with torch.no_grad():
-            label = segment(torch.from_numpy(image).unsqueeze(0).to(device))[0].cpu().numpy()
-        save_label_png(labels_path, label, classes.palette)
-        save_image(overlay_path, Image.fromarray(overlay(image, label, classes.palette,
-                                                         classes.background)),
-                   format="JPEG", quality=90)
         found = [f"{classes.names[c]} ({c})" if c < len(classes) else str(c)
                  for c in np.unique(label).tolist() if c != classes.background]
         log.info("%s: %dx%d, classes: %s", path.name, image.shape[1], image.shape[0],
                  ", ".join(found) or "none")
+        del image, label
     return errors
 
 
@@ -140,6 +147,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="average with the left-right flipped image")
     parser.add_argument("--list-classes", action="store_true",
                         help="print the model's classes (id, name, colour) before predicting")
+    parser.add_argument("--runtime", choices=RUNTIMES, default="torch",
+                        help="torch (model file, URI, .pt2) | onnxruntime | openvino (.onnx)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                        help="fp32 | bf16 (AVX512_BF16/AMX CPUs, GPUs) | int8 (ONNX runtimes)")
+    parser.add_argument("--tile", type=int, default=None,
+                        help=f"sliding windows of this size (default: {DEFAULT_TILE} for images "
+                             f"over {WHOLE_PIXELS:,} pixels, else the whole image)")
+    parser.add_argument("--overlap", type=float, default=DEFAULT_OVERLAP,
+                        help="fraction of a window shared with the next one")
+    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS,
+                        help="CPU threads (0: the runtime's default, all cores)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     return run_command(lambda: _predict(args))
@@ -148,21 +166,23 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _predict(args: argparse.Namespace) -> int:
     options = validate_options(InferenceOverrides, {
         "output_stride": args.output_stride, "scales": args.scales, "flip": args.flip})
+    tiling = validate_options(TileOptions, {"tile": args.tile, "overlap": args.overlap})
     device = select_device(args.device)
     inputs = list_inputs(args.input)
     output_paths(inputs, args.output)  # refuse a clobbering output before loading anything
-    segment = load_segmenter(args.model, device=device, output_stride=options.output_stride,
-                             scales=tuple(options.scales) if options.scales else None,
-                             flip=options.flip)
+    runner = open_runner(args.model, args.runtime, args.precision, args.threads, device,
+                         output_stride=options.output_stride,
+                         scales=tuple(options.scales) if options.scales else None,
+                         flip=options.flip)
     if args.list_classes:
-        classes = getattr(segment, "classes", None)
-        for k, name in enumerate(classes.names if classes else []):
-            print(f"{k}\t{name}\t{'#%02x%02x%02x' % tuple(classes.palette[k])}")
-    errors = predict_files(segment, inputs, args.output, device)
+        for k, name in enumerate(runner.classes.names):
+            print(f"{k}\t{name}\t{'#%02x%02x%02x' % tuple(runner.classes.palette[k])}")
+    errors = predict_files(runner, inputs, args.output, tiling.tile, tiling.overlap)
     done = len(inputs) - len(errors)
-    print(f"predict: {done} of {len(inputs)} images -> {args.output}")
+    print(f"predict: {done} of {len(inputs)} images -> {args.output} ({runner})")
     if errors:
-        print(f"error: {len(errors)} unreadable input(s):\n  " + "\n  ".join(errors), file=sys.stderr)
+        print(f"error: {len(errors)} of {len(inputs)} image(s) failed:\n  " + "\n  ".join(errors),
+              file=sys.stderr)
         return 2
     return 0
 

@@ -40,16 +40,22 @@ class Segmenter(nn.Module):
         """The strategy it runs, with the output stride resolved."""
         return self._strategy.with_overrides(output_stride=self.net.output_stride)
 
+    def probabilities(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 `N x H x W x 3` -> the strategy's class probabilities, float `N x C x H x W`."""
+        if images.dim() != 4 or images.shape[-1] != 3:
+            raise ValueError(f"expected RGB images N x H x W x 3, got shape {tuple(images.shape)}")
+        if images.dtype != torch.uint8:
+            raise ValueError(f"expected uint8 pixels (0-255), got {images.dtype}")
+        x = images.permute(0, 3, 1, 2).to(self.net.mean.dtype).div(255)
+        return predict_probs(self.net, x, self._strategy)
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         single = images.dim() == 3
         batch = images.unsqueeze(0) if single else images
         if batch.dim() != 4 or batch.shape[-1] != 3:
             raise ValueError(f"expected RGB images N x H x W x 3 (or H x W x 3), got shape "
                              f"{tuple(images.shape)}")
-        if batch.dtype != torch.uint8:
-            raise ValueError(f"expected uint8 pixels (0-255), got {batch.dtype}")
-        x = batch.permute(0, 3, 1, 2).to(self.net.mean.dtype).div(255)
-        labels = predict_probs(self.net, x, self._strategy).argmax(1).to(torch.uint8)
+        labels = self.probabilities(batch).argmax(1).to(torch.uint8)
         return labels[0] if single else labels
 
 

@@ -1,0 +1,214 @@
+"""The runtimes a deployed model runs on, and their precisions: one interface, uint8 RGB
+`N x H x W x 3` in, class probabilities (`probs`) or labels (`labels`) out.
+
+| runtime | fp32 | bf16 | int8 |
+|---|---|---|---|
+| torch | eager PyTorch (model file, `models:/` URI, `.pt2`) | autocast + channels_last | - |
+| onnxruntime | the exported `.onnx` | - | the statically quantized `.int8.onnx` (QDQ) |
+| openvino | the exported `.onnx` | the same file, bf16 inference hint | the `.int8.onnx` |
+
+bf16 needs a CPU with AVX512_BF16 or AMX (or a GPU for torch); elsewhere it is refused in one
+line rather than emulated slowly. An ONNX file is checked before a runtime reads it
+(`onnx_files.check_onnx`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..core.errors import ConfigError, InputError
+from ..data.classes import ClassList
+from .onnx_files import check_onnx, read_metadata
+
+RUNTIMES = ("torch", "onnxruntime", "openvino")
+PRECISIONS = ("fp32", "bf16", "int8")
+INT8_SUFFIX = ".int8.onnx"
+
+
+@functools.cache
+def cpu_bf16() -> bool:
+    """Whether this CPU computes bf16 natively (AVX512_BF16 or AMX), read from its flags."""
+    try:
+        flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines()
+                      if line.startswith("flags")), "")
+    except OSError:
+        flags = ""
+    if flags:
+        return bool({"avx512_bf16", "amx_bf16"} & set(flags.split()))
+    return "AVX512" in torch.backends.cpu.get_cpu_capability() and torch.cpu._is_avx512_bf16_supported()
+
+
+def _require_bf16(runtime: str) -> None:
+    if not cpu_bf16():
+        raise ConfigError(f"--precision bf16: this CPU has neither AVX512_BF16 nor AMX, so "
+                          f"{runtime} would emulate bf16 slower than fp32; use fp32 or int8")
+
+
+class Runner:
+    """A loaded model on one runtime: `probs` and `labels` of uint8 `N x H x W x 3` images."""
+
+    runtime: str
+    precision: str
+    classes: ClassList
+
+    def probs(self, images: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def labels(self, images: np.ndarray) -> np.ndarray:
+        return self.probs(images).argmax(1).astype(np.uint8)
+
+    def __repr__(self) -> str:
+        return f"{self.runtime} {self.precision}"
+
+
+class TorchRunner(Runner):
+    runtime = "torch"
+
+    def __init__(self, segment: Any, precision: str, device: torch.device) -> None:
+        if precision == "int8":
+            raise ConfigError("--precision int8 runs on onnxruntime or openvino (a statically "
+                              "quantized ONNX file); use --runtime onnxruntime")
+        if precision == "bf16" and device.type == "cpu":
+            _require_bf16("torch")
+        self.segment, self.precision, self.device = segment, precision, device
+        self.classes = getattr(segment, "classes", None) or ClassList.default(256)
+        if precision == "bf16" and hasattr(segment, "net"):
+            segment.net.to(memory_format=torch.channels_last)
+
+    def _autocast(self):
+        if self.precision != "bf16":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+
+    def probs(self, images: np.ndarray) -> np.ndarray:
+        if not hasattr(self.segment, "probabilities"):
+            raise InputError("an exported .pt2 program gives labels only; tiles need "
+                             "probabilities: use the model file or an ONNX export")
+        with torch.no_grad(), self._autocast():
+            out = self.segment.probabilities(torch.from_numpy(images).to(self.device))
+        return out.float().cpu().numpy()
+
+    def labels(self, images: np.ndarray) -> np.ndarray:
+        with torch.no_grad(), self._autocast():
+            out = self.segment(torch.from_numpy(images).to(self.device))
+        return out.cpu().numpy()
+
+
+class _OnnxRunner(Runner):
+    """Common part of the ONNX runtimes: the checked file, its classes and outputs."""
+
+    def __init__(self, path: Path, precision: str) -> None:
+        self.path, self.precision = path, precision
+        self.model = check_onnx(path)
+        self.classes, self.strategy, self.metadata = read_metadata(self.model, path)
+        self.outputs = [o.name for o in self.model.graph.output]
+
+    def _need_probs(self) -> None:
+        if "probabilities" not in self.outputs:
+            raise InputError(f"{self.path}: exported without probabilities (tiles and confidence "
+                             f"need them); re-export with --probabilities")
+
+
+class OnnxRuntimeRunner(_OnnxRunner):
+    runtime = "onnxruntime"
+
+    def __init__(self, path: Path, precision: str, threads: int) -> None:
+        if precision == "bf16":
+            raise ConfigError("--precision bf16: onnxruntime has no bf16 CPU kernels for this "
+                              "model; use --runtime openvino (bf16) or int8")
+        super().__init__(path, precision)
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+        opts.log_severity_level = 3
+        self.session = ort.InferenceSession(self.model.SerializeToString(), opts,
+                                            providers=["CPUExecutionProvider"])
+
+    def probs(self, images: np.ndarray) -> np.ndarray:
+        self._need_probs()
+        return self.session.run(["probabilities"], {"images": images})[0]
+
+    def labels(self, images: np.ndarray) -> np.ndarray:
+        return self.session.run(["labels"], {"images": images})[0]
+
+
+class OpenVinoRunner(_OnnxRunner):
+    runtime = "openvino"
+
+    def __init__(self, path: Path, precision: str, threads: int) -> None:
+        if precision == "bf16":
+            _require_bf16("openvino")
+        super().__init__(path, precision)
+        import openvino as ov
+
+        core = ov.Core()
+        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
+                                  "PERFORMANCE_HINT": "LATENCY"}
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = threads
+        model = core.read_model(self.model.SerializeToString(), b"")
+        self.compiled = core.compile_model(model, "CPU", config)
+        self.names = [o.get_any_name() for o in self.compiled.outputs]
+
+    def _run(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        request = self.compiled.create_infer_request()
+        result = request.infer({0: images})
+        return {name: result[out] for name, out in zip(self.names, self.compiled.outputs)}
+
+    def probs(self, images: np.ndarray) -> np.ndarray:
+        self._need_probs()
+        return np.asarray(self._run(images)["probabilities"], dtype=np.float32)
+
+    def labels(self, images: np.ndarray) -> np.ndarray:
+        return np.asarray(self._run(images)["labels"], dtype=np.uint8)
+
+
+def onnx_file(source: Path, precision: str) -> Path:
+    """The ONNX file for `precision`: `source` itself, the `.int8.onnx` beside it for int8,
+    or `model.onnx` / `model.int8.onnx` in a deploy folder."""
+    if source.is_dir():
+        source = source / "model.onnx"
+    if precision == "int8" and not source.name.endswith(INT8_SUFFIX):
+        source = source.with_name(source.name.removesuffix(".onnx") + INT8_SUFFIX)
+        if not source.is_file():
+            raise InputError(f"{source}: no int8 model (the deploy stage writes it, or "
+                             f"python -m deeplab.serving.export --format onnx --precision int8)")
+    return source
+
+
+def open_runner(source: str | Path, runtime: str = "torch", precision: str = "fp32",
+                threads: int = 0, device: str | torch.device = "cpu", **overrides: Any) -> Runner:
+    """`source` on `runtime` at `precision`. torch: a model file, URI or `.pt2` (`overrides`:
+    output_stride, scales, flip); the ONNX runtimes: an `.onnx` file or a deploy folder."""
+    if runtime not in RUNTIMES:
+        raise ConfigError(f"--runtime: expected one of {', '.join(RUNTIMES)}, got {runtime!r}")
+    if precision not in PRECISIONS:
+        raise ConfigError(f"--precision: expected one of {', '.join(PRECISIONS)}, got {precision!r}")
+    spec = str(source)
+    device = torch.device(device)
+    if threads:
+        torch.set_num_threads(threads)
+    if runtime == "torch":
+        if spec.endswith(".onnx") or Path(spec).is_dir():
+            raise ConfigError(f"{spec}: an ONNX model runs on --runtime onnxruntime or openvino")
+        from .segmenter import load_segmenter
+
+        return TorchRunner(load_segmenter(spec, device=device, **overrides), precision, device)
+    if any(v is not None for v in overrides.values()):
+        raise InputError(f"{spec}: an exported model has a fixed inference strategy; re-export "
+                         f"it to change output stride, scales or flip")
+    path = Path(spec)
+    if not (path.suffix == ".onnx" or path.is_dir()):
+        raise ConfigError(f"{spec}: --runtime {runtime} runs an ONNX export; write one with "
+                          f"python -m deeplab.serving.export --format onnx")
+    cls = OnnxRuntimeRunner if runtime == "onnxruntime" else OpenVinoRunner
+    return cls(onnx_file(path, precision), precision, threads or (os.cpu_count() or 1))
