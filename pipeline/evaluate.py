@@ -1,5 +1,5 @@
-"""DVC stage evaluate: whole-split mIoU under each inference strategy and for each ablation
-variant; tables and figures."""
+"""DVC stage evaluate: whole-split mIoU under each inference strategy, for each ablation
+variant and each deployed format (runtime/precision); tables and figures."""
 
 from deeplab.core.cli import stage_main, stage_paths
 from deeplab.core.config import load_params
@@ -8,10 +8,11 @@ from deeplab.report.ablations import run_evaluate_stage
 
 @stage_main
 def main() -> None:
-    p = stage_paths("model", "variants", "val_list", "classes", "reports")
-    params = load_params(sections=("evaluate", "ablations", "mlflow"))
+    p = stage_paths("model", "variants", "deployed", "val_list", "classes", "reports")
+    params = load_params(sections=("evaluate", "ablations", "deploy", "mlflow"))
     variants = {name: p.variants / f"{name}.pt" for name in params.ablations}
-    metrics = run_evaluate_stage(params, p.model, p.val_list, p.reports, p.classes, variants)
+    metrics = run_evaluate_stage(params, p.model, p.val_list, p.reports, p.classes, variants,
+                                 p.deployed)
     print(f"evaluate: val mIoU {metrics['miou']:.4f} (best strategy {metrics['best_strategy_miou']:.4f}); "
           f"variants {metrics['variants']}")
 

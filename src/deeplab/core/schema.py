@@ -301,11 +301,39 @@ class TileOptions(Section):
     overlap: Annotated[float, Field(ge=0.0, lt=0.9)] = 0.25
 
 
+DEPLOY_FORMATS = ("torch/fp32", "torch/bf16", "onnxruntime/fp32", "onnxruntime/int8",
+                  "openvino/fp32", "openvino/bf16", "openvino/int8")
+MAX_PIXELS = 400_000_000  # 20000 x 20000; above it an image is refused whatever the settings
+
+
+class DeployConfig(Section):
+    """The deploy stage's files and the formats evaluate measures (`runtime/precision`)."""
+
+    formats: Annotated[list[Literal[DEPLOY_FORMATS]], Field(max_length=len(DEPLOY_FORMATS)),  # type: ignore[valid-type]
+                       AfterValidator(_unique)]
+    calibration_images: Annotated[int, Field(gt=0, le=10_000)]
+    calibration_size: Annotated[int, Field(ge=33, le=MAX_SIZE)]
+    max_drop: Annotated[float, Field(ge=0, le=1)] = 0.01
+    threads: Annotated[int, Field(ge=0, le=256)] = 1
+
+
+class ServeConfig(TileOptions):
+    """How the registered model runs when served: its runtime, precision, the largest image
+    it takes, and the sliding windows above `whole_pixels`."""
+
+    runtime: Literal["torch", "onnxruntime", "openvino"] = "torch"
+    precision: Literal["fp32", "bf16", "int8"] = "fp32"
+    max_pixels: Annotated[int, Field(gt=0, le=MAX_PIXELS)] = 40_000_000
+    whole_pixels: Annotated[int, Field(gt=0, le=MAX_PIXELS)] = 4_000_000
+    threads: Annotated[int, Field(ge=0, le=256)] = 0
+
+
 class RegisterConfig(Section):
     model_name: Annotated[str, AfterValidator(_model_name)]
     min_miou: Annotated[float, Field(ge=0, le=1)]
     promote: Literal["if_better", "never", "always"] = "if_better"
     inference: InferenceConfig
+    serve: ServeConfig = ServeConfig()
 
 
 class VariantOverrides(Section):
@@ -354,6 +382,7 @@ class Params(Section):
     finetune: Optional[FinetuneSchedule] = None
     evaluate: Optional[EvaluateConfig] = None
     registration: Optional[RegisterConfig] = Field(default=None, alias="register")
+    deploy: Optional[DeployConfig] = None
     ablations: Annotated[Optional[Variants], BeforeValidator(lambda v: {} if v is None else v)] = None
     mlflow: Optional[MlflowConfig] = None
 

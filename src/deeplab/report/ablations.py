@@ -65,18 +65,40 @@ def confusion_figure(cm: np.ndarray, names: tuple[str, ...]) -> Figure:
 
 
 def _row(variant: str, info: dict[str, Any], strategy: InferenceStrategy, result: dict[str, Any],
-         madds: int) -> dict[str, Any]:
-    """One line of the ablation table (the paper's Table 5 columns), with a 95% interval of
-    the mIoU from a bootstrap over the validation images."""
+         madds: int, fmt: str = "torch/fp32") -> dict[str, Any]:
+    """One line of the ablation table (the paper's Table 5 columns, the runtime and precision
+    it ran in), with a 95% interval of the mIoU from a bootstrap over the validation images
+    and the inference time per image."""
     mcfg = info["config"]
     low, high = bootstrap_miou(result["per_image"])
-    return {"variant": variant, "train_os": mcfg["output_stride"],
+    runtime, precision = fmt.split("/")
+    return {"variant": variant, "runtime": runtime, "precision": precision,
+            "train_os": mcfg["output_stride"],
             "eval_os": strategy.output_stride or mcfg["output_stride"],
             "ms": strategy.multi_scale, "flip": strategy.flip,
             "decoder": mcfg["decoder"], "sc": mcfg["separable"],
             "coco": str(info["info"].get("init", "")).startswith("pretrain"),
             "miou": round(result["miou"], 4), "madds_b": round(madds / 1e9, 2),
-            "miou_low": round(low, 4), "miou_high": round(high, 4)}
+            "miou_low": round(low, 4), "miou_high": round(high, 4),
+            "ms_per_image": round(1000 * result["seconds_per_image"], 2)}
+
+
+def torch_threads(n: int | None = None) -> int:
+    """torch's CPU thread count (set to `n` if given): timed formats run at their own count."""
+    import torch
+
+    if n is not None:
+        torch.set_num_threads(n)
+    return torch.get_num_threads()
+
+
+def deployed_metrics(df: pd.DataFrame, fp32_miou: float) -> dict[str, dict[str, float]]:
+    """{runtime/precision: miou, interval, ms per image, drop below fp32} of the deployed rows."""
+    rows = df[df["madds_b"].isna()]
+    return {f"{r.runtime}/{r.precision}": {
+        "miou": float(r.miou), "miou_low": float(r.miou_low), "miou_high": float(r.miou_high),
+        "ms_per_image": float(r.ms_per_image), "drop": round(fp32_miou - float(r.miou), 4)}
+        for r in rows.itertuples()}
 
 
 def trimap_figure(curves: dict[str, dict[int, float]]) -> Figure:
@@ -100,12 +122,43 @@ def _same_classes(model_file: Path, info: dict[str, Any], classes: ClassList) ->
                           f"stage (dvc repro)")
 
 
+def deployed_rows(params: Params, info: dict[str, Any], model_file: Path, deployed: Path,
+                  rows: pd.DataFrame, num_classes: int) -> list[dict[str, Any]]:
+    """One row per deployed format (`deploy.formats`) this machine runs: the main model's
+    single-scale strategy at its training output stride, `deploy.threads` threads."""
+    import torch
+
+    from ..serving.deploy import runners
+    from ..serving.runtimes import open_runner
+
+    cfg = params.deploy
+    onnx_formats = [f for f in cfg.formats if not f.startswith("torch/")]
+    found = list(runners(deployed, onnx_formats, cfg.threads)) if onnx_formats else []
+    for fmt in cfg.formats:
+        if fmt.startswith("torch/"):
+            try:
+                found.append((fmt, open_runner(model_file, "torch", fmt.split("/")[1], cfg.threads)))
+            except ConfigError as exc:
+                log.warning("deploy format %s skipped: %s", fmt, exc)
+    out = []
+    for fmt, runner in sorted(found, key=lambda item: cfg.formats.index(item[0])):
+        def predict(image, runner=runner):
+            return torch.from_numpy(runner.labels(image.permute(1, 2, 0).numpy()[None])[0]).long()
+
+        res = evaluate(None, rows, num_classes, torch.device("cpu"), predict=predict,
+                       desc=f"deployed {fmt}")
+        out.append(_row("main", info, InferenceStrategy(), res, 0, fmt) | {"madds_b": None})
+        log.info("deployed %s -> mIoU %.4f, %.1f ms/image", fmt, res["miou"],
+                 1000 * res["seconds_per_image"])
+    return out
+
+
 def run_evaluate_stage(params: Params, model_file: Path, val_list: Path, reports: Path,
-                       classes_file: Path, variant_files: dict[str, Path] | None = None
-                       ) -> dict[str, Any]:
-    """Evaluate the finetuned model under every strategy and each ablation variant at its
-    training output stride (single scale); write tables, plots and metrics. Per-class
-    figures use the dataset's class names and colours."""
+                       classes_file: Path, variant_files: dict[str, Path] | None = None,
+                       deployed: Path | None = None) -> dict[str, Any]:
+    """Evaluate the finetuned model under every strategy, each ablation variant at its
+    training output stride (single scale) and each deployed format; write tables, plots and
+    metrics. Per-class figures use the dataset's class names and colours."""
     import mlflow
 
     from ..tracking import start_stage_run
@@ -150,6 +203,10 @@ def run_evaluate_stage(params: Params, model_file: Path, val_list: Path, reports
         table.append(_row(name, vinfo, strategy, res, madds))
         trimaps[name] = res["trimap"]
         log.info("variant %s -> mIoU %.4f, %.1fB madds", name, res["miou"], madds / 1e9)
+    threads = torch_threads()
+    if deployed is not None and params.deploy is not None:
+        table += deployed_rows(params, info, model_file, deployed, rows, num_classes)
+    torch_threads(threads)
     df = pd.DataFrame(table)
     write_csv(reports / "ablations.csv", df, index=False)
     write_text(reports / "ablations.md", df.to_markdown(index=False) + "\n")
@@ -168,19 +225,23 @@ def run_evaluate_stage(params: Params, model_file: Path, val_list: Path, reports
         colours, keep = classes.palette, classes.background
         _save_png(samples / f"sample_{k:02d}.png", np.concatenate(
             [image, overlay(image, label, colours, keep), overlay(image, pred, colours, keep)], axis=1))
+    torch_rows = df["runtime"] == "torch"
     main_row = df[(df["variant"] == "main") & (df["eval_os"] == mcfg["output_stride"]) & ~df["ms"]
-                  & ~df["flip"]].iloc[0]
+                  & ~df["flip"] & torch_rows & (df["precision"] == "fp32")].iloc[0]
     metrics = {"miou": round(main["miou"], 4), "miou_low": float(main_row["miou_low"]),
                "miou_high": float(main_row["miou_high"]), "pixel_acc": round(main["pixel_acc"], 4),
                "mean_acc": round(main["mean_acc"], 4), "fwiou": round(main["fwiou"], 4),
-               "best_strategy_miou": float(df["miou"].max()),
+               "best_strategy_miou": float(df.loc[df["madds_b"].notna(), "miou"].max()),
                "madds_b": float(main_row["madds_b"]),
                "trimap": {str(k): round(v, 4) for k, v in main["trimap"].items()},
                "variants": {name: float(df.loc[df["variant"] == name, "miou"].iloc[0])
-                            for name in trimaps if name != "main"}}
+                            for name in trimaps if name != "main"},
+               "deployed": deployed_metrics(df, float(main_row["miou"]))}
     write_json(reports / "metrics.json", metrics)
     with start_stage_run("evaluate", params, params.mlflow.experiment, [val_list]):
         mlflow.log_metrics({k: v for k, v in metrics.items() if not isinstance(v, dict)})
+        mlflow.log_metrics({f"deployed_{fmt.replace('/', '_')}_{k}": v
+                            for fmt, row in metrics["deployed"].items() for k, v in row.items()})
         mlflow.log_metrics({f"variant_{k}_miou": v for k, v in metrics["variants"].items()})
         mlflow.log_metrics({f"trimap_{k}": v for k, v in metrics["trimap"].items()})
         for name in ("ablations.csv", "ablations.md", "per_class_iou.csv", "trimap.csv",

@@ -1,6 +1,8 @@
 """int8 by static post-training quantization: ONNX Runtime's `quantize_static` in the QDQ
 format (int8 weights per channel, uint8 activations), its activation ranges calibrated on
-crops of training images. The same QDQ file runs on ONNX Runtime and OpenVINO.
+crops of training images. The same QDQ file runs on ONNX Runtime and OpenVINO. Only the
+convolutions and matrix products are quantized (where int8 pays); the in-graph normalisation
+and padding stay fp32 (OpenVINO's CPU plugin cannot run their quantized broadcasts).
 
 The crops are drawn reproducibly from a split list (`data/processed/train.csv`): `count`
 images chosen by `seed`, one `size x size` crop each at a seeded position, so the deploy
@@ -18,6 +20,8 @@ import pandas as pd
 
 from ..core.errors import InputError
 from ..data.images import read_rgb
+
+QUANTIZED_OPS = ["Conv", "ConvTranspose", "MatMul", "Gemm"]
 
 
 def calibration_crops(split_list: Path, count: int, size: int, seed: int) -> list[np.ndarray]:
@@ -58,7 +62,7 @@ def quantize_int8(fp32: Path, out: Path, crops: list[np.ndarray]) -> None:
     try:
         quantize_static(str(fp32), tmp, _Crops(crops), quant_format=QuantFormat.QDQ,
                         per_channel=True, weight_type=QuantType.QInt8,
-                        activation_type=QuantType.QUInt8)
+                        activation_type=QuantType.QUInt8, op_types_to_quantize=QUANTIZED_OPS)
         model = onnx.load(tmp)
         props = {p.key: p.value for p in onnx.load(str(fp32), load_external_data=False).metadata_props}
         onnx.helper.set_model_props(model, {**props, "precision": "int8",

@@ -1,0 +1,84 @@
+"""The deploy stage: the finetuned model as the files its runtimes run, and the formats to
+measure (`params.deploy.formats`, each `runtime/precision`).
+
+`models/deploy/` gets `model.onnx` (fp32, with probabilities), `model.int8.onnx` when an int8
+format is listed (static QDQ, calibrated on `calibration_images` crops of the training split),
+and `deploy.json`: the sha256 of each file, the source model's digest and the formats. The
+evaluate stage measures every format (mIoU with its interval, ms per image) and register
+refuses one whose mIoU falls more than `max_drop` below fp32.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any, Iterator
+
+from ..core.errors import ConfigError, DeeplabError
+from ..core.io import atomic_dir
+from ..core.schema import DeployConfig
+from ..evaluation.inference import InferenceStrategy
+from ..model_files import read_model_file, state_digest
+from .runtimes import INT8_SUFFIX, Runner, open_runner
+
+log = logging.getLogger(__name__)
+MANIFEST = "deploy.json"
+
+
+def sha256(path: Path) -> str:
+    with path.open("rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def run_deploy_stage(cfg: DeployConfig, model_file: Path, calibration_list: Path, out: Path,
+                     seed: int = 0) -> dict[str, Any]:
+    """Write the deployed files of `model_file` into `out` (replaced whole, atomically)."""
+    from .onnx_files import export_onnx
+    from .quantize import calibration_crops, quantize_int8
+    from .segmenter import load_segmenter
+
+    state = read_model_file(model_file)
+    seg = load_segmenter(model_file, InferenceStrategy())
+    with atomic_dir(out) as tmp:
+        fp32 = tmp / "model.onnx"
+        export_onnx(seg, fp32, probabilities=True, source_sha256=state_digest(state, {}))
+        if any(f.endswith("/int8") for f in cfg.formats):
+            crops = calibration_crops(calibration_list, cfg.calibration_images,
+                                      cfg.calibration_size, seed)
+            quantize_int8(fp32, tmp / f"model{INT8_SUFFIX}", crops)
+        files = {p.name: sha256(p) for p in sorted(tmp.glob("*.onnx"))}
+        manifest = {"source": str(model_file), "source_sha256": state_digest(state, {}),
+                    "files": files, "formats": list(cfg.formats)}
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    log.info("deploy: %s", ", ".join(f"{name} {digest[:12]}" for name, digest in files.items()))
+    return manifest
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    """The deploy folder's manifest, every file checked against its recorded sha256."""
+    path = folder / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+        files = dict(manifest["files"])
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{path}: not a readable deploy manifest ({exc}); run the deploy "
+                          f"stage (dvc repro deploy)") from None
+    for name, digest in files.items():
+        if "/" in name or name.startswith(".") or sha256(folder / name) != digest:
+            raise ConfigError(f"{folder / name}: differs from the sha256 in {path} (changed "
+                              f"after the deploy stage); rerun it")
+    return manifest
+
+
+def runners(folder: Path, formats: list[str], threads: int) -> Iterator[tuple[str, Runner]]:
+    """(format, runner) for each deployed format this machine can run; a format it cannot
+    (bf16 without AVX512_BF16/AMX) is skipped with one log line."""
+    read_manifest(folder)
+    for fmt in formats:
+        runtime, precision = fmt.split("/")
+        try:
+            yield fmt, open_runner(folder, runtime, precision, threads)
+        except DeeplabError as exc:
+            log.warning("deploy format %s skipped: %s", fmt, exc)
