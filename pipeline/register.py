@@ -8,9 +8,9 @@ from deeplab.serving.registry import register
 
 @stage_main
 def main() -> None:
-    p = stage_paths("model", "metrics", "out")
-    params = load_params(sections=("register", "mlflow"))
-    result = register(p.model, p.metrics, params)
+    p = stage_paths("model", "metrics", "out", optional=("deployed",))  # deployed: its files
+    params = load_params(sections=("register", "deploy", "mlflow"))
+    result = register(p.model, p.metrics, params, p.deployed)
     write_json(p.out, result)
     state = "registered" if result["new"] else "unchanged, already"
     print(f"register: {result['name']} {state} version {result['version']} {result['aliases']}")

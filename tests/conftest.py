@@ -117,17 +117,17 @@ def dead_pid():
 
 @pytest.fixture
 def small_disk(tmp_path):
-    """`small_disk(kib)`: a tmpfs of that size mounted under tmp_path (needs root, as on these
-    machines and CI), unmounted afterwards."""
+    """`small_disk(kib, read_only=False)`: a tmpfs of that size mounted under tmp_path (needs
+    root, as on these machines and CI), unmounted afterwards."""
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root")
     mounts = []
 
-    def mount(kib: int) -> Path:
+    def mount(kib: int, read_only: bool = False) -> Path:
         path = tmp_path / f"disk{len(mounts)}"
         path.mkdir()
-        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={kib}k", "tmpfs", str(path)],
-                       check=True)
+        options = f"size={kib}k" + (",ro" if read_only else "")
+        subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], check=True)
         mounts.append(path)
         return path
 

@@ -77,6 +77,44 @@ def read_logged_model(model_dir: Path, where: str, expected: Sequence[str] = ()
     return state, InferenceStrategy.from_dict(strategy)
 
 
+def read_serving(model_dir: Path, where: str) -> tuple[dict[str, Any], dict[str, Path]]:
+    """The serving settings (`serve.json`, validated like `register.serve`) and deployed files
+    of a logged model folder, checked against the `deploy_sha256` and file digests recorded at
+    registration. A model registered before deployments serves on torch fp32."""
+    import hashlib
+
+    from mlflow.models import Model
+
+    from .core.schema import ServeConfig
+    from .core.validation import validate_options
+
+    logged = Model.load(str(model_dir))
+    artifacts = logged.flavors.get("python_function", {}).get("artifacts", {})
+    if "serve" not in artifacts:
+        return ServeConfig().model_dump(), {}
+    try:
+        settings = json.loads((model_dir / artifacts["serve"]["path"]).read_text())
+        digests = dict(settings.pop("files"))
+        validate_options(ServeConfig, settings, option_prefix="")
+    except (OSError, ValueError, KeyError, TypeError, ConfigError) as exc:
+        raise ModelFileError(f"{where}: its serve.json is invalid ({first_line(exc)})") from None
+    expected = (logged.metadata or {}).get("deploy_sha256")
+    found = hashlib.sha256(json.dumps({**settings, "files": digests}, sort_keys=True)
+                           .encode()).hexdigest()
+    if found != expected:
+        raise ModelFileError(f"{where}: its serving settings differ from what was registered "
+                             f"(deploy_sha256); refusing to load it")
+    files = {}
+    for name, digest in digests.items():
+        path = model_dir / artifacts.get(name.replace(".", "_"), {}).get("path", "missing")
+        with path.open("rb") as f:
+            if hashlib.file_digest(f, "sha256").hexdigest() != digest:
+                raise ModelFileError(f"{where}: its deployed {name} differs from what was "
+                                     f"registered (sha256); refusing to load it")
+        files[name] = path
+    return settings, files
+
+
 def _registered_digests(uri: str) -> list[str]:
     """The `model_sha256` tag of the registry version a `models:/name@alias` or
     `models:/name/<version>` URI names (none for other URIs)."""

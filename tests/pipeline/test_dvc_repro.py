@@ -60,15 +60,20 @@ def copy_of(finished, tmp_path: Path) -> Path:
 def test_a_tiny_dvc_repro_runs_every_stage_and_each_loads_only_its_dependencies(finished, tmp_path):
     work, params, out = finished
     variants = list(params["ablations"])
-    assert _stages_run(out) == {"fetch", "preprocess", "pretrain", "finetune", "evaluate",
-                                "register", *(f"variant@{v}" for v in variants)}
+    assert _stages_run(out) == {"fetch", "preprocess", "pretrain", "finetune", "deploy",
+                                "evaluate", "register", *(f"variant@{v}" for v in variants)}
     metrics = json.loads((work / "reports/metrics.json").read_text())
     assert 0.0 <= metrics["miou"] <= 1.0 and "2" in metrics["trimap"]
     table = (work / "reports/ablations.csv").read_text().splitlines()
-    assert table[0] == "variant,train_os,eval_os,ms,flip,decoder,sc,coco,miou,madds_b,miou_low,miou_high"
+    assert table[0] == ("variant,runtime,precision,train_os,eval_os,ms,flip,decoder,sc,coco,miou,"
+                        "madds_b,miou_low,miou_high,ms_per_image")
     assert metrics["miou_low"] <= metrics["miou"] <= metrics["miou_high"]
-    assert len(table) == 1 + 2 * 2 * 2 + len(variants)  # OS 16/8 x MS x flip, + one per variant
-    assert sorted(line.split(",")[0] for line in table[-len(variants):]) == sorted(variants)
+    # OS 16/8 x MS x flip, one per variant, one per deployed format
+    assert len(table) == 1 + 2 * 2 * 2 + len(variants) + 2
+    assert sorted(line.split(",")[0] for line in table[-2 - len(variants):-2]) == sorted(variants)
+    assert [line.split(",")[1:3] for line in table[-2:]] == [["onnxruntime", "fp32"],
+                                                            ["onnxruntime", "int8"]]
+    assert abs(metrics["deployed"]["onnxruntime/fp32"]["drop"]) <= 0.002  # exact up to fp32 sums
     assert set(metrics["variants"]) == set(variants)
 
     # What every stage imported while it ran is a DVC dependency of that stage, and every
@@ -172,7 +177,7 @@ def test_what_an_edit_reruns(finished, tmp_path):
     changed = run(["dvc", "repro"], work).stdout
     assert "Running stage 'evaluate'" in changed
     assert "Running stage 'finetune'" not in changed and "Running stage 'pretrain'" not in changed
-    assert len((work / "reports/ablations.csv").read_text().splitlines()) == 1 + 2 * 2 + len(variants)
+    assert len((work / "reports/ablations.csv").read_text().splitlines()) == 1 + 2 * 2 + len(variants) + 2
 
     params["ablations"]["no_sc"]["output_stride"] = 8  # edit one variant: only it retrains
     (work / "params.yaml").write_text(yaml.safe_dump(params))
@@ -202,7 +207,8 @@ def test_what_an_edit_reruns(finished, tmp_path):
     assert stale_stages() == set()
     image.write_bytes(image.read_bytes() + b"\0")  # a training image, edited
     run(["dvc", "repro", "preprocess"], work)
-    assert stale_stages() == training - {"pretrain"}  # the VOC trainings; not pretrain, not evaluate
+    # the VOC trainings and the int8 calibration that reads the list; not pretrain, not evaluate
+    assert stale_stages() == training - {"pretrain"} | {"deploy"}
 
 
 @pytest.mark.slow
@@ -240,7 +246,7 @@ def test_pull_then_nothing_retrains_and_a_queued_sweep_reruns_only_finetune(fini
     names = [parts[1] for parts in tasks]  # columns: Task, Name, Created (hh:mm AM), Status
     for parts in tasks:
         logs = run(["dvc", "queue", "logs", parts[0]], work).stdout
-        assert _stages_run(logs) == {"fetch", "finetune", "evaluate", "register",
+        assert _stages_run(logs) == {"fetch", "finetune", "deploy", "evaluate", "register",
                                      *(f"variant@{v}" for v in finished[1]["ablations"])}, logs
 
     # Each MLflow run records the experiment and its exact params; the sweep moved no alias.

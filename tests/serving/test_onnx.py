@@ -16,7 +16,12 @@ from deeplab.model import DeepLabV3Plus
 from deeplab.model.choices import BACKBONES
 from deeplab.prepare.synthetic.scene import render_scene
 from deeplab.serving.onnx_files import check_onnx, export_onnx
-from deeplab.serving.runtimes import OnnxRuntimeRunner, OpenVinoRunner, TorchRunner, cpu_bf16
+from deeplab.serving.runtimes import (
+    OnnxRuntimeRunner,
+    OpenVinoRunner,
+    TorchRunner,
+    cpu_bf16,
+)
 from deeplab.serving.segmenter import Segmenter
 from deeplab.serving.tiles import predict_tiled
 

@@ -142,3 +142,95 @@ def test_predict_onto_a_full_disk_is_one_line_and_written_results_are_whole(tmp_
     for path in written:  # every result that exists is whole
         with Image.open(path) as img:
             img.load()
+
+
+LARGE = """
+import resource, sys
+from deeplab.serving.predict import main
+status = main(sys.argv[1:])
+print("peak_rss_mib", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+sys.exit(status)
+"""
+
+
+@pytest.mark.slow
+def test_a_large_photo_is_tiled_by_default_in_bounded_memory(tmp_path, model_file):
+    """A 4000 x 3000 photo (above the 4,000,000-pixel limit): windows by default, peak RSS of
+    the whole process far below what the whole image takes, labels of its full size."""
+    import subprocess
+    import sys
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    rng = np.random.default_rng(0)
+    small = rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)
+    Image.fromarray(np.tile(small, (10, 10, 1))).save(inputs / "big.jpg", quality=85)
+
+    def peak(*extra):
+        out = subprocess.run([sys.executable, "-c", LARGE, "--model", str(model_file), "--input",
+                              str(inputs / "big.jpg"), "--output", str(tmp_path / "out"),
+                              "--device", "cpu", *extra], capture_output=True, text=True, timeout=3600)
+        assert out.returncode == 0, out.stderr
+        return int(out.stdout.split("peak_rss_mib")[1])
+
+    tiled = peak()
+    assert read_label_png(tmp_path / "out/big.jpg.labels.png").shape == (3000, 4000)
+    whole = peak("--tile", "5000")  # one window: the whole image at once
+    assert tiled < 1500 and tiled < whole / 2, (tiled, whole)
+
+
+def test_a_failing_image_is_one_line_and_the_others_still_run(tmp_path, model_file, capsys,
+                                                              monkeypatch):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    rng = np.random.default_rng(3)
+    for name in ("a.png", "b.png", "c.png"):
+        Image.fromarray(rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(inputs / name)
+    (inputs / "broken.jpg").write_bytes(b"\xff\xd8 not really")
+    from deeplab.serving import runtimes
+
+    real = runtimes.TorchRunner.labels
+
+    def labels(self, images):
+        if images.shape[1] == 40 and images[0, 0, 0, 0] == first:  # b.png: the machine runs out
+            raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to "
+                               "allocate 13304626176 bytes")
+        return real(self, images)
+
+    first = np.array(Image.open(inputs / "b.png"))[0, 0, 0]
+    monkeypatch.setattr(runtimes.TorchRunner, "labels", labels)
+    status = predict_main(["--model", str(model_file), "--input", str(inputs), "--output",
+                           str(tmp_path / "out"), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert "error: 2 of 4 image(s) failed:" in err
+    assert f"{inputs / 'b.png'}: out of memory (RuntimeError); try a smaller --tile" in err
+    assert f"{inputs / 'broken.jpg'}: not a readable image" in err
+    assert "Traceback" not in err
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.labels.png")) == [
+        "a.png.labels.png", "c.png.labels.png"]
+
+
+def test_read_only_and_immutable_outputs_are_one_line(tmp_path, model_file, capsys, small_disk):
+    import subprocess
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    Image.fromarray(np.zeros((40, 40, 3), np.uint8)).save(inputs / "a.png")
+    read_only = small_disk(64, read_only=True)
+    immutable = tmp_path / "immutable"
+    immutable.mkdir()
+    can_chattr = subprocess.run(["chattr", "+i", str(immutable)], capture_output=True).returncode == 0
+    try:
+        targets = [(read_only / "out", "read-only file system")]
+        if can_chattr:  # tmp_path's filesystem supports the immutable flag
+            targets.append((immutable / "out", "operation not permitted"))
+        for target, reason in targets:
+            status = predict_main(["--model", str(model_file), "--input", str(inputs),
+                                   "--output", str(target), "--device", "cpu"])
+            err = capsys.readouterr().err
+            assert status == 2 and err.count("\n") == 1, err
+            assert err.startswith(f"error: {target}") and reason in err and "Traceback" not in err
+    finally:
+        if can_chattr:
+            subprocess.run(["chattr", "-i", str(immutable)], check=False)

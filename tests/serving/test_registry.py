@@ -130,8 +130,13 @@ def test_one_sha256_is_one_version_under_concurrency_and_after_a_crash(tmp_path)
     save_model(other, tiny_net(1))
     digest = model_digest(other, InferenceStrategy(16).as_dict())  # as the registry hashes it
     run = client.create_run(client.get_experiment_by_name("reg").experiment_id)
+    from deeplab.core.schema import ServeConfig
+    from deeplab.serving.deploy import deployment
+
+    served = deployment(ServeConfig(), 0.01, None, {}).digest  # torch fp32, no files
     client.create_model_version("seg", versions[0].source, run.info.run_id,
-                                tags={"model_sha256": digest, "val_miou": "0.4"})
+                                tags={"model_sha256": digest, "deploy_sha256": served,
+                                      "val_miou": "0.4"})
     metrics.write_text(json.dumps({"miou": 0.4}))
     out = subprocess.run(_register_args(tmp_path, other, metrics), env=env, cwd=tmp_path,
                          capture_output=True, text=True, timeout=600, check=True)

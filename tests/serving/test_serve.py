@@ -71,3 +71,76 @@ def test_mlflow_models_serve_answers_like_predict(tracking, model_file, tmp_path
     assert np.array_equal(np.array(as_table["predictions"][0]["labels"], np.uint8), expected)
     with Image.open(io.BytesIO(base64.b64decode(as_png["predictions"][0]["mask_png"]))) as mask:
         assert mask.mode == "P" and np.array_equal(np.array(mask), expected)
+
+
+def _post_error(url: str, body: bytes) -> tuple[int, dict]:
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=120) as answer:
+            return answer.status, json.loads(answer.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+@pytest.mark.slow
+def test_served_limits_refuse_bombs_and_oversize_images_in_one_line_and_tile_the_rest(
+        tracking, model_file, tmp_path):
+    """register.serve: max_pixels refuses from the header (a 97 KB 10000 x 10000 PNG, a
+    1000 x 1000 JPEG) with a 400 whose message is one line (no input echo, stack trace or
+    path); whole_pixels sends larger images through sliding windows, as predict --tile."""
+    import base64
+    import io
+    import time
+
+    from deeplab.core.config import parse_params
+    from deeplab.serving.registry import register
+
+    params = parse_params({"seed": 0, "mlflow": {"experiment": "test"}, "register": {
+        "model_name": "limits", "min_miou": 0.0, "inference": {
+            "output_stride": 16, "scales": [1.0], "flip": False},
+        "serve": {"max_pixels": 500_000, "whole_pixels": 2_000, "tile": 33, "overlap": 0.25}}},
+        sections=("register", "mlflow"))
+    register(model_file, metrics_file(tracking, 0.5), params)
+    port = free_port()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tracking / 'mlflow.db'}"}
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m",
+         "models:/limits@champion", "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def table(img: Image.Image, fmt: str) -> bytes:
+        data = io.BytesIO()
+        img.save(data, format=fmt)
+        encoded = base64.b64encode(data.getvalue()).decode()
+        return json.dumps({"dataframe_split": {"columns": ["image"], "data": [[encoded]]}}).encode()
+
+    bomb = table(Image.new("L", (10000, 10000)), "PNG")
+    big = table(Image.fromarray(np.random.default_rng(1).integers(0, 256, (1000, 1000, 3),
+                                                                  dtype=np.uint8)), "JPEG")
+    image = np.random.default_rng(2).integers(0, 256, (90, 70, 3), dtype=np.uint8)
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/ping", server)
+        url = f"http://127.0.0.1:{port}/invocations"
+        start = time.time()
+        status, bomb_answer = _post_error(url, bomb)
+        bomb_seconds = time.time() - start
+        big_status, big_answer = _post_error(url, big)
+        ok, tiled = _post_error(url, json.dumps({"inputs": image[None].tolist()}).encode())
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert len(bomb) < 200_000 and status == 400 and bomb_seconds < 30
+    assert bomb_answer["message"] == "image 0: 10000x10000 is more than the 500,000 pixels allowed"
+    assert big_status == 400 and big_answer["message"].startswith("image 0: 1000x1000 is more than")
+    for answer in (bomb_answer, big_answer):
+        assert "stack_trace" not in answer and "\n" not in answer["message"]
+        assert answer["error_code"] == "INVALID_PARAMETER_VALUE" and "/" not in answer["message"]
+    Image.fromarray(image).save(tmp_path / "a.png")
+    assert predict_main(["--model", "models:/limits@champion", "--input", str(tmp_path / "a.png"),
+                         "--output", str(tmp_path / "out"), "--tile", "33", "--overlap", "0.25"]) == 0
+    assert ok == 200
+    assert np.array_equal(np.array(tiled["predictions"], np.uint8)[0],
+                          read_label_png(tmp_path / "out/a.png.labels.png"))

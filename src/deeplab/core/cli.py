@@ -50,14 +50,17 @@ def stage_main(fn: Callable[[], None]) -> Callable[[], None]:
     return wrapper
 
 
-def stage_paths(*names: str, positional: tuple[str, ...] = ()) -> argparse.Namespace:
+def stage_paths(*names: str, positional: tuple[str, ...] = (),
+                optional: tuple[str, ...] = ()) -> argparse.Namespace:
     """The paths a stage reads and writes, given by `dvc.yaml` as `--name PATH` options
-    (dvc.yaml holds every path once); `positional` names plain arguments (a variant name)."""
+    (dvc.yaml holds every path once); `positional` names plain arguments (a variant name),
+    `optional` paths that may be left out (None)."""
     parser = argparse.ArgumentParser(description=sys.modules["__main__"].__doc__)
     for name in positional:
         parser.add_argument(name)
-    for name in names:
-        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=Path, required=True)
+    for name in names + optional:
+        parser.add_argument(f"--{name.replace('_', '-')}", dest=name, type=Path,
+                            required=name not in optional, default=None)
     return parser.parse_args()
 
 

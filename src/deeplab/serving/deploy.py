@@ -13,12 +13,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..core.errors import ConfigError, DeeplabError
+from ..core.errors import ConfigError, DeeplabError, RegistryError
 from ..core.io import atomic_dir
-from ..core.schema import DeployConfig
+from ..core.schema import DeployConfig, ServeConfig
 from ..evaluation.inference import InferenceStrategy
 from ..model_files import read_model_file, state_digest
 from .runtimes import INT8_SUFFIX, Runner, open_runner
@@ -82,3 +83,46 @@ def runners(folder: Path, formats: list[str], threads: int) -> Iterator[tuple[st
             yield fmt, open_runner(folder, runtime, precision, threads)
         except DeeplabError as exc:
             log.warning("deploy format %s skipped: %s", fmt, exc)
+
+
+FORMAT_FILES = {"fp32": "model.onnx", "bf16": "model.onnx", "int8": f"model{INT8_SUFFIX}"}
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """What a registered version carries besides its weights: the deployed files kept (within
+    `max_drop` of fp32), how it is served, and a digest of both."""
+
+    files: dict[str, Path]        # file name -> path
+    serve: dict[str, Any]         # register.serve, plus the files' sha256
+    formats: dict[str, float]     # kept format -> val mIoU
+    digest: str
+
+
+def deployment(serve: ServeConfig, max_drop: float, folder: Path | None,
+               deployed: dict[str, dict[str, float]]) -> Deployment:
+    """The files and serving settings a version registers; RegistryError (one line) when the
+    serving format is not deployed or falls more than `max_drop` below fp32."""
+    files: dict[str, Path] = {}
+    formats: dict[str, float] = {}
+    digests: dict[str, str] = {}
+    if folder is not None:
+        digests = read_manifest(folder)["files"]
+        for fmt, row in deployed.items():
+            runtime, precision = fmt.split("/")
+            if row["drop"] > max_drop:
+                log.warning("deploy format %s left out: val mIoU %.4f is %.4f below fp32 "
+                            "(deploy.max_drop %s)", fmt, row["miou"], row["drop"], max_drop)
+                continue
+            formats[fmt] = row["miou"]
+            if runtime != "torch" and FORMAT_FILES[precision] in digests:
+                files[FORMAT_FILES[precision]] = folder / FORMAT_FILES[precision]
+    fmt = f"{serve.runtime}/{serve.precision}"
+    if fmt != "torch/fp32" and fmt not in formats:
+        reason = (f"{deployed[fmt]['drop']:.4f} below fp32, more than deploy.max_drop {max_drop}"
+                  if fmt in deployed else "not among the measured deploy.formats")
+        raise RegistryError(f"register.serve: {fmt} is {reason}; serve another format or "
+                            f"raise deploy.max_drop")
+    settings = {**serve.model_dump(), "files": {name: digests[name] for name in sorted(files)}}
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+    return Deployment(files, settings, formats, digest)

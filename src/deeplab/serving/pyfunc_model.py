@@ -26,37 +26,64 @@ import mlflow
 import numpy as np
 import pandas as pd
 import torch
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel
-from PIL import Image
 
 OUTPUTS = ("labels", "png")
 
 
-def _decode(value, row: int) -> np.ndarray:
-    """`H x W x 3` uint8 from base64 (or raw) PNG/JPEG bytes; ValueError naming the row."""
+class RequestError(MlflowException):
+    """A bad request, answered with status 400 and its one line as the whole message: MLflow's
+    scoring server prefixes an error's message with the request's data, which this keeps
+    out (no input echo, no stack trace, no server path)."""
+
+    def __init__(self, line: str) -> None:
+        self._line = line
+        super().__init__(line, error_code=INVALID_PARAMETER_VALUE)
+
+    @property
+    def message(self) -> str:
+        return self._line
+
+    @message.setter
+    def message(self, value: str) -> None:  # the server's rewrap is dropped
+        pass
+
+
+def _decode(value, row: int, max_pixels: int) -> np.ndarray:
+    """`H x W x 3` uint8 from base64 (or raw) PNG/JPEG bytes; the size is judged from the
+    header, before anything is decoded."""
+    from deeplab.core.errors import InputError
+    from deeplab.data.images import read_rgb
+
     try:
         data = value if isinstance(value, (bytes, bytearray)) else base64.b64decode(value, validate=True)
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
-            return np.array(img.convert("RGB"))
-    except (binascii.Error, TypeError, ValueError, OSError, Image.DecompressionBombError) as exc:
-        raise ValueError(f"image {row}: not a base64 PNG/JPEG ({exc})") from None
+    except (binascii.Error, TypeError, ValueError) as exc:
+        raise RequestError(f"image {row}: not base64 PNG/JPEG bytes ({exc})") from None
+    try:
+        return read_rgb(io.BytesIO(data), max_pixels=max_pixels, name=f"image {row}")
+    except InputError as exc:
+        raise RequestError(str(exc)) from None
 
 
-def _as_images(model_input) -> tuple[list[np.ndarray], bool]:
+def _as_images(model_input, max_pixels: int) -> tuple[list[np.ndarray], bool]:
     """The input images, and whether they came as a table (one result row per image)."""
     if isinstance(model_input, pd.DataFrame):
         if "image" not in model_input.columns:
-            raise ValueError(f"a table input needs an 'image' column of base64 PNG/JPEG bytes, "
-                             f"got columns {list(model_input.columns)}")
-        return [_decode(v, k) for k, v in enumerate(model_input["image"])], True
+            raise RequestError(f"a table input needs an 'image' column of base64 PNG/JPEG bytes, "
+                               f"got columns {list(model_input.columns)[:10]}")
+        return [_decode(v, k, max_pixels) for k, v in enumerate(model_input["image"])], True
     array = np.asarray(model_input)
     if array.ndim == 3:
         array = array[None]
     if array.ndim != 4 or array.shape[-1] != 3:
-        raise ValueError(f"expected uint8 RGB images N x H x W x 3, got shape {array.shape}")
+        raise RequestError(f"expected uint8 RGB images N x H x W x 3, got shape {array.shape}")
+    if array.shape[1] * array.shape[2] > max_pixels:
+        raise RequestError(f"images of {array.shape[2]}x{array.shape[1]} are more than the "
+                           f"{max_pixels:,} pixels allowed")
     if not np.issubdtype(array.dtype, np.integer) or array.min(initial=0) < 0 or array.max(initial=0) > 255:
-        raise ValueError("expected pixel values 0..255 (uint8)")
+        raise RequestError("expected pixel values 0..255 (uint8)")
     return [np.ascontiguousarray(array, dtype=np.uint8)], False
 
 
@@ -66,20 +93,41 @@ class SegmenterModel(PythonModel):
     def load_context(self, context) -> None:
         from pathlib import Path
 
+        from deeplab.core.schema import ServeConfig
         from deeplab.model_files import classes_of, model_from_state
-        from deeplab.registered import logged_model_dir, read_logged_model
+        from deeplab.registered import logged_model_dir, read_logged_model, read_serving
+        from deeplab.serving.runtimes import (
+            OnnxRuntimeRunner,
+            OpenVinoRunner,
+            TorchRunner,
+        )
         from deeplab.serving.segmenter import Segmenter
 
-        # The weights and strategy are checked against the sha256 recorded at registration.
+        # The weights, strategy, serving settings and deployed files are checked against the
+        # sha256 digests recorded at registration.
         model_dir = logged_model_dir(Path(context.artifacts["model_file"]))
         state, strategy = read_logged_model(model_dir, str(model_dir))
+        settings, files = read_serving(model_dir, str(model_dir))
+        self.serve = ServeConfig(**settings)
         self.device = torch.device((context.model_config or {}).get("device", "cpu"))
         self.classes = classes_of(state)
-        self.segmenter = Segmenter(model_from_state(state), strategy, self.classes).to(self.device).eval()
+        runtime, precision = self.serve.runtime, self.serve.precision
+        if runtime == "torch":
+            seg = Segmenter(model_from_state(state), strategy, self.classes).to(self.device).eval()
+            self.runner = TorchRunner(seg, precision, self.device)
+        else:
+            name = "model.int8.onnx" if precision == "int8" else "model.onnx"
+            cls = OnnxRuntimeRunner if runtime == "onnxruntime" else OpenVinoRunner
+            self.runner = cls(files[name], precision, self.serve.threads)
 
     def _labels(self, images: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return self.segmenter(torch.from_numpy(images).to(self.device)).cpu().numpy()
+        from deeplab.serving.predict import segment_image
+
+        serve = self.serve
+        if images.shape[1] * images.shape[2] <= serve.whole_pixels and serve.tile is None:
+            return self.runner.labels(images)
+        return np.stack([segment_image(self.runner, image, serve.tile, serve.overlap,
+                                       serve.whole_pixels) for image in images])
 
     def _png(self, labels: np.ndarray) -> str:
         from deeplab.data.palette import label_image
@@ -91,8 +139,8 @@ class SegmenterModel(PythonModel):
     def predict(self, context, model_input, params=None):  # no type hints: the signature is explicit
         output = (params or {}).get("output", "labels")
         if output not in OUTPUTS:
-            raise ValueError(f"params.output: expected one of {OUTPUTS}, got {output!r}")
-        images, table = _as_images(model_input)
+            raise RequestError(f"params.output: expected one of {OUTPUTS}, got {output!r}")
+        images, table = _as_images(model_input, self.serve.max_pixels)
         if not table and output == "labels":
             return self._labels(images[0])
         labels = [label for batch in images for label in self._labels(batch if batch.ndim == 4

@@ -35,6 +35,7 @@ from ..core.schema import Params
 from ..data.classes import ClassList
 from ..evaluation.inference import InferenceStrategy
 from ..model_files import classes_of, read_model_file, state_digest
+from .deploy import Deployment, deployment
 from .promote import assign_alias
 
 log = logging.getLogger(__name__)
@@ -99,8 +100,9 @@ def _store_errors():
             OSError)
 
 
-def _versions_with_digest(client, name: str, digest: str) -> list[int]:
-    found = client.search_model_versions(f"name='{name}' and tag.model_sha256='{digest}'")
+def _versions_with_digest(client, name: str, digest: str, deploy_digest: str) -> list[int]:
+    found = client.search_model_versions(f"name='{name}' and tag.model_sha256='{digest}' and "
+                                         f"tag.deploy_sha256='{deploy_digest}'")
     return sorted(int(v.version) for v in found)
 
 
@@ -129,6 +131,7 @@ class Registration:
     min_miou: float
     promote: str
     classes: ClassList
+    deployment: Deployment     # the deployed files kept, the serving settings
 
     @property
     def experiment(self) -> str:
@@ -136,17 +139,22 @@ class Registration:
         return self.tags["dvc.exp"]
 
 
-def register(model_file: Path, metrics_file: Path, params: Params) -> dict[str, Any]:
-    """Log and register `model_file`; return what happened (version, alias, whether new)."""
+def register(model_file: Path, metrics_file: Path, params: Params,
+             deployed: Path | None = None) -> dict[str, Any]:
+    """Log and register `model_file` (with the files of the deploy folder `deployed` that stay
+    within `deploy.max_drop`); return what happened (version, alias, whether new)."""
     from ..tracking import check_store, dvc_experiment, start_stage_run, tracking_uri
 
     cfg = params.registration
     miou = read_miou(metrics_file)
+    rows = json.loads(metrics_file.read_text()).get("deployed", {}) if deployed else {}
+    max_drop = params.deploy.max_drop if params.deploy is not None else 0.01
+    kept = deployment(cfg.serve, max_drop, deployed, rows)
     strategy = InferenceStrategy.from_dict(cfg.inference.model_dump()).as_dict()
     state = read_model_file(model_file)
     reg = Registration(cfg.model_name, model_file, strategy, state_digest(state, strategy),
                        {**_training_lineage(state["info"]), "dvc.exp": dvc_experiment()},
-                       miou, cfg.min_miou, cfg.promote, classes_of(state))
+                       miou, cfg.min_miou, cfg.promote, classes_of(state), kept)
     uri = tracking_uri()
     check_store(uri)  # an unwritable or unreachable store: one line, before taking its lock
     try:
@@ -169,7 +177,7 @@ def _register_locked(run_id: str, reg: Registration) -> dict[str, Any]:
             client.create_registered_model(
                 reg.name, description=f"DeepLabV3+ semantic segmentation: {MODEL_IO}; each "
                                       f"version's description names its classes")
-    existing = _versions_with_digest(client, reg.name, reg.digest)
+    existing = _versions_with_digest(client, reg.name, reg.digest, reg.deployment.digest)
     new = not existing
     if new:
         if reg.miou < reg.min_miou:
@@ -178,7 +186,7 @@ def _register_locked(run_id: str, reg: Registration) -> dict[str, Any]:
         mlflow.log_metrics({"val_miou": reg.miou})
         mlflow.log_params({f"inference.{k}": v for k, v in reg.strategy.items()})
         mine = _log_and_create_version(client, reg, run_id)
-        existing = _versions_with_digest(client, reg.name, reg.digest)
+        existing = _versions_with_digest(client, reg.name, reg.digest, reg.deployment.digest)
         if existing and existing[0] != mine:  # a concurrent registration was first
             client.delete_model_version(reg.name, str(mine))
             new = False
@@ -195,22 +203,38 @@ def _log_and_create_version(client, reg: Registration, run_id: str) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         strategy_file = Path(tmp) / "strategy.json"
         strategy_file.write_text(json.dumps(reg.strategy, indent=2))
+        serve_file = Path(tmp) / "serve.json"
+        serve_file.write_text(json.dumps(reg.deployment.serve, indent=2))
+        deployed = {name.replace(".", "_"): str(path) for name, path in reg.deployment.files.items()}
         example = np.random.default_rng(0).integers(0, 256, (1, 64, 64, 3), dtype=np.uint8)
         info = mlflow.pyfunc.log_model(
             name="model", python_model=str(PYFUNC_CODE),
-            artifacts={"model_file": str(reg.model_file), "strategy": str(strategy_file)},
+            artifacts={"model_file": str(reg.model_file), "strategy": str(strategy_file),
+                       "serve": str(serve_file), **deployed},
             code_paths=[str(Path(__file__).parents[1])], signature=signature(),
             input_example=example,
-            metadata={"model_sha256": reg.digest, "classes": list(reg.classes.names),
+            metadata={"model_sha256": reg.digest, "deploy_sha256": reg.deployment.digest,
+                      "deployed_formats": reg.deployment.formats,
+                      "classes": list(reg.classes.names),
                       "palette": [list(c) for c in reg.classes.palette]},
             pip_requirements=[f"torch=={torch.__version__.split('+')[0]}",
                               f"numpy=={np.__version__}", f"mlflow=={mlflow.__version__}",
-                              f"pillow=={Image.__version__}"])
+                              f"pillow=={Image.__version__}", *_runtime_requirements(reg)])
     version = client.create_model_version(
         reg.name, source=info.model_uri, run_id=run_id, model_id=info.model_id,
-        tags={"model_sha256": reg.digest, "val_miou": f"{reg.miou:.6f}", **reg.tags},
+        tags={"model_sha256": reg.digest, "deploy_sha256": reg.deployment.digest,
+              "val_miou": f"{reg.miou:.6f}", **reg.tags},
         description=describe(reg.classes))
     return int(version.version)
+
+
+def _runtime_requirements(reg: Registration) -> list[str]:
+    """The pins of the ONNX libraries a version with deployed files runs on."""
+    from importlib.metadata import version
+
+    if not reg.deployment.files:
+        return []
+    return [f"{name}=={version(name)}" for name in ("onnx", "onnxruntime", "openvino")]
 
 
 def _training_lineage(info: dict[str, Any]) -> dict[str, str]:
