@@ -14,6 +14,12 @@ Inputs (`predict(model_input, params={"output": "labels" | "png"})`):
   PNG/JPEG bytes, each of any size: one row per image back, with `labels` (nested lists).
 `output: png` answers each image with `mask_png`, a base64 palette PNG of the class ids in the
 model's own colours.
+
+It runs on the runtime and precision of `register.serve` (its `serve.json`; torch, or a
+deployed ONNX file on ONNX Runtime or OpenVINO, each checked against its registered sha256),
+refuses an image of more than `max_pixels` pixels from its header, before decoding, and runs
+images above `whole_pixels` in sliding windows. A refused request is a 400 whose message is
+one line.
 """
 
 from __future__ import annotations
