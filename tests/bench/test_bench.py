@@ -51,3 +51,21 @@ def test_loader_mode(tmp_path, tiny_train_csv, tiny_classes):
     shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
     result = bench(["--loader", "--loader-seconds", "0.5"], tmp_path)
     assert result["loader_img_s"] > 0 and result["train_step_img_s"] > 0
+
+
+@pytest.mark.slow
+def test_deploy_mode(tmp_path):
+    """bench/deploy_bench.py: every runtime row and the peer, their peak fractions, the CPU."""
+    out = tmp_path / "deploy"
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "deploy_bench.py"), "--backbones",
+                           "mobilenet_v2", "--threads", "1", "--size", "65", "--repeats", "1",
+                           "--rounds", "1", "--out", str(out)], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    result = json.loads(out.with_suffix(".json").read_text())
+    rows = {r["row"]: r for r in result["rows"]}
+    assert {"torch/fp32", "onnxruntime/fp32", "onnxruntime/int8", "openvino/fp32",
+            "openvino/int8", "torchvision/fp32"} <= set(rows)
+    assert all(r["ms"] > 0 for r in rows.values()) and rows["torch/fp32"]["vs_ours_fp32"] == 1.0
+    assert result["cpu"]["model"] and result["matmul_peak_gmacs"]["1"]["fp32"] > 0
+    assert "| mobilenet_v2 | 1 | openvino/int8 |" in out.with_suffix(".md").read_text()
