@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import tempfile
@@ -51,7 +52,7 @@ def cpu_info() -> dict:
                   if line.startswith("flags")), [])
     wanted = [f for f in flags if f.startswith(("avx512", "amx", "avx2", "fma"))]
     return {"model": model, "flags": sorted(wanted), "bf16_native": cpu_bf16(),
-            "cores": torch.get_num_threads()}
+            "cores": os.cpu_count()}
 
 
 def matmul_peak(dtype: torch.dtype, n: int = 2048, seconds: float = 2.0) -> float:
