@@ -40,7 +40,8 @@ def modules_of(part: str) -> list[Path]:
                      "deeplab.report")),
     ("engine", (), ("deeplab.serving", "deeplab.report", "deeplab.prepare")),
     ("evaluation", (), ("deeplab.engine", "deeplab.serving", "deeplab.report", "deeplab.prepare")),
-    ("report", (), ("deeplab.engine", "deeplab.serving", "deeplab.prepare")),
+    # report: the evaluate stage, which also measures the deployed formats (serving's runtimes)
+    ("report", (), ("deeplab.engine", "deeplab.prepare")),
     # core: imports only itself (and the network's choices, plain data)
     ("core", ("deeplab.core",), ()),
 ])
