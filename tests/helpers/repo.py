@@ -62,6 +62,6 @@ def tiny(params: dict) -> dict:
     params["model"].update(aspp_channels=16, decoder_channels=16)
     params["runtime"]["workers"] = 0
     params["evaluate"].update(scales=[1.0, 1.5], trimap_widths=[2], sample_images=2, madds_size=65)
-    params["deploy"].update(formats=["onnxruntime/fp32", "onnxruntime/int8"], calibration_images=4,
+    params["deploy"].update(formats=["torch/fp32", "onnxruntime/fp32", "onnxruntime/int8"], calibration_images=4,
                             calibration_size=33)
     return params

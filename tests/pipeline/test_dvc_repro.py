@@ -69,9 +69,9 @@ def test_a_tiny_dvc_repro_runs_every_stage_and_each_loads_only_its_dependencies(
                         "madds_b,miou_low,miou_high,ms_per_image")
     assert metrics["miou_low"] <= metrics["miou"] <= metrics["miou_high"]
     # OS 16/8 x MS x flip, one per variant, one per deployed format
-    assert len(table) == 1 + 2 * 2 * 2 + len(variants) + 2
-    assert sorted(line.split(",")[0] for line in table[-2 - len(variants):-2]) == sorted(variants)
-    assert [line.split(",")[1:3] for line in table[-2:]] == [["onnxruntime", "fp32"],
+    assert len(table) == 1 + 2 * 2 * 2 + len(variants) + 3
+    assert sorted(line.split(",")[0] for line in table[-3 - len(variants):-3]) == sorted(variants)
+    assert [line.split(",")[1:3] for line in table[-3:]] == [["torch", "fp32"], ["onnxruntime", "fp32"],
                                                             ["onnxruntime", "int8"]]
     assert abs(metrics["deployed"]["onnxruntime/fp32"]["drop"]) <= 0.002  # exact up to fp32 sums
     assert set(metrics["variants"]) == set(variants)
@@ -177,7 +177,7 @@ def test_what_an_edit_reruns(finished, tmp_path):
     changed = run(["dvc", "repro"], work).stdout
     assert "Running stage 'evaluate'" in changed
     assert "Running stage 'finetune'" not in changed and "Running stage 'pretrain'" not in changed
-    assert len((work / "reports/ablations.csv").read_text().splitlines()) == 1 + 2 * 2 + len(variants) + 2
+    assert len((work / "reports/ablations.csv").read_text().splitlines()) == 1 + 2 * 2 + len(variants) + 3
 
     params["ablations"]["no_sc"]["output_stride"] = 8  # edit one variant: only it retrains
     (work / "params.yaml").write_text(yaml.safe_dump(params))

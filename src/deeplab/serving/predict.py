@@ -33,7 +33,7 @@ from ..data.palette import overlay, save_label_png
 from ..device import select_device
 from ..model.choices import OUTPUT_STRIDES
 from .runtimes import PRECISIONS, RUNTIMES, Runner, open_runner
-from .tiles import DEFAULT_OVERLAP, DEFAULT_TILE, WHOLE_PIXELS, predict_tiled
+from .tiles import DEFAULT_OVERLAP, DEFAULT_TILE, WHOLE_PIXELS, segment_image
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm"}
@@ -74,18 +74,6 @@ def output_paths(inputs: list[Path], output: Path) -> list[tuple[Path, Path]]:
                 raise InputError(f"{out}: two inputs would write the same result (from {path})")
             seen.add(resolved)
     return pairs
-
-
-def segment_image(runner: Runner, image: np.ndarray, tile: int | None, overlap: float,
-                  whole_pixels: int = WHOLE_PIXELS) -> np.ndarray:
-    """`H x W` labels: the whole image at once, or sliding windows of `tile` (the default
-    window above `whole_pixels`, so memory stays bounded for any size)."""
-    h, w = image.shape[:2]
-    if tile is None and h * w > whole_pixels:
-        tile = DEFAULT_TILE
-    if tile is None:
-        return runner.labels(image[None])[0]
-    return predict_tiled(runner.probs, image, tile, overlap)[0]
 
 
 def _failure(path: Path, exc: BaseException) -> str | None:

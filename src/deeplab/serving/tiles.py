@@ -11,7 +11,7 @@ covers them. The floor is one band of `C x tile x W` float32 sums.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
@@ -66,3 +66,15 @@ def predict_tiled(probs_fn: ProbsFn, image: np.ndarray, tile: int, overlap: floa
         counts[:th - n] = counts[n:].copy()
         counts[th - n:] = 0
     return labels, conf
+
+
+def segment_image(runner: Any, image: np.ndarray, tile: int | None, overlap: float,
+                  whole_pixels: int = WHOLE_PIXELS) -> np.ndarray:
+    """`H x W` labels: the whole image at once, or sliding windows of `tile` (the default
+    window above `whole_pixels`, so memory stays bounded for any size)."""
+    h, w = image.shape[:2]
+    if tile is None and h * w > whole_pixels:
+        tile = DEFAULT_TILE
+    if tile is None:
+        return runner.labels(image[None])[0]
+    return predict_tiled(runner.probs, image, tile, overlap)[0]
