@@ -38,19 +38,20 @@ def run_deploy_stage(cfg: DeployConfig, model_file: Path, calibration_list: Path
     """Write the deployed files of `model_file` into `out` (replaced whole, atomically)."""
     from .onnx_files import export_onnx
     from .quantize import calibration_crops, quantize_int8
-    from .segmenter import load_segmenter
+    from .segmenter import segmenter_from_state
 
     state = read_model_file(model_file)
-    seg = load_segmenter(model_file, InferenceStrategy())
+    digest = state_digest(state, {})
+    seg = segmenter_from_state(state, InferenceStrategy(), str(model_file))
     with atomic_dir(out) as tmp:
         fp32 = tmp / "model.onnx"
-        export_onnx(seg, fp32, probabilities=True, source_sha256=state_digest(state, {}))
+        export_onnx(seg, fp32, probabilities=True, source_sha256=digest)
         if any(f.endswith("/int8") for f in cfg.formats):
             crops = calibration_crops(calibration_list, cfg.calibration_images,
                                       cfg.calibration_size, seed)
             quantize_int8(fp32, tmp / f"model{INT8_SUFFIX}", crops)
         files = {p.name: sha256(p) for p in sorted(tmp.glob("*.onnx"))}
-        manifest = {"source": str(model_file), "source_sha256": state_digest(state, {}),
+        manifest = {"source": str(model_file), "source_sha256": digest,
                     "files": files, "formats": list(cfg.formats)}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     log.info("deploy: %s", ", ".join(f"{name} {digest[:12]}" for name, digest in files.items()))

@@ -30,7 +30,7 @@ from ..core.errors import InputError
 from ..core.io import write_bytes
 from ..evaluation.inference import InferenceStrategy
 from ..model.choices import OUTPUT_STRIDES
-from .segmenter import Segmenter, load_segmenter
+from .segmenter import Segmenter, load_segmenter, segmenter_from_state
 
 FORMATS = ("pt2", "onnx")
 
@@ -64,7 +64,11 @@ def export(model: str, output: Path, fmt: str, strategy: InferenceStrategy,
     suffix = "." + fmt
     if output.suffix != suffix:
         raise InputError(f"{output}: the output name of a {fmt} export must end in {suffix}")
-    seg = load_segmenter(model, strategy)
+    if Path(model).suffix == ".pt":  # a model file: read once, for the network and its digest
+        state = read_model_file(model)
+        seg, digest = segmenter_from_state(state, strategy, model), state_digest(state, {})
+    else:
+        seg, digest = load_segmenter(model, strategy), None
     if fmt == "pt2":
         if probabilities or precision != "fp32":
             raise InputError("--probabilities and --precision apply to --format onnx")
@@ -73,7 +77,6 @@ def export(model: str, output: Path, fmt: str, strategy: InferenceStrategy,
     from .onnx_files import export_onnx
     from .runtimes import INT8_SUFFIX
 
-    digest = state_digest(read_model_file(model), {}) if Path(model).suffix == ".pt" else None
     export_onnx(seg, output, probabilities=probabilities, source_sha256=digest)
     written = [output]
     if precision == "int8":

@@ -81,4 +81,9 @@ def load_segmenter(source: str | Path, strategy: InferenceStrategy | None = None
     else:
         state, registered = read_model_file(spec), InferenceStrategy()
     chosen = (strategy or registered).with_overrides(**overrides)
-    return Segmenter(model_from_state(state, spec), chosen, classes_of(state)).to(device).eval()
+    return segmenter_from_state(state, chosen, spec).to(device)
+
+
+def segmenter_from_state(state: dict[str, Any], strategy: InferenceStrategy, source: str) -> Segmenter:
+    """The `Segmenter` of checked model-file contents (`read_model_file`), in eval mode."""
+    return Segmenter(model_from_state(state, source), strategy, classes_of(state)).eval()
