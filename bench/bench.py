@@ -2,6 +2,8 @@
 
     python bench/bench.py --device cpu --size 512 --batch 2 --threads 2 --out bench/results/cpu
     python bench/bench.py --device cuda --precisions fp32 bf16-cl bf16-cl-compile --out bench/results/h100
+    python bench/bench.py --device cpu --precisions fp32 bf16 bf16-cl --size 129 --threads 2 \
+        --configs ours-mnv2-os16-dec-sc-64 ours-r101-os16-dec-sc --out bench/results/train_precision_cpu
     python bench/bench.py --loader        # data pipeline vs training step (params.yaml settings)
     python bench/bench.py --preprocess 1 2 --size 480 --images 300   # COCO -> masks, by workers
     python bench/bench.py --signature 20000 --file-bytes 160000   # fetch's content signature
@@ -49,13 +51,16 @@ CONFIGS: dict[str, dict] = {
     "ours-r101-os8-dec-sc": dict(backbone="resnet101", os=8, decoder=True, separable=True),
     "ours-x65-os16-dec-sc": dict(backbone="xception65", os=16, decoder=True, separable=True),
     "ours-x65-os8-dec-sc": dict(backbone="xception65", os=8, decoder=True, separable=True),
+    # the default profile's network (params.yaml: 64-channel heads)
+    "ours-mnv2-os16-dec-sc-64": dict(backbone="mobilenet_v2", os=16, decoder=True, separable=True,
+                                     aspp_channels=64, decoder_channels=64),
     "tv-deeplabv3-r101-os8": dict(peer_lib="torchvision"),
     "smp-r101-os16-dec-sc": dict(peer_lib="smp"),
 }
 DEFAULT = ["ours-r101-os16-dec-sc", "ours-r101-os16-dec-sc-mg1", "ours-r101-os16-dec",
            "ours-r101-os8", "ours-r101-os8-mg1", "ours-x65-os16-dec-sc", "ours-x65-os8-dec-sc",
            "tv-deeplabv3-r101-os8", "smp-r101-os16-dec-sc"]
-PRECISIONS = ("fp32", "bf16-cl", "bf16-cl-compile")
+PRECISIONS = ("fp32", "bf16", "bf16-cl", "bf16-cl-compile")
 for _name, _cfg in CONFIGS.items():  # our rows use only settings the network defines
     if "peer_lib" not in _cfg:
         assert _cfg["backbone"] in BACKBONES and _cfg["os"] in OUTPUT_STRIDES, _name
@@ -76,8 +81,10 @@ def build(name: str, num_classes: int = 21) -> torch.nn.Module:
                                  decoder_atrous_rates=(6, 12, 18), classes=num_classes)
     from deeplab.model import DeepLabV3Plus
 
+    heads = {k: cfg[k] for k in ("aspp_channels", "decoder_channels") if k in cfg}
     return DeepLabV3Plus(num_classes, cfg["backbone"], cfg["os"], decoder=cfg["decoder"],
-                         separable=cfg["separable"], multi_grid=cfg.get("multi_grid", (1, 2, 4)))
+                         separable=cfg["separable"], multi_grid=cfg.get("multi_grid", (1, 2, 4)),
+                         **heads)
 
 
 class _OutOnly(torch.nn.Module):

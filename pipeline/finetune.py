@@ -9,7 +9,8 @@ from deeplab.engine.stage import FINETUNE, StageFiles, run_training_stage
 @stage_main
 def main() -> None:
     files = StageFiles(**vars(stage_paths("train_list", "val_list", "hard_list", "classes",
-                                          "init", "model", "checkpoint", "reports")))
+                                          "init", "model", "checkpoint", "reports",
+                                          "class_stats")))
     params = load_params(sections=("model", "train", "runtime", "finetune", "mlflow"))
     run_training_stage(FINETUNE, params, files)
 

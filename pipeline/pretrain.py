@@ -9,7 +9,7 @@ from deeplab.engine.stage import PRETRAIN, StageFiles, run_training_stage
 @stage_main
 def main() -> None:
     files = StageFiles(**vars(stage_paths("train_list", "val_list", "classes", "model",
-                                          "checkpoint", "reports")))
+                                          "checkpoint", "reports", "class_stats")))
     params = load_params(sections=("model", "train", "runtime", "pretrain", "mlflow"))
     run_training_stage(PRETRAIN, params, files)
 

@@ -9,7 +9,7 @@ from deeplab.engine.stage import StageFiles, TrainingStage, run_training_stage
 @stage_main
 def main() -> None:
     paths = vars(stage_paths("train_list", "val_list", "hard_list", "classes", "init", "model",
-                             "checkpoint", "reports", positional=("name",)))
+                             "checkpoint", "reports", "class_stats", positional=("name",)))
     name = paths.pop("name")
     params = load_params(sections=("model", "train", "runtime", "finetune", "ablations",
                                    "mlflow")).variant(name)

@@ -54,6 +54,22 @@ def test_two_process_ddp_matches_one_process(tiny_train_csv, tmp_path, one_proce
     assert (tmp_path / "two.ckpt").is_file()  # written by rank 0
 
 
+@pytest.mark.slow
+def test_every_loss_keeps_the_global_batch_semantics(tiny_train_csv, tmp_path):
+    """OHEM (a global top-k), focal, Dice (global per-class sums) and Lovász (a global sort),
+    with class weights: 2 processes train the same weights as 1 on the same global batch."""
+    losses = "ohem+focal+dice+0.5*lovasz"
+    _run([sys.executable, str(HELPER), str(tiny_train_csv), "one.pt", "one.ckpt", losses], tmp_path)
+    _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+          str(HELPER), str(tiny_train_csv), "two.pt", "two.ckpt", losses], tmp_path)
+    one = torch.load(tmp_path / "one.pt", weights_only=True)
+    two = torch.load(tmp_path / "two.pt", weights_only=True)
+    assert two["world_size"] == 2
+    assert one["loss"] == pytest.approx(two["loss"], rel=1e-8)
+    for key, a in one["state"].items():
+        assert torch.allclose(a, two["state"][key], rtol=1e-6, atol=1e-8), key
+
+
 def test_global_batchnorm_alone_is_plain_batchnorm():
     torch.manual_seed(0)
     bn = nn.BatchNorm2d(4)

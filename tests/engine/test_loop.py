@@ -164,3 +164,23 @@ def test_truncated_checkpoint_starts_over_with_a_warning(tmp_path, tiny_train_cs
                    SCHED.replace(iterations=1, checkpoint_every=1), SETTINGS, RUNTIME,
                    TrainOptions(ckpt, 0))
     assert result.resumed_from == 0 and torch.load(ckpt, weights_only=True)["iteration"] == 1
+
+
+def test_auto_precision_trains_in_bf16_where_the_cpu_computes_it(tmp_path, dataset, monkeypatch):
+    """`train.amp: auto` on a CPU with AVX512_BF16 (or AMX): bf16 autocast and channels_last
+    (the loss differs from fp32 by bf16 rounding only); on an AVX2-only CPU, fp32 exactly."""
+    from deeplab import device as dev
+
+    auto = SETTINGS.replace(amp="auto", channels_last="auto")
+    short = SCHED.replace(iterations=2)
+    losses = {}
+    for name, flags in (("bf16", {"avx512_bf16"}), ("avx2", {"avx2"})):
+        monkeypatch.setattr(dev, "cpu_flags", lambda flags=flags: frozenset(flags))
+        net = model()
+        result = train(net, dataset, short, auto, RUNTIME, options(tmp_path / f"{name}.ckpt"))
+        losses[name] = [h["loss"] for h in result.history]
+        assert next(net.parameters()).dtype == torch.float32  # weights stay fp32
+    fp32 = train(model(), dataset, short, SETTINGS, RUNTIME, options(tmp_path / "fp32.ckpt"))
+    assert losses["avx2"] == [h["loss"] for h in fp32.history]
+    assert losses["bf16"] != losses["avx2"]
+    assert losses["bf16"] == pytest.approx(losses["avx2"], rel=0.05)

@@ -28,7 +28,7 @@ from deeplab.core.errors import (
     UnsafeFileError,
 )
 from deeplab.core.schema import Params
-from deeplab.data.classes import resolve_classes
+from deeplab.prepare.layouts import resolve_classes
 from deeplab.model_files import read_model_file, save_model, state_digest
 
 

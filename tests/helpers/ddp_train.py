@@ -1,6 +1,7 @@
 """Train a tiny model for a few iterations, alone or as one of the processes torchrun starts.
 
-Usage: ddp_train.py <train.csv> <out.pt> <checkpoint>. Rank 0 writes the final weights.
+Usage: ddp_train.py <train.csv> <out.pt> <checkpoint> [loss]. Rank 0 writes the final weights.
+With a loss expression (e.g. ohem+focal+dice+lovasz), it trains with it and class weights.
 """
 
 import sys
@@ -22,16 +23,19 @@ SETTINGS = TrainConfig(launcher="python", device="cpu", amp="off", channels_last
 RUNTIME = RuntimeConfig(workers=0, threads=1, log_every=1)
 
 
-def main(csv: str, out: str, checkpoint: str) -> None:
+def main(csv: str, out: str, checkpoint: str, loss: str = "ce") -> None:
     torch.set_num_threads(1)
     info, device = init_from_env(torch.device("cpu"))
     torch.manual_seed(0)
     model = DeepLabV3Plus(21, "mobilenetv2", 16, aspp_channels=16, decoder_channels=16, dropout=0.0)
     model.double()  # float64: the comparison tests the maths, not float32 rounding
     dataset = SegmentationDataset(read_list(csv), SCHED.crop_size, SCHED.scale_range, True)
-    result = train(model, dataset, SCHED, SETTINGS, RUNTIME,
+    sched = SCHED if loss == "ce" else SCHED.replace(loss=loss, top_k_percent_pixels=0.3,
+                                                     hard_example_mining_step=2)
+    weights = None if loss == "ce" else [0.5 + (k % 4) * 0.5 for k in range(21)]
+    result = train(model, dataset, sched, SETTINGS, RUNTIME,
                    TrainOptions(Path(checkpoint), seed=3, device=device, rank=info.rank,
-                                world_size=info.world_size))
+                                world_size=info.world_size, class_weights=weights))
     if info.is_main:
         torch.save({"state": model.state_dict(), "loss": [h["loss"] for h in result.history],
                     "world_size": info.world_size, "bn": {type(m).__name__ for m in model.modules() if isinstance(m, _BatchNorm)}},

@@ -19,7 +19,7 @@ from helpers.data import (
 from PIL import Image
 
 from deeplab.core.errors import BadSampleError, ConfigError
-from deeplab.data.classes import resolve_classes
+from deeplab.prepare.layouts import resolve_classes
 from deeplab.data.palette import colour_table, read_label_png, save_label_png
 from deeplab.prepare.fetch import fetch
 from deeplab.prepare.preprocess import preprocess
@@ -149,7 +149,7 @@ def test_hard_classes_are_checked_against_the_class_names(tmp_path, monkeypatch)
 
 
 def test_params_that_contradict_the_layout_are_refused():
-    with pytest.raises(ConfigError, match="data.classes: the cityscapes layout maps labelIds"):
+    with pytest.raises(ConfigError, match="data.classes: the cityscapes layout maps its label ids to its 19 official"):
         resolve_classes("cityscapes", CRACKS, None, 255)
     with pytest.raises(ConfigError, match="data.ignore_index: 1 is the id of class 'crack'"):
         resolve_classes("folder", CRACKS, None, 1)

@@ -11,7 +11,7 @@ import torch
 from helpers.data import CRACKS
 
 from deeplab.core.errors import ConfigError, InputError, ModelFileError, UnsafeFileError
-from deeplab.data.classes import resolve_classes
+from deeplab.prepare.layouts import resolve_classes
 from deeplab.model import DeepLabV3Plus
 from deeplab.model.choices import BACKBONES
 from deeplab.prepare.synthetic.scene import render_scene
@@ -23,7 +23,7 @@ from deeplab.serving.runtimes import (
     cpu_bf16,
 )
 from deeplab.serving.segmenter import Segmenter
-from deeplab.serving.tiles import predict_tiled
+from deeplab.evaluation.tiles import predict_tiled
 
 CLASSES = resolve_classes("folder", CRACKS, None, 255)
 

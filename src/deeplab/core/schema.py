@@ -31,7 +31,7 @@ from .errors import ConfigError
 from .validation import validate
 
 SOURCES = ("synthetic", "download", "local")
-LAYOUTS = ("voc", "folder", "cityscapes")
+LAYOUTS = ("voc", "folder", "cityscapes", "coco", "ade20k")  # prepare/layouts: one Layout each
 INIT_KEYWORDS = ("pretrain", "imagenet", "scratch")
 
 
@@ -79,6 +79,20 @@ def _init(value: str) -> str:
         return value
     raise PydanticCustomError("init", "expected pretrain, imagenet, scratch, a model file (.pt) "
                               "or a models:/ URI")
+
+
+LOSS_NAMES = ("ce", "ohem", "focal", "dice", "lovasz")  # engine/losses.py LOSSES (a test keeps both equal)
+
+
+def _loss(value: str) -> str:
+    for part in value.split("+"):
+        term = part.strip()
+        coef, _, name = term.rpartition("*")
+        if name.strip() not in LOSS_NAMES or (coef and not re.fullmatch(r"\s*(\d+(\.\d*)?|\.\d+)\s*", coef)):
+            raise PydanticCustomError(
+                "loss", "'{term}' is not a loss: expected one of {names}, or a weighted sum such "
+                "as ce+dice or ce+0.5*lovasz", {"term": term, "names": ", ".join(LOSS_NAMES)})
+    return value
 
 
 def _aliases(data: Any, aliases: dict[str, str]) -> Any:
@@ -168,6 +182,16 @@ class DownloadSettings(Section):
     timeout_s: Annotated[float, Field(gt=0, le=3600)]
 
 
+class CocoFiles(Section):
+    """A COCO-JSON dataset's files, below `data.root`, when they are not in one of the two
+    arrangements found by themselves."""
+
+    train_images: Name
+    train_annotations: Name
+    val_images: Name
+    val_annotations: Name
+
+
 class DataConfig(Section):
     """Where the data comes from and what it holds: one description read by every stage."""
 
@@ -181,6 +205,8 @@ class DataConfig(Section):
     ignore_index: Annotated[int, Field(ge=0, le=255)] = 255
     palette: Optional[Annotated[list[Colour], Field(min_length=2, max_length=255)]] = None
     coco_map: Optional[dict[Annotated[str, Field(min_length=1)], ClassName]] = None
+    reduce_zero_label: Optional[bool] = None
+    coco_files: Optional[CocoFiles] = None
     synthetic: SyntheticData
     download: DownloadSettings
 
@@ -219,8 +245,8 @@ class ModelConfig(Section):
 class TrainConfig(Section):
     launcher: Name
     device: Literal["auto", "cpu", "cuda"]
-    amp: Literal["off", "bf16", "fp16"]
-    channels_last: bool
+    amp: Literal["auto", "off", "bf16", "fp16"]
+    channels_last: bool | Literal["auto"]
     compile: bool
 
 
@@ -246,6 +272,12 @@ class Schedule(Section):
     checkpoint_every: Annotated[int, Field(gt=0, le=MAX_ITERATIONS)]
     val_every: Annotated[int, Field(ge=0, le=MAX_ITERATIONS)]
     freeze_bn: bool
+    loss: Annotated[str, Field(min_length=2, max_length=200), AfterValidator(_loss)] = "ce"
+    class_weights: Optional[Literal["inverse_frequency", "median_frequency"] |
+                            Annotated[list[Annotated[float, Field(ge=0, le=1e6)]],
+                                      Field(min_length=2, max_length=255)]] = None
+    top_k_percent_pixels: Annotated[float, Field(gt=0, le=1)] = 1.0   # ohem: the TF original's names
+    hard_example_mining_step: Annotated[int, Field(ge=0, le=MAX_ITERATIONS)] = 0
 
     @property
     def repeat_hard(self) -> int:
@@ -260,17 +292,6 @@ class FinetuneSchedule(Schedule):
     @property
     def repeat_hard(self) -> int:
         return self.bootstrap_factor
-
-
-class EvaluateConfig(Section):
-    output_strides: Annotated[list[OutputStride], Field(min_length=1), AfterValidator(_unique)]
-    scales: Scales
-    flip: Annotated[list[bool], Field(min_length=1), AfterValidator(_unique)]
-    trimap_widths: Annotated[list[Annotated[int, Field(gt=0, le=256)]], Field(min_length=1),
-                             AfterValidator(_unique)]
-    sample_images: Annotated[int, Field(ge=0, le=64)]
-    madds_size: Annotated[int, Field(ge=32, le=MAX_SIZE)]
-    pad_to: Optional[PadTo]
 
 
 class InferenceConfig(Section):
@@ -301,9 +322,32 @@ class TileOptions(Section):
     overlap: Annotated[float, Field(ge=0.0, lt=0.9)] = 0.25
 
 
+MAX_PIXELS = 400_000_000  # 20000 x 20000; above it an image is refused whatever the settings
+
+
+class WindowSettings(TileOptions):
+    """Sliding windows in params (`evaluate`, `register.serve`): `tile` for every image, or
+    with tile None the whole image up to `whole_pixels` and windows of the default size above."""
+
+    whole_pixels: Annotated[int, Field(gt=0, le=MAX_PIXELS)] = 4_000_000
+
+
+class EvaluateConfig(WindowSettings):
+    """The evaluate stage: Table 5's strategies, boundary bands, samples; every model and
+    deployed format runs in sliding windows when `tile` is set (or above `whole_pixels`)."""
+
+    output_strides: Annotated[list[OutputStride], Field(min_length=1), AfterValidator(_unique)]
+    scales: Scales
+    flip: Annotated[list[bool], Field(min_length=1), AfterValidator(_unique)]
+    trimap_widths: Annotated[list[Annotated[int, Field(gt=0, le=256)]], Field(min_length=1),
+                             AfterValidator(_unique)]
+    sample_images: Annotated[int, Field(ge=0, le=64)]
+    madds_size: Annotated[int, Field(ge=32, le=MAX_SIZE)]
+    pad_to: Optional[PadTo]
+
+
 DEPLOY_FORMATS = ("torch/fp32", "torch/bf16", "onnxruntime/fp32", "onnxruntime/int8",
                   "openvino/fp32", "openvino/bf16", "openvino/int8")
-MAX_PIXELS = 400_000_000  # 20000 x 20000; above it an image is refused whatever the settings
 
 
 class DeployConfig(Section):
@@ -317,14 +361,13 @@ class DeployConfig(Section):
     threads: Annotated[int, Field(ge=0, le=256)] = 1
 
 
-class ServeConfig(TileOptions):
+class ServeConfig(WindowSettings):
     """How the registered model runs when served: its runtime, precision, the largest image
     it takes, and the sliding windows above `whole_pixels`."""
 
     runtime: Literal["torch", "onnxruntime", "openvino"] = "torch"
     precision: Literal["fp32", "bf16", "int8"] = "fp32"
     max_pixels: Annotated[int, Field(gt=0, le=MAX_PIXELS)] = 40_000_000
-    whole_pixels: Annotated[int, Field(gt=0, le=MAX_PIXELS)] = 4_000_000
     threads: Annotated[int, Field(ge=0, le=256)] = 0
 
 

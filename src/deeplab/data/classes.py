@@ -23,6 +23,27 @@ VOC_CLASSES = (
     "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant",
     "sheep", "sofa", "train", "tvmonitor",
 )
+# ADE20K's 150 classes (ADEChallengeData2016 objectInfo150, short names), ids 1..150 in its masks.
+ADE20K_CLASSES = (
+    "wall", "building", "sky", "floor", "tree", "ceiling", "road", "bed", "windowpane", "grass",
+    "cabinet", "sidewalk", "person", "earth", "door", "table", "mountain", "plant", "curtain",
+    "chair", "car", "water", "painting", "sofa", "shelf", "house", "sea", "mirror", "rug",
+    "field", "armchair", "seat", "fence", "desk", "rock", "wardrobe", "lamp", "bathtub",
+    "railing", "cushion", "base", "box", "column", "signboard", "chest of drawers", "counter",
+    "sand", "sink", "skyscraper", "fireplace", "refrigerator", "grandstand", "path", "stairs",
+    "runway", "case", "pool table", "pillow", "screen door", "stairway", "river", "bridge",
+    "bookcase", "blind", "coffee table", "toilet", "flower", "book", "hill", "bench",
+    "countertop", "stove", "palm", "kitchen island", "computer", "swivel chair", "boat", "bar",
+    "arcade machine", "hovel", "bus", "towel", "light", "truck", "tower", "chandelier", "awning",
+    "streetlight", "booth", "television receiver", "airplane", "dirt track", "apparel", "pole",
+    "land", "bannister", "escalator", "ottoman", "bottle", "buffet", "poster", "stage", "van",
+    "ship", "fountain", "conveyer belt", "canopy", "washer", "plaything", "swimming pool",
+    "stool", "barrel", "basket", "waterfall", "tent", "bag", "minibike", "cradle", "oven", "ball",
+    "food", "step", "tank", "trade name", "microwave", "pot", "animal", "bicycle", "lake",
+    "dishwasher", "screen", "blanket", "sculpture", "hood", "sconce", "vase", "traffic light",
+    "tray", "ashcan", "fan", "pier", "crt screen", "plate", "monitor", "bulletin board", "shower",
+    "radiator", "glass", "clock", "flag",
+)
 VOC_HARD_CLASSES = ("bicycle", "chair", "diningtable", "pottedplant", "sofa")  # DeepLabv3 appendix
 # COCO's names of the VOC classes where they differ (the paper's COCO -> VOC mapping).
 COCO_SYNONYMS = {"airplane": "aeroplane", "motorcycle": "motorbike", "couch": "sofa",
@@ -61,8 +82,9 @@ def cityscapes_classes() -> tuple[list[str], list[tuple[int, int, int]]]:
 
 
 def cityscapes_lookup() -> list[int]:
-    """labelId (0..255) -> trainId, 255 for ignored and unknown ids (the official table)."""
-    table = [IGNORE] * 256
+    """labelId (0..255) -> trainId by the official table: 255 for the ids it ignores, -1 for
+    ids it does not have (an error naming the file, never a silent ignore)."""
+    table = [-1] * 256
     for label in cityscapes_labels():
         if 0 <= label.id < 256:
             table[label.id] = label.trainId if 0 <= label.trainId < 255 else IGNORE
@@ -76,6 +98,7 @@ class ClassList:
     names: tuple[str, ...]
     palette: tuple[tuple[int, int, int], ...]
     ignore_index: int = IGNORE
+    reduce_zero_label: bool = False  # raw 0 = unlabeled, raw k = class k-1 (ADE20K)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "names", tuple(self.names))
@@ -99,13 +122,14 @@ class ClassList:
         return [self.names.index(n) for n in names]
 
     def as_dict(self) -> dict[str, Any]:
-        return {"names": list(self.names), "palette": [list(c) for c in self.palette],
-                "ignore_index": self.ignore_index}
+        out = {"names": list(self.names), "palette": [list(c) for c in self.palette],
+               "ignore_index": self.ignore_index}
+        return out | ({"reduce_zero_label": True} if self.reduce_zero_label else {})
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> "ClassList":
         return cls(tuple(data["names"]), tuple(tuple(c) for c in data["palette"]),
-                   int(data.get("ignore_index", IGNORE)))
+                   int(data.get("ignore_index", IGNORE)), bool(data.get("reduce_zero_label", False)))
 
     @classmethod
     def default(cls, num_classes: int) -> "ClassList":
@@ -113,29 +137,6 @@ class ClassList:
         names = VOC_CLASSES if num_classes == len(VOC_CLASSES) else \
             tuple(f"class_{i}" for i in range(num_classes))
         return cls(names, tuple(voc_palette(num_classes)))
-
-
-def resolve_classes(layout: str, classes: Sequence[str] | None,
-                    palette: Sequence[Sequence[int]] | None, ignore_index: int) -> ClassList:
-    """The class list `params.data` describes (`classes: null` = the layout's own)."""
-    if layout == "cityscapes":
-        names, colours = cityscapes_classes()
-        if classes is not None and list(classes) != names:
-            raise ConfigError("data.classes: the cityscapes layout maps labelIds to the 19 official "
-                              "trainId classes; leave data.classes null")
-    else:
-        names = list(classes) if classes is not None else list(VOC_CLASSES)
-        colours = voc_palette(len(names))
-    if palette is not None:
-        if len(palette) != len(names):
-            raise ConfigError(f"data.palette: {len(palette)} colours for {len(names)} classes; give "
-                              f"one [r, g, b] per class, or null for the default colours")
-        colours = [tuple(c) for c in palette]
-    if ignore_index < len(names):
-        raise ConfigError(f"data.ignore_index: {ignore_index} is the id of class "
-                          f"'{names[ignore_index]}'; the ignore value must be >= the class count "
-                          f"({len(names)}), e.g. 255")
-    return ClassList(tuple(names), tuple(colours), ignore_index)
 
 
 def hard_class_ids(classes: ClassList, hard_classes: Sequence[str] | None) -> list[int]:
@@ -148,7 +149,8 @@ def hard_class_ids(classes: ClassList, hard_classes: Sequence[str] | None) -> li
 
 
 def coco_class_map(classes: ClassList, category_names: Sequence[str],
-                   coco_map: Mapping[str, str] | None, where: str) -> dict[str, int]:
+                   coco_map: Mapping[str, str] | None, where: str,
+                   merge: bool = False) -> dict[str, int]:
     """{COCO category name: class id}: `coco_map` if given, else same names plus the paper's VOC
     synonyms. Every other category is background. ConfigError for a map naming an unknown
     class or a category `where` (the annotation file) does not have."""
@@ -156,13 +158,16 @@ def coco_class_map(classes: ClassList, category_names: Sequence[str],
         pairs = {name: name for name in category_names if name in classes.names}
         pairs.update({c: v for c, v in COCO_SYNONYMS.items()
                       if c in category_names and v in classes.names})
-    else:
+    elif not merge:
         missing = [name for name in coco_map if name not in category_names]
         if missing:
             raise ConfigError(f"data.coco_map: {', '.join(map(repr, missing))} "
                               f"{'is not a category' if len(missing) == 1 else 'are not categories'}"
                               f" of {where} (categories: {', '.join(sorted(category_names))})")
         pairs = dict(coco_map)
+    if merge:  # a COCO-JSON target: same names, merged by the map's entries for this file's categories
+        pairs = {name: name for name in category_names if name in classes.names} | \
+            {c: v for c, v in (coco_map or {}).items() if c in category_names}
     ids = classes.ids(list(pairs.values()), "data.coco_map")
     return dict(zip(pairs, ids))
 

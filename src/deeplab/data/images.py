@@ -1,5 +1,7 @@
 """Reading an image as uint8 RGB, the same way wherever one is read: training, evaluation,
-predict, int8 calibration and the served model."""
+predict, int8 calibration and the served model. EXIF orientation is applied (the upright
+view a viewer shows, which labelling tools draw masks on), and 16- and 32-bit grey levels
+are rescaled to 0-255."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ from pathlib import Path
 from typing import IO
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from ..core.errors import InputError
 
@@ -34,7 +36,7 @@ def read_rgb(source: str | Path | IO[bytes], max_pixels: int | None = None,
                 raise InputError(f"{label}: {img.width}x{img.height} is more than the "
                                  f"{max_pixels:,} pixels allowed")
             img.load()
-            return _to_uint8_rgb(img)
+            return _to_uint8_rgb(ImageOps.exif_transpose(img))
     except InputError:
         raise
     except Image.DecompressionBombError as exc:
@@ -42,3 +44,9 @@ def read_rgb(source: str | Path | IO[bytes], max_pixels: int | None = None,
                          f"guard: {exc})") from None
     except Exception as exc:  # noqa: BLE001 - PIL raises many types for corrupt files
         raise InputError(f"{label}: not a readable image ({exc})") from None
+
+
+def upright_size(img: Image.Image) -> tuple[int, int]:
+    """(width, height) of an opened image as `read_rgb` returns it (EXIF orientation applied)."""
+    orientation = img.getexif().get(0x0112, 1)  # 5-8: rotated by 90 or 270 degrees
+    return (img.height, img.width) if orientation in (5, 6, 7, 8) else img.size

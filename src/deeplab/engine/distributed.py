@@ -87,6 +87,12 @@ def all_sum(value: torch.Tensor) -> torch.Tensor:
     return _AllReduceSum.apply(value) if is_distributed() else value
 
 
+def all_gather(value: torch.Tensor) -> torch.Tensor:
+    """The tensors of all processes (equal shapes) concatenated along the first dimension, in
+    rank order (itself when alone); differentiable."""
+    return _AllGather.apply(value).flatten(0, 1) if is_distributed() else value
+
+
 class GlobalBatchNorm(_BatchNorm):
     """Batch norm whose training statistics cover the batches of all processes.
 

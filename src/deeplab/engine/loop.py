@@ -30,10 +30,10 @@ from ..core.errors import TrainingDivergedError
 from ..core.io import save_torch
 from ..core.schema import RuntimeConfig, Schedule, TrainConfig
 from ..data.dataset import IterationSampler, SegmentationDataset
-from ..data.palette import IGNORE
-from ..device import select_device
+from ..device import select_device, train_precision
 from .checkpoints import fingerprint, load_checkpoint, rng_state, set_rng_state
-from .distributed import all_sum, synchronize_batchnorm
+from .distributed import synchronize_batchnorm
+from .losses import Objective
 from .optim import sgd_with_poly_schedule
 
 log = logging.getLogger(__name__)
@@ -71,13 +71,15 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 def global_batch_loss(model: Callable[[torch.Tensor], torch.Tensor], images: torch.Tensor,
-                      labels: torch.Tensor, amp_dtype: torch.dtype | None, world_size: int = 1
+                      labels: torch.Tensor, amp_dtype: torch.dtype | None,
+                      objective: Objective = Objective(), iteration: int = 0
                       ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Cross-entropy (ignore 255) on logits upsampled to the label size, under autocast.
+    """The objective (cross-entropy by default, ignore 255) on logits upsampled to the label
+    size, under autocast.
 
-    Returns the loss to backpropagate (this process's pixel sum over the valid pixels of all
-    processes, times the process count, since DDP averages gradients: the mean over the
-    global batch) and that global mean itself, the same on every process.
+    Returns the loss to backpropagate, which is the loss of the global batch (the same on
+    every process; DDP's gradient averaging then gives its gradient, see `losses`), and its
+    detached value.
     """
     with torch.autocast(images.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
         logits = model(images)
@@ -85,9 +87,8 @@ def global_batch_loss(model: Callable[[torch.Tensor], torch.Tensor], images: tor
             logits = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear",
                                    align_corners=True)
         logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
-        loss_sum = F.cross_entropy(logits, labels, ignore_index=IGNORE, reduction="sum")
-        valid = all_sum((labels != IGNORE).sum().float()).clamp_min(1)
-        return loss_sum * world_size / valid, all_sum(loss_sum.detach()) / valid
+        loss = objective(logits, labels, iteration)
+        return loss, loss.detach()
 
 
 def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer,
@@ -124,6 +125,7 @@ class TrainOptions:
     run_id: str | None = None
     on_log: Callable[[int, dict[str, float]], None] | None = None
     on_validate: Callable[[nn.Module, int], dict[str, float]] | None = None
+    class_weights: list[float] | None = None
 
 
 def train(model: nn.Module, dataset: SegmentationDataset, sched: Schedule, settings: TrainConfig,
@@ -140,7 +142,8 @@ def train(model: nn.Module, dataset: SegmentationDataset, sched: Schedule, setti
     device = options.device or select_device(settings.device)
     total = sched.iterations
     freeze_bn = sched.freeze_bn
-    channels_last = device.type == "cuda" and settings.channels_last
+    precision = train_precision(settings.amp, settings.channels_last, device)
+    channels_last = precision.channels_last
     seed_everything(seed)
     model.to(device)
     if channels_last:
@@ -151,10 +154,14 @@ def train(model: nn.Module, dataset: SegmentationDataset, sched: Schedule, setti
                                         device_ids=[device.index] if device.type == "cuda" else None)
     param_dtype = next(model.parameters()).dtype  # float32; float64 in exactness tests
     optimizer, scheduler = sgd_with_poly_schedule(model, sched)
-    amp = settings.amp if device.type == "cuda" else "off"
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp == "fp16")
+    amp_dtype = precision.dtype
+    scaler = torch.amp.GradScaler("cuda", enabled=precision.amp == "fp16")
+    if rank == 0:
+        log.info("training on %s: %s autocast, channels_last %s", device,
+                 precision.amp if amp_dtype else "no (fp32)", channels_last)
 
+    objective = Objective(sched.loss, options.class_weights, sched.top_k_percent_pixels,
+                          sched.hard_example_mining_step)
     key = fingerprint(options.fingerprint)
     resume = options.resume
     if resume is FROM_FILE:
@@ -202,7 +209,7 @@ def train(model: nn.Module, dataset: SegmentationDataset, sched: Schedule, setti
         labels = labels.to(device, non_blocking=True)
         if channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        loss, global_loss = global_batch_loss(step_fn, images, labels, amp_dtype, world_size)
+        loss, global_loss = global_batch_loss(step_fn, images, labels, amp_dtype, objective, it)
         if not torch.isfinite(global_loss):
             bar.close()
             raise TrainingDivergedError(

@@ -12,6 +12,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from ..core.errors import ConfigError, MissingFileError
 from ..core.io import write_csv, write_json
 from ..core.schema import Params
 from ..data.classes import ClassList, read_classes
@@ -30,6 +31,7 @@ from ..tracking import (
 from .checkpoints import code_signature, fingerprint, load_checkpoint
 from .distributed import init_from_env, shutdown
 from .init import NO_PRETRAINING, Start, build_model, initial_model
+from .losses import class_weights
 from .loop import TrainOptions, TrainResult, seed_everything, train
 
 log = logging.getLogger(__name__)
@@ -88,6 +90,7 @@ class StageFiles:
     reports: Path
     init: Path | None = None
     hard_list: Path | None = None
+    class_stats: Path | None = None  # preprocess's per-class pixel counts (class weights)
 
     @property
     def data_files(self) -> list[Path]:
@@ -107,6 +110,30 @@ def training_data(stage: TrainingStage, params: Params, files: StageFiles,
     fill = tuple(int(round(255 * float(m))) for m in mean.flatten())
     dataset = SegmentationDataset(rows, sched.crop_size, sched.scale_range, sched.flip, fill=fill)
     return dataset, read_list(files.val_list), len(rows) - len(base)
+
+
+def stage_class_weights(stage: TrainingStage, sched: Any, files: StageFiles,
+                        classes: ClassList) -> list[float] | None:
+    """The schedule's `class_weights`, computed from the pixel counts of the split it trains
+    on (`class_stats.csv`: coco_train for pretrain, train otherwise)."""
+    if sched.class_weights is None:
+        return None
+    key = f"{stage.schedule}.class_weights"
+    if isinstance(sched.class_weights, list):
+        if len(sched.class_weights) != len(classes):
+            raise ConfigError(f"{key}: {len(sched.class_weights)} weights for the "
+                              f"{len(classes)} classes ({', '.join(classes.names)})")
+        return class_weights(sched.class_weights, [1] * len(classes))
+    if files.class_stats is None or not files.class_stats.is_file():
+        raise MissingFileError(f"{key}: {sched.class_weights} needs preprocess's class_stats.csv "
+                               f"({files.class_stats})")
+    stats = pd.read_csv(files.class_stats)
+    split = "coco_train" if stage == PRETRAIN else "train"
+    rows = stats[stats["split"] == split].sort_values("class_id")
+    if rows["class"].tolist() != list(classes.names):
+        raise ConfigError(f"{files.class_stats}: its classes differ from {files.classes}; rerun "
+                          f"preprocess (dvc repro)")
+    return class_weights(sched.class_weights, rows["pixels"].tolist())
 
 
 def run_fingerprint(stage: TrainingStage, params: Params, files: StageFiles,
@@ -161,6 +188,7 @@ def run_training_stage(stage: TrainingStage, params: Params, files: StageFiles) 
     log.info("%s: %d training samples (%d hard repeats), init from %s, device %s, process %d of %d",
              stage.name, len(dataset), repeats, origin, device, info.rank + 1, info.world_size)
     fp = run_fingerprint(stage, params, files, dataset, start)
+    weights = stage_class_weights(stage, sched, files, classes)
 
     def validate(m: torch.nn.Module, it: int) -> dict[str, float]:
         miou = evaluate(m, val_rows, len(classes), device, desc="val")["miou"]
@@ -176,10 +204,12 @@ def run_training_stage(stage: TrainingStage, params: Params, files: StageFiles) 
         with tracked as run:
             if info.is_main:
                 mlflow.set_tags({"init": origin, "processes": str(info.world_size)})
+                if weights is not None:
+                    mlflow.log_dict(dict(zip(classes.names, weights)), "class_weights.json")
             options = TrainOptions(files.checkpoint, params.seed, fp, device, info.rank,
                                    info.world_size, resume, run.info.run_id if run else None,
                                    on_log=lambda it, rec: mlflow.log_metrics(rec, step=it),
-                                   on_validate=validate)
+                                   on_validate=validate, class_weights=weights)
             result = train(model, dataset, sched, params.train, params.runtime, options)
             if not info.is_main:  # rank 0 alone validates and writes
                 return {}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -11,32 +11,38 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from ..core.schema import WindowSettings
 from ..data.dataset import load_sample
-from .inference import InferenceStrategy, predict_probs, to_float_image
+from .inference import InferenceStrategy, ModelRunner
 from .metrics import boundary_band, confusion_matrix, image_counts, scores
+from .tiles import segment_image
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, rows: pd.DataFrame, num_classes: int, device: torch.device,
+def evaluate(model: nn.Module | None, rows: pd.DataFrame, num_classes: int, device: torch.device,
              strategy: InferenceStrategy = InferenceStrategy(),
              trimap_widths: Sequence[int] = (), desc: str = "eval",
-             keep_predictions: int = 0,
-             predict: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict[str, object]:
+             keep_predictions: int = 0, runner: Any | None = None,
+             windows: WindowSettings | None = None) -> dict[str, object]:
     """Evaluate every image of a split at its full size (padded to an exact size, see
-    `inference`).
+    `inference`), whole or in sliding windows (`windows`: a tile for every image, or the
+    default tile above `whole_pixels`; None: always whole).
 
     Returns `scores(cm)` plus `cm` (the confusion matrix), `per_image` (`N x 3 x C` true
     positive, false positive and false negative counts, for bootstrap intervals), `trimap`
     ({width: mIoU within that band}), `seconds_per_image` (inference only) and, if asked,
-    the first `keep_predictions` (image, label, prediction). `predict` (uint8 `3 x H x W` ->
-    `H x W` labels) replaces the model, e.g. a deployed ONNX file on its runtime.
+    the first `keep_predictions` (image, label, prediction). `runner` (uint8 `N x H x W x 3`
+    -> `probs` / `labels`, e.g. a deployed ONNX file on its runtime) replaces the model.
     """
-    if predict is None:
-        model.eval()
+    runner = runner or ModelRunner(model, strategy, device)
+    tile, overlap, whole = (windows.tile, windows.overlap, windows.whole_pixels) if windows \
+        else (None, 0.0, None)
 
-        def predict(image: torch.Tensor) -> torch.Tensor:
-            x = to_float_image(image.unsqueeze(0)).to(device)
-            return predict_probs(model, x, strategy).argmax(1)[0].cpu()
+    def predict(image: torch.Tensor) -> torch.Tensor:
+        pixels = np.ascontiguousarray(image.permute(1, 2, 0).numpy())
+        if tile is None and (whole is None or image.shape[1] * image.shape[2] <= whole):
+            return torch.from_numpy(runner.labels(pixels[None])[0]).long()
+        return torch.from_numpy(segment_image(runner, pixels, tile, overlap, whole)).long()
     cm = torch.zeros(num_classes, num_classes, dtype=torch.long)
     band_cms = {w: torch.zeros_like(cm) for w in trimap_widths}
     kept, per_image = [], []

@@ -103,3 +103,22 @@ def predict_probs(model: nn.Module, image: torch.Tensor,
 def to_float_image(batch: torch.Tensor) -> torch.Tensor:
     """uint8 `N x 3 x H x W` -> float [0, 1]."""
     return batch.float().div_(255)
+
+
+class ModelRunner:
+    """A network under an inference strategy, with the deployed runtimes' interface: uint8
+    `N x H x W x 3` images in, class probabilities (`probs`) or labels (`labels`) out."""
+
+    def __init__(self, model: nn.Module, strategy: InferenceStrategy = InferenceStrategy(),
+                 device: torch.device | str = "cpu") -> None:
+        self.model, self.strategy, self.device = model.eval(), strategy, torch.device(device)
+
+    def _probs(self, images: Any) -> torch.Tensor:
+        batch = torch.from_numpy(images).permute(0, 3, 1, 2)
+        return predict_probs(self.model, to_float_image(batch).to(self.device), self.strategy)
+
+    def probs(self, images: Any) -> Any:
+        return self._probs(images).cpu().numpy()
+
+    def labels(self, images: Any) -> Any:
+        return self._probs(images).argmax(1).to(torch.uint8).cpu().numpy()

@@ -23,11 +23,11 @@ from typing import Any
 from ..core.errors import ConfigError, MissingFileError
 from ..core.io import atomic_dir, write_json
 from ..core.schema import DataConfig
-from ..data.classes import ClassList, resolve_classes
+from ..data.classes import ClassList
 from .download import download, safe_extract
-from .layouts import REQUIRED
+from .layouts import LayoutOptions, layout, resolve_classes
 from .signature import tree_signature
-from .synthetic import GENERATOR_VERSION, TARGET_DIRS, generate
+from .synthetic import GENERATOR_VERSION, generate
 
 log = logging.getLogger(__name__)
 
@@ -59,11 +59,30 @@ def _check_dir(path: str | None, key: str, required: list[str]) -> str:
     return str(root.resolve())
 
 
+def _check_root(data: DataConfig) -> str:
+    """The target dataset's root: it holds one of its layout's required sets of paths (or the
+    files `data.coco_files` names)."""
+    if not data.root:
+        raise MissingFileError("data.root: required when data.source is 'local'")
+    root = Path(data.root).expanduser()
+    needed = [tuple(data.coco_files.model_dump().values())] if data.coco_files else \
+        layout(data.layout).required
+    gaps = [[p for p in paths if not (root / p).exists()] for paths in needed]
+    if all(gaps):
+        others = [", ".join(paths) for paths, gap in zip(needed, gaps) if gap is not min(gaps, key=len)]
+        raise MissingFileError(f"data.root: {root} lacks {', '.join(min(gaps, key=len))}"
+                               + (f" (or a {data.layout} dataset as {'; '.join(others)})" if others else ""))
+    return str(root.resolve())
+
+
+def layout_options(data: DataConfig) -> LayoutOptions:
+    return LayoutOptions(None, data.coco_files.model_dump() if data.coco_files else {},
+                         dict(data.coco_map or {}))
+
+
 def local_roots(data: DataConfig) -> dict[str, str | None]:
     """Validate the user's own dataset directories (COCO and SBD are optional)."""
-    roots: dict[str, str | None] = {
-        "root": _check_dir(data.root, "root", REQUIRED[data.layout]),
-        "coco_root": None, "sbd_root": None}
+    roots: dict[str, str | None] = {"root": _check_root(data), "coco_root": None, "sbd_root": None}
     if data.coco_root:
         roots["coco_root"] = _check_dir(data.coco_root, "coco_root", [
             "annotations/instances_train2017.json", "annotations/instances_val2017.json",
@@ -78,14 +97,9 @@ def local_roots(data: DataConfig) -> dict[str, str | None]:
 
 def download_all(data: DataConfig, raw: Path) -> dict[str, str]:
     """Download and extract VOC 2012, SBD and COCO 2017 under `raw` (the downloads folder)."""
-    if data.layout == "cityscapes":
-        raise ConfigError("data.source: Cityscapes downloads need an account; download "
-                          "leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip with "
-                          "cityscapesscripts' csDownload (or the website), then set data.source: "
-                          "local and data.root to the folder holding leftImg8bit/ and gtFine/")
-    if data.layout == "folder":
-        raise ConfigError("data.source: download fetches the public VOC/COCO archives; a folder "
-                          "dataset is your own: set data.source: local and data.root")
+    refusal = layout(data.layout).download
+    if refusal:
+        raise ConfigError(refusal)
     opts = data.download
     archives = raw / "archives"
     for name, (archive, url, md5, into, _) in SOURCES.items():
@@ -125,7 +139,7 @@ def fetch_synthetic(data: DataConfig, classes: ClassList, out: Path) -> dict[str
         with atomic_dir(out) as tmp:
             generate(tmp, cfg, data.layout, classes)
             write_json(tmp / "generated.json", stamp)
-    return {"root": str(out / TARGET_DIRS[data.layout]),
+    return {"root": str(out / layout(data.layout).synthetic_dir),
             "coco_root": str(out / "coco") if cfg.coco_train_images else None,
             "sbd_root": str(out / "SBD") if cfg.sbd_images and data.layout == "voc" else None}
 
@@ -136,19 +150,26 @@ def fetch(data: DataConfig, raw: Path) -> dict[str, Any]:
     The manifest holds the dataset roots, the layout, the class list, the COCO name map and a
     signature of every file under the roots: what preprocess reads.
     """
-    classes = resolve_classes(data.layout, data.classes,
-                              [tuple(c) for c in data.palette] if data.palette else None,
-                              data.ignore_index)
     source = data.source
+    options = layout_options(data)
+
+    def classes_of(root: str | None) -> ClassList:
+        return resolve_classes(data.layout, data.classes,
+                               [tuple(c) for c in data.palette] if data.palette else None,
+                               data.ignore_index, Path(root) if root else None, options,
+                               data.reduce_zero_label)
+
     if source == "synthetic":
+        classes = classes_of(None)
         roots = fetch_synthetic(data, classes, raw / "synthetic")
-    elif source == "local":
-        roots = local_roots(data)
     else:
-        roots = download_all(data, Path(data.download.dir))
+        roots = local_roots(data) if source == "local" else download_all(data, Path(data.download.dir))
+        classes = classes_of(roots["root"])
     signature = tree_signature(list(roots.values()), raw.parent / ".cache" / "signatures.json")
     manifest = {"source": source, "layout": data.layout, **roots, "classes": classes.as_dict(),
                 "coco_map": data.coco_map, "signature": signature}
+    if data.coco_files is not None:
+        manifest["coco_files"] = options.coco_files
     path = raw / "manifest.json"
     if not (path.is_file() and json.loads(path.read_text()) == manifest):
         write_json(path, manifest)

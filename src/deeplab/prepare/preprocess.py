@@ -36,14 +36,13 @@ from ..core.schema import PreprocessConfig
 from ..data.classes import (
     IGNORE,
     ClassList,
-    cityscapes_lookup,
     coco_class_map,
     hard_class_ids,
     write_classes,
 )
 from ..data.palette import save_label_png
 from .coco import category_names, load_coco, semantic_mask
-from .layouts import Sample, target_splits
+from .layouts import Sample, layout, options_of, target_splits
 from .samples import (
     BadSampleError,
     LabelRules,
@@ -103,6 +102,7 @@ class Job:
     annotation_file: Path | None = None
     class_of: dict[int, int] = field(default_factory=dict)
     min_pixels: int = 0
+    annotations: dict[Path, tuple[Any, dict[int, int]]] = field(default_factory=dict)
 
 
 _JOB: Job | None = None
@@ -138,11 +138,18 @@ def _written(sample_id: str, image: Path, label: np.ndarray) -> Converted:
 
 
 def _convert_target(sample: Sample) -> Converted | Rejected:
-    """One target sample: image checked, label read and mapped to class ids, mask written."""
+    """One target sample: image checked, label read and mapped to class ids (or painted from
+    its COCO annotations), mask written."""
     try:
         size = check_image(sample.image)
-        raw = read_raw_label(sample.label, sample.kind)
-        label = _JOB.rules.convert(raw, sample.label, size)
+        if sample.kind == "coco":
+            coco, class_of = _JOB.annotations[sample.label]
+            info = coco.loadImgs(sample.coco_id)[0]
+            check_image(sample.image, (int(info["width"]), int(info["height"])))
+            label = semantic_mask(coco, info, sample.label, class_of, _JOB.classes.background)
+        else:
+            raw = read_raw_label(sample.label, sample.kind)
+            label = _JOB.rules.convert(raw, sample.label, size)
     except BadSampleError as exc:
         return Rejected(f"{exc} (sample {sample.id})" if sample.id not in str(exc) else str(exc))
     return _written(sample.id, sample.image, label)
@@ -226,15 +233,29 @@ def hard_images(split: Split, ids: list[int]) -> list[str]:
     return [row["id"] for row, h in zip(split.rows, split.hist) if ids and h[ids].any()]
 
 
-def label_rules(layout: str, classes: ClassList) -> LabelRules:
+def label_rules(name: str, classes: ClassList) -> LabelRules:
+    lookup = layout(name).lookup
     return LabelRules(len(classes), classes.ignore_index, classes.palette,
-                      tuple(cityscapes_lookup()) if layout == "cityscapes" else None)
+                      tuple(lookup()) if lookup else None, classes.reduce_zero_label)
+
+
+def target_annotations(samples: list[Sample], classes: ClassList, coco_map: dict[str, str] | None,
+                       guard: SampleGuard) -> dict[Path, tuple[Any, dict[int, int]]]:
+    """{annotation file: (its COCO index, category id -> class id)} of a COCO-JSON target:
+    categories by name, merged by `data.coco_map`; other categories are background."""
+    out = {}
+    for ann_file in dict.fromkeys(s.label for s in samples if s.kind == "coco"):
+        coco = load_coco(ann_file, guard)
+        names = category_names(coco)
+        by_name = coco_class_map(classes, list(names.values()), coco_map, str(ann_file), merge=True)
+        out[ann_file] = (coco, {cid: by_name[name] for cid, name in names.items() if name in by_name})
+    return out
 
 
 def preprocess(manifest: dict[str, Any], out: Path, cfg: PreprocessConfig) -> dict[str, Any]:
     """Run the whole preprocessing into `out` (atomically); return the summary."""
     classes = ClassList.from_dict(manifest["classes"])
-    layout = manifest.get("layout", "voc")
+    layout_name = manifest.get("layout", "voc")
     hard_ids = hard_class_ids(classes, cfg.hard_classes)  # a bad name fails before any work
     guard = SampleGuard(cfg.on_bad_sample)
     workers = cfg.workers or os.cpu_count() or 1
@@ -248,11 +269,13 @@ def preprocess(manifest: dict[str, Any], out: Path, cfg: PreprocessConfig) -> di
             else:
                 coco_splits.append(Split(f"coco_{split}", out))
             (tmp / f"masks/coco_{split}").mkdir(parents=True, exist_ok=True)
-        sbd = Path(manifest["sbd_root"]) if manifest.get("sbd_root") else None
-        target = target_splits(layout, Path(manifest["root"]), sbd, guard)
-        rules = label_rules(layout, classes)
+        target = target_splits(layout_name, Path(manifest["root"]), options_of(manifest), guard)
+        rules = label_rules(layout_name, classes)
+        annotations = target_annotations(target.train + target.val, classes,
+                                         manifest.get("coco_map"), guard)
         train, val = (Split(name, out).collect(_run(
-            _convert_target, samples, Job(tmp, classes, rules, f"masks/{name}"), workers, name), guard)
+            _convert_target, samples, Job(tmp, classes, rules, f"masks/{name}",
+                                          annotations=annotations), workers, name), guard)
             for name, samples in (("train", target.train), ("val", target.val)))
         splits = [*coco_splits, train, val]
         required = [train, val] + (coco_splits if manifest.get("coco_root") else [])
@@ -266,7 +289,7 @@ def preprocess(manifest: dict[str, Any], out: Path, cfg: PreprocessConfig) -> di
         hard = hard_images(train, hard_ids)
         write_text(tmp / "hard_images.txt", "".join(f"{i}\n" for i in hard))
         summary = {
-            "layout": layout, "classes": len(classes),
+            "layout": layout_name, "classes": len(classes),
             "samples": {s.name: len(s.rows) for s in splits},
             "dropped_min_pixels": {s.name: s.dropped for s in coco_splits},
             "skipped_bad_samples": len(guard.skipped), "skipped": guard.skipped[:100],

@@ -13,6 +13,7 @@ from PIL import Image
 
 from ..core.errors import BadSampleError
 from ..data.classes import IGNORE, IGNORE_COLOUR
+from ..data.images import upright_size
 
 log = logging.getLogger(__name__)
 __all__ = ["BadSampleError", "LabelRules", "SampleGuard", "check_image", "read_raw_label"]
@@ -25,7 +26,7 @@ def check_image(path: Path, expected_size: tuple[int, int] | None = None) -> tup
     try:
         with Image.open(path) as img:
             img.load()
-            size = img.size
+            size = upright_size(img)
     except Exception as exc:  # noqa: BLE001 - PIL raises many types for corrupt files
         raise BadSampleError(f"{path}: corrupt or unreadable image ({exc})") from exc
     if expected_size is not None and size != tuple(expected_size):
@@ -54,28 +55,33 @@ def read_raw_label(path: Path, kind: str) -> np.ndarray:
             img.load()
             if img.mode in ("P", "L"):
                 return np.array(img, dtype=np.uint8)
+            if img.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit ids: checked against the classes
+                return np.array(img).astype(np.int32)
             if img.mode in ("RGB", "RGBA") and kind == "png":
                 return np.array(img.convert("RGB"), dtype=np.uint8)
             mode = img.mode
     except Exception as exc:  # noqa: BLE001 - PIL raises many types for corrupt files
         raise BadSampleError(f"{path}: corrupt or unreadable mask ({exc})") from exc
-    raise BadSampleError(f"{path}: a mask must be a single-channel, palette or RGB colour PNG "
-                         f"with 8-bit values, got mode {mode}")
+    raise BadSampleError(f"{path}: a mask must be a single-channel (8- or 16-bit), palette or RGB "
+                         f"colour PNG, got mode {mode}")
 
 
 @dataclass(frozen=True)
 class LabelRules:
     """How raw label values become class ids 0..N-1 (and 255 = ignore).
 
-    Single-channel values: `ignore_index` -> 255, values below N kept, anything else an error.
-    `lookup` (Cityscapes labelIds -> trainIds) maps values first; -1 marks unknown ids.
-    RGB colours: the class colours, and VOC's void colour (224, 224, 192) -> 255.
+    Single-channel values (8- or 16-bit): `ignore_index` -> 255, values below N kept, anything
+    else an error naming the file and the values. With `reduce_zero_label` (ADE20K): 0 -> 255 and
+    k -> k-1 first. `lookup` (Cityscapes labelIds -> trainIds) maps values first; -1 marks ids
+    outside the official table (an error). RGB colours: the class colours, and VOC's void
+    colour (224, 224, 192) -> 255. Classes are at most 255 (uint8 masks, 255 = ignore).
     """
 
     num_classes: int
     ignore_index: int = IGNORE
     colours: tuple[tuple[int, int, int], ...] = ()
     lookup: tuple[int, ...] | None = None
+    reduce_zero_label: bool = False
 
     def convert(self, raw: np.ndarray, path: Path | str, image_size: tuple[int, int]) -> np.ndarray:
         h, w = raw.shape[:2]
@@ -86,19 +92,25 @@ class LabelRules:
             return self._from_colours(raw, path)
         if self.lookup is not None:
             table = np.asarray(self.lookup, dtype=np.int16)
-            mapped = table[raw]
-            unknown = np.unique(raw[mapped < 0])
+            outside = raw >= len(table)
+            mapped = table[np.where(outside, 0, raw)]
+            unknown = np.unique(raw[(mapped < 0) | outside])
             if unknown.size:
                 raise BadSampleError(f"{path}: label ids {unknown.tolist()[:10]} are not in the "
                                      f"official table")
             return mapped.astype(np.uint8)
-        label = raw.copy()
-        label[raw == self.ignore_index] = IGNORE
-        bad = np.unique(raw[(raw >= self.num_classes) & (raw != self.ignore_index)])
+        values = raw.astype(np.int32)
+        ignored = values == self.ignore_index
+        if self.reduce_zero_label:
+            ignored |= values == 0
+            values = values - 1
+        bad = np.unique(raw[~ignored & ((values >= self.num_classes) | (values < 0))])
         if bad.size:
+            shift = " (reduce_zero_label: value k is class k-1)" if self.reduce_zero_label else ""
             raise BadSampleError(f"{path}: label ids {bad.tolist()[:10]} outside [0, "
-                                 f"{self.num_classes}) and the ignore value {self.ignore_index}")
-        return label
+                                 f"{self.num_classes}){shift} and the ignore value "
+                                 f"{self.ignore_index}")
+        return np.where(ignored, IGNORE, values).astype(np.uint8)
 
     def _from_colours(self, rgb: np.ndarray, path: Path | str) -> np.ndarray:
         codes = (rgb[..., 0].astype(np.int32) << 16) | (rgb[..., 1].astype(np.int32) << 8) | rgb[..., 2]

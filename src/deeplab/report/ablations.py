@@ -142,11 +142,8 @@ def deployed_rows(params: Params, info: dict[str, Any], model_file: Path, deploy
                 log.warning("deploy format %s skipped: %s", fmt, exc)
     out = []
     for fmt, runner in sorted(found, key=lambda item: cfg.formats.index(item[0])):
-        def predict(image, runner=runner):
-            return torch.from_numpy(runner.labels(image.permute(1, 2, 0).numpy()[None])[0]).long()
-
-        res = evaluate(None, rows, num_classes, torch.device("cpu"), predict=predict,
-                       desc=f"deployed {fmt}")
+        res = evaluate(None, rows, num_classes, torch.device("cpu"), runner=runner,
+                       desc=f"deployed {fmt}", windows=params.evaluate)
         out.append(_row("main", info, InferenceStrategy(), res, 0, fmt) | {"madds_b": None})
         log.info("deployed %s -> mIoU %.4f, %.1f ms/image", fmt, res["miou"],
                  1000 * res["seconds_per_image"])
@@ -182,7 +179,7 @@ def run_evaluate_stage(params: Params, model_file: Path, val_list: Path, reports
         res = evaluate(model, rows, num_classes, device, strategy,
                        cfg.trimap_widths if is_main else (),
                        desc=f"OS{strategy.output_stride} ms={strategy.multi_scale} flip={strategy.flip}",
-                       keep_predictions=cfg.sample_images if is_main else 0)
+                       keep_predictions=cfg.sample_images if is_main else 0, windows=cfg)
         madds = strategy_madds(model, cfg.madds_size, strategy)
         table.append(_row("main", info, strategy, res, madds))
         if is_main:
@@ -198,7 +195,7 @@ def run_evaluate_stage(params: Params, model_file: Path, val_list: Path, reports
         vmodel = model_from_state(vinfo, str(path)).to(device).eval()
         strategy = InferenceStrategy(pad_to=cfg.pad_to)  # its training OS, single scale
         res = evaluate(vmodel, rows, num_classes, device, strategy, cfg.trimap_widths,
-                       desc=f"variant {name}")
+                       desc=f"variant {name}", windows=cfg)
         madds = strategy_madds(vmodel, cfg.madds_size, strategy)
         table.append(_row(name, vinfo, strategy, res, madds))
         trimaps[name] = res["trimap"]

@@ -33,7 +33,7 @@ from ..data.palette import overlay, save_label_png
 from ..device import select_device
 from ..model.choices import OUTPUT_STRIDES
 from .runtimes import PRECISIONS, RUNTIMES, Runner, open_runner
-from .tiles import DEFAULT_OVERLAP, DEFAULT_TILE, WHOLE_PIXELS, segment_image
+from ..evaluation.tiles import DEFAULT_OVERLAP, DEFAULT_TILE, WHOLE_PIXELS, segment_image
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm"}

@@ -127,7 +127,7 @@ class SegmenterModel(PythonModel):
             self.runner = cls(files[name], precision, self.serve.threads)
 
     def _labels(self, images: np.ndarray) -> np.ndarray:
-        from deeplab.serving.tiles import segment_image
+        from deeplab.evaluation.tiles import segment_image
 
         serve = self.serve
         if images.shape[1] * images.shape[2] <= serve.whole_pixels and serve.tile is None:

@@ -15,7 +15,6 @@ line rather than emulated slowly. An ONNX file is checked before a runtime reads
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 from pathlib import Path
 from typing import Any
@@ -25,24 +24,12 @@ import torch
 
 from ..core.errors import ConfigError, InputError
 from ..data.classes import ClassList
+from ..device import cpu_bf16
 from .onnx_files import check_onnx, read_metadata
 
 RUNTIMES = ("torch", "onnxruntime", "openvino")
 PRECISIONS = ("fp32", "bf16", "int8")
 INT8_SUFFIX = ".int8.onnx"
-
-
-@functools.cache
-def cpu_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AVX512_BF16 or AMX), read from its flags."""
-    try:
-        flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines()
-                      if line.startswith("flags")), "")
-    except OSError:
-        flags = ""
-    if flags:
-        return bool({"avx512_bf16", "amx_bf16"} & set(flags.split()))
-    return "AVX512" in torch.backends.cpu.get_cpu_capability() and torch.cpu._is_avx512_bf16_supported()
 
 
 def _require_bf16(runtime: str) -> None:

@@ -24,9 +24,10 @@ class CocoCategories:
     clutter: dict[int, str]
 
     @classmethod
-    def for_classes(cls, classes: ClassList) -> "CocoCategories":
-        """VOC's classes keep COCO's own ids and names; other lists number their classes."""
-        if classes.names == VOC_CLASSES:
+    def for_classes(cls, classes: ClassList, coco_names: bool = True) -> "CocoCategories":
+        """VOC's classes keep COCO's own ids and names (`coco_names`); other lists number their
+        classes."""
+        if classes.names == VOC_CLASSES and coco_names:
             of_class = {k: (cid, COCO_NAME_OF_VOC.get(VOC_CLASSES[k], VOC_CLASSES[k]))
                         for k, cid in enumerate(COCO_IDS_OF_VOC, start=1)}
         else:
@@ -54,7 +55,27 @@ class CocoCategories:
 def write_coco(root: Path, split: str, count: int, size: int, rng: np.random.Generator,
                first_id: int, categories: CocoCategories, num_classes: int = 21) -> None:
     """`root/{split}2017/*.jpg` + `root/annotations/instances_{split}2017.json`."""
-    img_dir = root / f"{split}2017"
+    write_instances(root / f"{split}2017", root / "annotations" / f"instances_{split}2017.json",
+                    count, size, rng, first_id, categories, num_classes)
+
+
+def write_roboflow(root: Path, counts: dict[str, int], size: int, rng: np.random.Generator,
+                   classes: ClassList) -> None:
+    """A COCO-JSON target as Roboflow exports it: `root/roboflow/{train,valid}/` holding the
+    images and `_annotations.coco.json`, with category 0 named after the project and unused."""
+    # only the project's own classes: clutter objects are not labelled in a labelling tool
+    categories = CocoCategories(CocoCategories.for_classes(classes, coco_names=False).of_class, {})
+    project = {"id": 0, "name": "deeplab-synthetic", "supercategory": "none"}
+    for split, folder in (("train", "train"), ("val", "valid")):
+        write_instances(root / "roboflow" / folder, root / "roboflow" / folder /
+                        "_annotations.coco.json", counts[split], size, rng,
+                        0 if split == "train" else 100_000, categories, len(classes), project)
+
+
+def write_instances(img_dir: Path, ann_file: Path, count: int, size: int,
+                    rng: np.random.Generator, first_id: int, categories: CocoCategories,
+                    num_classes: int = 21, extra_category: dict | None = None) -> None:
+    """`count` images in `img_dir` and their instances in the COCO JSON file `ann_file`."""
     img_dir.mkdir(parents=True, exist_ok=True)
     images, annotations = [], []
     ann_id = first_id * 100
@@ -78,9 +99,10 @@ def write_coco(root: Path, split: str, count: int, size: int, rng: np.random.Gen
                 "segmentation": seg, "area": float(mask_utils.area(rle)),
                 "bbox": [round(float(v), 2) for v in mask_utils.toBbox(rle)],
                 "iscrowd": inst.iscrowd})
+    cats = ([extra_category] if extra_category else []) + categories.as_json()
     data = {"info": {"description": "deeplab synthetic COCO", "version": "1.0"}, "licenses": [],
-            "images": images, "annotations": annotations, "categories": categories.as_json()}
-    (root / "annotations").mkdir(parents=True, exist_ok=True)
-    (root / "annotations" / f"instances_{split}2017.json").write_text(json.dumps(data))
+            "images": images, "annotations": annotations, "categories": cats}
+    ann_file.parent.mkdir(parents=True, exist_ok=True)
+    ann_file.write_text(json.dumps(data))
 
 

@@ -28,7 +28,8 @@ def write_folder(root: Path, counts: dict[str, int], size: int, rng: np.random.G
                 save_jpeg(image_path, img)
             else:
                 save_image(image_path, Image.fromarray(img), format="PNG")
-            label = raw_label(semantic_label(instances, size), classes.ignore_index)
+            label = raw_label(semantic_label(instances, size), classes.ignore_index,
+                              classes.reduce_zero_label)
             mask_path = root / "folder" / "masks" / split / f"{name}.png"
             if k % 2:
                 save_label_png(mask_path, label, classes.palette)

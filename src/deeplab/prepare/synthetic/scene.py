@@ -208,8 +208,11 @@ def save_jpeg(path: Path, img: np.ndarray) -> None:
     save_image(path, Image.fromarray(img), format="JPEG", quality=92)
 
 
-def raw_label(label: np.ndarray, ignore_index: int) -> np.ndarray:
-    """A processed-style label (255 = ignore) with the dataset's own ignore value."""
+def raw_label(label: np.ndarray, ignore_index: int, reduce_zero_label: bool = False) -> np.ndarray:
+    """A processed-style label (255 = ignore) with the dataset's own ignore value; with
+    `reduce_zero_label`, ADE20K's convention (0 = unlabeled, class k stored as k+1)."""
+    if reduce_zero_label:
+        return np.where(label == IGNORE, 0, label + 1).astype(np.uint8)
     out = label.copy()
     out[label == IGNORE] = ignore_index
     return out

@@ -28,7 +28,8 @@ def write_voc(root: Path, counts: dict[str, int], size: int, rng: np.random.Gene
             img, instances = render_scene(rng, size, len(classes))
             save_jpeg(voc / "JPEGImages" / f"{name}.jpg", img)
             save_label_png(voc / "SegmentationClass" / f"{name}.png",
-                           raw_label(semantic_label(instances, size), classes.ignore_index),
+                           raw_label(semantic_label(instances, size), classes.ignore_index,
+                              classes.reduce_zero_label),
                            classes.palette or None)
         lists[split] = ids
     lists["trainval"] = lists["train"] + lists["val"]
