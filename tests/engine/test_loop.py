@@ -184,3 +184,53 @@ def test_auto_precision_trains_in_bf16_where_the_cpu_computes_it(tmp_path, datas
     assert losses["avx2"] == [h["loss"] for h in fp32.history]
     assert losses["bf16"] != losses["avx2"]
     assert losses["bf16"] == pytest.approx(losses["avx2"], rel=0.05)
+
+
+class Scripted:
+    """A validation that returns scripted mIoUs and records the weights it was shown."""
+
+    def __init__(self, scores):
+        self.scores, self.seen = scores, {}
+
+    def __call__(self, net, it):
+        self.seen[it] = {k: v.clone() for k, v in net.state_dict().items()}
+        return {"val_miou": self.scores[it]}
+
+
+def test_keep_best_and_early_stop_survive_an_interruption(dataset, tmp_path):
+    """keep: best holds the weights of the best validation; early_stop ends the run after
+    `patience` validations without a gain; an interruption between the two resumes to the
+    same best weights, the same stop and the same final weights."""
+    from deeplab.core.schema import EarlyStop
+
+    sched = SCHED.replace(iterations=12, val_every=2, checkpoint_every=2, keep="best",
+                          early_stop=EarlyStop(patience=2, min_delta=0.01))
+    scores = {2: 0.50, 4: 0.70, 6: 0.705, 8: 0.69, 10: 0.9}  # 6: a gain below min_delta
+    straight_val = Scripted(scores)
+    straight = model()
+    r = train(straight, dataset, sched, SETTINGS, RUNTIME,
+              options(tmp_path / "a.ckpt", on_validate=straight_val))
+    assert r.iterations == 8 and r.selection.stopped  # 6 and 8 brought no gain above 0.01
+    assert r.selection.best_iteration == 4 and r.selection.best_miou == 0.70
+    assert all(torch.equal(r.selection.best_state[k], v) for k, v in straight_val.seen[4].items())
+
+    with pytest.raises(Interrupted):  # killed at iteration 7: the checkpoint of 6 holds the best
+        train(model(), dataset, sched, SETTINGS, RUNTIME,
+              options(tmp_path / "b.ckpt", on_log=interrupt_at(7), on_validate=Scripted(scores)))
+    resumed = model()
+    r2 = train(resumed, dataset, sched, SETTINGS, RUNTIME,
+               options(tmp_path / "b.ckpt", on_validate=Scripted(scores)))
+    assert r2.resumed_from == 6 and r2.iterations == 8 and r2.selection.best_iteration == 4
+    assert all(torch.equal(r2.selection.best_state[k], v) for k, v in r.selection.best_state.items())
+    assert all(torch.equal(a, b) for a, b in zip(straight.state_dict().values(),
+                                                 resumed.state_dict().values()))
+    again = train(model(), dataset, sched, SETTINGS, RUNTIME,  # a rerun after the stop: no training
+                  options(tmp_path / "b.ckpt", on_validate=Scripted(scores)))
+    assert again.iterations == 8 and again.resumed_from == 8
+
+
+def test_keep_best_and_early_stop_need_validations():
+    from deeplab.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="set val_every > 0"):
+        SCHED.replace(val_every=0, keep="best")

@@ -225,3 +225,19 @@ def test_transfer_from_a_registered_model(tmp_path, monkeypatch):
     assert origin.startswith("model models:/voc@champion")
     ours, theirs = model.state_dict(), source.state_dict()
     assert all(torch.equal(ours[k], theirs[k]) for k in ours if not k.startswith("head.classifier."))
+
+
+def test_an_init_file_that_loads_no_tensor_is_refused_naming_the_fix(tmp_path, monkeypatch):
+    """A model file of the right backbone whose tensor names match nothing (saved from a
+    DataParallel wrapper, say) would have trained from scratch with exit 0."""
+    from deeplab.core.io import save_torch
+    from deeplab.engine.init import build_model, initial_model
+
+    params = tiny_training(tmp_path, monkeypatch)
+    net = build_model(params.model, 21)
+    save_torch(tmp_path / "wrapped.pt", {"config": net.config, "info": {},
+                                         "state_dict": {f"module.{k}": v for k, v in net.state_dict().items()}})
+    params = params.replace(finetune=params.finetune.replace(init=str(tmp_path / "wrapped.pt")))
+    with pytest.raises(ModelFileError, match=r"finetune.init: .*wrapped.pt shares no tensor with this "
+                                             r"model .*set finetune.init: scratch"):
+        initial_model("finetune", params, 3, None)

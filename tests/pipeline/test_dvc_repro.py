@@ -268,13 +268,19 @@ def test_pull_then_nothing_retrains_and_a_queued_sweep_reruns_only_finetune(fini
 
 
 @pytest.mark.slow
-def test_a_folder_dataset_of_three_classes_goes_through_dvc_repro(tmp_path):
-    params = tiny(default_params())
+def test_the_readme_own_data_example_gets_its_own_champion(finished, tmp_path):
+    """The README's example: a 3-class folder dataset without COCO, fine-tuned from the VOC
+    champion under its own register.model_name, goes through dvc repro; VOC's @champion
+    stays where it was."""
+    work = copy_of(finished, tmp_path)
+    params = yaml.safe_load((work / "params.yaml").read_text())
     params["data"].update(layout="folder", classes=CRACKS)
     params["data"]["synthetic"].update(coco_train_images=0, coco_val_images=0)
-    params["finetune"]["init"] = "scratch"
+    params["preprocess"]["hard_classes"] = ["crack"]
+    params["finetune"]["init"] = "models:/deeplabv3plus@champion"
+    params["register"]["model_name"] = "inspection"
     params["ablations"] = {}  # no variants at all
-    work = copy_repo(tmp_path / "repo", params)
+    (work / "params.yaml").write_text(yaml.safe_dump(params))
     out = run(["dvc", "repro"], work).stdout
     for stage in ("fetch", "preprocess", "pretrain", "finetune", "evaluate", "register"):
         assert f"Running stage '{stage}'" in out
@@ -286,12 +292,17 @@ def test_a_folder_dataset_of_three_classes_goes_through_dvc_repro(tmp_path):
 
     from mlflow import MlflowClient
     client = MlflowClient(tracking_uri=f"sqlite:///{work / 'mlflow.db'}")
-    champion = client.get_model_version_by_alias("deeplabv3plus", "champion")
+    champion = client.get_model_version_by_alias("inspection", "champion")
     assert "3 classes" in champion.description and "1 crack, 2 rust" in champion.description
+    assert champion.tags["training.params"] and "models:/deeplabv3plus@champion" in \
+        json.loads(champion.tags["training.params"])["finetune"]["init"]
+    voc = client.get_model_version_by_alias("deeplabv3plus", "champion")
+    assert int(voc.version) == 1 and "21 classes" in voc.description
+    assert len(client.search_model_versions("name='deeplabv3plus'")) == 1
 
     images = work / "data/raw/synthetic/folder/images/val"
     result = run([str(BIN / "python"), "-m", "deeplab.serving.predict",
-                  "--model", "models:/deeplabv3plus@champion", "--input", str(images),
+                  "--model", "models:/inspection@champion", "--input", str(images),
                   "--output", str(tmp_path / "pred"), "--list-classes"], work,
                  env={"PYTHONPATH": str(work / "src")})
     assert "1\tcrack\t#800000" in result.stdout

@@ -62,3 +62,42 @@ def test_promote_command_records_who_what_and_why(tracking, capsys):
     assert promote(["--name", "seg", "--version", "9", "--reason", "x",
                     "--params", str(repo / "params.yaml")]) == 2
     assert capsys.readouterr().err.startswith("error: seg version 9:")
+
+
+def test_another_dataset_never_takes_the_champion(tracking):
+    """A 3-class model registered under the VOC model's name is refused in one line naming
+    the fix; under its own name it is its own champion, and VOC's @champion stays where it was.
+    A version validated on another split is never compared: it becomes the challenger."""
+    import pytest
+    from mlflow import MlflowClient
+
+    from deeplab.core.errors import RegistryError
+    from deeplab.data.classes import ClassList
+    from deeplab.model_files import save_model
+    from deeplab.serving.registry import register
+
+    from helpers.models import tiny_net
+
+    tmp = tracking
+    voc = register(*model_and_metrics(tmp, 0, 0.5), params())
+    cracks = tmp / "cracks.pt"
+    save_model(cracks, tiny_net(5, num_classes=3, channels=8),
+               ClassList(("background", "crack", "rust"), ((0, 0, 0), (255, 0, 0), (0, 255, 0))),
+               stage="finetune")
+    (tmp / "cracks.json").write_text('{"miou": 0.95}')
+    with pytest.raises(RegistryError, match=r"^register.model_name: 'seg' holds models of other "
+                                            r"classes \(version 1: background, aeroplane, .*this one "
+                                            r"has 3 \(background, crack, rust\)\. Give this dataset"):
+        register(cracks, tmp / "cracks.json", params())
+    own = register(cracks, tmp / "cracks.json", register_params(experiment="team", name="cracks"))
+    assert own["aliases"] == ["champion"]
+    client = MlflowClient(f"sqlite:///{tmp / 'mlflow.db'}")
+    assert int(client.get_model_version_by_alias("seg", "champion").version) == voc["version"]
+    assert len(client.search_model_versions("name='seg'")) == 1
+
+    # Same classes, another validation split: not comparable, so a challenger however good.
+    other_split = tmp / "m7.pt"
+    save_model(other_split, tiny_net(7, channels=8), stage="finetune", val_hash="another")
+    client.set_model_version_tag("seg", str(voc["version"]), "data.val_hash", "the-first")
+    (tmp / "m7.json").write_text('{"miou": 0.99}')
+    assert register(other_split, tmp / "m7.json", params())["aliases"] == ["challenger"]

@@ -256,6 +256,13 @@ class RuntimeConfig(Section):
     log_every: Count
 
 
+class EarlyStop(Section):
+    """Stop after `patience` validations without a val mIoU gain above `min_delta`."""
+
+    patience: Annotated[int, Field(gt=0, le=10_000)]
+    min_delta: Annotated[float, Field(ge=0, le=1)] = 0.0
+
+
 class Schedule(Section):
     """One training schedule (pretrain; finetune adds its init and bootstrapping)."""
 
@@ -278,6 +285,15 @@ class Schedule(Section):
                                       Field(min_length=2, max_length=255)]] = None
     top_k_percent_pixels: Annotated[float, Field(gt=0, le=1)] = 1.0   # ohem: the TF original's names
     hard_example_mining_step: Annotated[int, Field(ge=0, le=MAX_ITERATIONS)] = 0
+    keep: Literal["last", "best"] = "last"
+    early_stop: Optional[EarlyStop] = None
+
+    @model_validator(mode="after")
+    def _validated_selection(self) -> Self:
+        if (self.keep == "best" or self.early_stop) and not self.val_every:
+            raise PydanticCustomError("selection", "keep: best and early_stop choose by the "
+                                      "validation mIoU every val_every iterations; set val_every > 0")
+        return self
 
     @property
     def repeat_hard(self) -> int:

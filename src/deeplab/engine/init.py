@@ -52,6 +52,10 @@ def _transfer(model: DeepLabV3Plus, state: dict[str, Any], source: str, key: str
         raise ModelFileError(f"{key}: {source} is a {theirs} model, this one is {ours}; set "
                              f"model.backbone: {theirs}, or start from a {ours} model")
     fresh = model.load_matching_weights(state["state_dict"])
+    if len(fresh) == len(model.state_dict()):
+        raise ModelFileError(f"{key}: {source} shares no tensor with this model (no name and "
+                             f"shape match), so nothing would be transferred; start from a model "
+                             f"of this architecture, or set {key}: scratch to train from scratch")
     log.info("from %s: %d tensors loaded; not loaded (kept their initialisation): %s", source,
              len(model.state_dict()) - len(fresh), ", ".join(fresh) or "none")
     return f"model {source}" + (f" ({len(fresh)} tensors re-initialised)" if fresh else "")

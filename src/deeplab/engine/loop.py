@@ -32,7 +32,7 @@ from ..core.schema import RuntimeConfig, Schedule, TrainConfig
 from ..data.dataset import IterationSampler, SegmentationDataset
 from ..device import select_device, train_precision
 from .checkpoints import fingerprint, load_checkpoint, rng_state, set_rng_state
-from .distributed import synchronize_batchnorm
+from .distributed import all_sum, synchronize_batchnorm
 from .losses import Objective
 from .optim import sgd_with_poly_schedule
 
@@ -57,6 +57,47 @@ def set_train_mode(model: nn.Module, freeze_bn: bool = False) -> None:
 
 
 @dataclass
+class Selection:
+    """Which weights a run keeps and when it stops, from its validation mIoU: with `keep_best`
+    the weights of the best validation (an improvement is more than `min_delta`); with
+    `patience`, training stops after that many validations without one. Checkpointed, so a
+    killed run keeps its best weights and resumes the same."""
+
+    keep_best: bool = False
+    patience: int | None = None
+    min_delta: float = 0.0
+    best_miou: float = float("-inf")
+    best_iteration: int = 0
+    best_state: dict[str, torch.Tensor] | None = None
+    waits: int = 0
+    stopped: bool = False
+
+    @classmethod
+    def of(cls, sched: Schedule) -> "Selection":
+        stop = sched.early_stop
+        return cls(sched.keep == "best", stop.patience if stop else None,
+                   stop.min_delta if stop else 0.0)
+
+    def observe(self, miou: float, iteration: int, model: nn.Module) -> None:
+        """Record a validation; keep the weights if they are the best so far."""
+        if miou > self.best_miou + self.min_delta:
+            self.best_miou, self.best_iteration, self.waits = miou, iteration, 0
+            if self.keep_best:
+                self.best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+        else:
+            self.waits += 1
+        self.stopped = self.patience is not None and self.waits >= self.patience
+
+    def state(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("best_miou", "best_iteration", "best_state",
+                                               "waits", "stopped")}
+
+    def restore(self, state: dict[str, Any] | None) -> None:
+        for key, value in (state or {}).items():
+            setattr(self, key, value)
+
+
+@dataclass
 class TrainResult:
     iterations: int
     resumed_from: int
@@ -64,6 +105,7 @@ class TrainResult:
     images_per_s: float
     history: list[dict[str, float]] = field(default_factory=list)
     val_history: list[dict[str, float]] = field(default_factory=list)
+    selection: Selection = field(default_factory=Selection)
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -169,6 +211,7 @@ def train(model: nn.Module, dataset: SegmentationDataset, sched: Schedule, setti
     start = 0
     history: list[dict[str, float]] = []
     val_history: list[dict[str, float]] = []
+    selection = Selection.of(sched)
     if resume is not None:
         unwrap(model).load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
@@ -178,6 +221,7 @@ def train(model: nn.Module, dataset: SegmentationDataset, sched: Schedule, setti
         start = resume["iteration"]
         history = list(resume.get("history", []))
         val_history = list(resume.get("val_history", []))
+        selection.restore(resume.get("selection"))
         log.info("resuming from %s at iteration %d", checkpoint, start)
     saved = start
 
@@ -188,7 +232,8 @@ def train(model: nn.Module, dataset: SegmentationDataset, sched: Schedule, setti
         state = {"model": unwrap(model).state_dict(), "optimizer": optimizer.state_dict(),
                  "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                  "rng": rng_state(), "iteration": iteration, "fingerprint": key,
-                 "history": history, "val_history": val_history, "run_id": run_id}
+                 "history": history, "val_history": val_history, "run_id": run_id,
+                 "selection": selection.state()}
         save_torch(checkpoint, state)
         saved = iteration
 
@@ -204,7 +249,7 @@ def train(model: nn.Module, dataset: SegmentationDataset, sched: Schedule, setti
     bar = tqdm(total=total, initial=start, desc="train", unit="it", disable=rank != 0,
                dynamic_ncols=True)
     it = start
-    for images, labels in loader:
+    for images, labels in ([] if selection.stopped else loader):
         images = images.to(device, non_blocking=True).to(param_dtype).div_(255)
         labels = labels.to(device, non_blocking=True)
         if channels_last:
@@ -228,14 +273,23 @@ def train(model: nn.Module, dataset: SegmentationDataset, sched: Schedule, setti
             history.append({"iteration": it, **record})
             if on_log and rank == 0:
                 on_log(it, record)
-        if (on_validate and rank == 0 and sched.val_every and it % sched.val_every == 0
-                and it < total):
-            val_history.append({"iteration": it, **on_validate(unwrap(model), it)})
-            set_train_mode(model, freeze_bn)
-        if it % sched.checkpoint_every == 0 or it == total:
+        if on_validate and sched.val_every and it % sched.val_every == 0 and it < total:
+            if rank == 0:
+                val_history.append({"iteration": it, **on_validate(unwrap(model), it)})
+                selection.observe(val_history[-1]["val_miou"], it, unwrap(model))
+                set_train_mode(model, freeze_bn)
+            if world_size > 1:  # every process stops where rank 0 decided to
+                selection.stopped = bool(all_sum(torch.tensor(float(selection.stopped),
+                                                              device=device)).item())
+        if it % sched.checkpoint_every == 0 or it == total or selection.stopped:
             save(it)
-        if it >= total:
+        if selection.stopped:
+            log.info("early stop at iteration %d: no val mIoU gain above %g in %d validations "
+                     "(best %.4f at iteration %d)", it, selection.min_delta, selection.patience,
+                     selection.best_miou, selection.best_iteration)
+        if it >= total or selection.stopped:
             break
     bar.close()
     seconds = time.perf_counter() - t0
-    return TrainResult(it, start, seconds, seen / seconds if seconds else 0.0, history, val_history)
+    return TrainResult(it, start, seconds, seen / seconds if seconds else 0.0, history, val_history,
+                       selection)

@@ -153,21 +153,44 @@ def write_results(stage: TrainingStage, params: Params, files: StageFiles, model
     """The model file, the loss and validation curves and the metrics of a finished stage."""
     import mlflow
 
-    val_curve = result.val_history + [{"iteration": result.iterations, "val_miou": final["miou"]}]
+    val_curve = list(result.val_history)
+    if not val_curve or val_curve[-1]["iteration"] != result.iterations:  # not stopped there
+        val_curve.append({"iteration": result.iterations, "val_miou": final["last_miou"]})
     metrics = {"val_miou": final["miou"], "val_pixel_acc": final["pixel_acc"],
-               "iterations": result.iterations, "train_seconds": round(result.seconds, 1),
+               "iterations": result.iterations, "model_iteration": final["iteration"],
+               "stopped_early": int(result.selection.stopped),
+               "train_seconds": round(result.seconds, 1),
                "train_images_per_s": round(result.images_per_s, 2),
                "resumed_from": result.resumed_from, "processes": processes}
     # At the last iteration: the runs table shows each metric's value at its last step.
     mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=result.iterations)
     save_model(files.model, model.cpu(), classes, stage=stage.name, val_miou=final["miou"],
-               init=origin, iterations=result.iterations, run_id=run_id, data_hash=data_hash,
+               init=origin, iterations=result.iterations, model_iteration=final["iteration"],
+               run_id=run_id, data_hash=data_hash, val_hash=files_hash([files.val_list]),
                git_commit=git_commit(), params=params.as_dict(), experiment=dvc_experiment())
     files.reports.mkdir(parents=True, exist_ok=True)
     write_csv(files.reports / "curve.csv", pd.DataFrame(result.history), index=False)
     write_csv(files.reports / "val_curve.csv", pd.DataFrame(val_curve), index=False)
     write_json(files.reports / "metrics.json", metrics)
     return metrics
+
+
+def kept_model(model: DeepLabV3Plus, result: TrainResult, keep: str,
+               validate: Any) -> dict[str, Any]:
+    """The validation of the weights the stage keeps, with `iteration` (whose weights they are)
+    and `last_miou` (the last iteration's): the last iteration's, or with `keep: best` the best
+    validation's (loaded into `model`) when it beats the last."""
+    final = validate()
+    final.update(iteration=result.iterations, last_miou=final["miou"])
+    chosen = result.selection
+    if keep == "best" and chosen.best_state is not None and chosen.best_miou > final["miou"]:
+        model.load_state_dict(chosen.best_state)
+        last = final["miou"]
+        final = validate()
+        final.update(iteration=chosen.best_iteration, last_miou=last)
+        log.info("keep: best -> the weights of iteration %d (val mIoU %.4f; the last: %.4f)",
+                 chosen.best_iteration, final["miou"], last)
+    return final
 
 
 def run_training_stage(stage: TrainingStage, params: Params, files: StageFiles) -> dict[str, Any]:
@@ -213,7 +236,8 @@ def run_training_stage(stage: TrainingStage, params: Params, files: StageFiles) 
             result = train(model, dataset, sched, params.train, params.runtime, options)
             if not info.is_main:  # rank 0 alone validates and writes
                 return {}
-            final = evaluate(model, val_rows, len(classes), device, desc="val")
+            final = kept_model(model, result, sched.keep,
+                               lambda: evaluate(model, val_rows, len(classes), device, desc="val"))
             metrics = write_results(stage, params, files, model, classes, result, final, origin,
                                     run.info.run_id, fp["data"], info.world_size)
     finally:

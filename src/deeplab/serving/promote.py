@@ -51,11 +51,12 @@ def set_champion(client: Any, name: str, version: int, reason: str) -> dict[str,
 
 
 def assign_alias(client: Any, name: str, version: int, miou: float, rule: str,
-                 experiment: str) -> list[str]:
+                 experiment: str, val_hash: str | None = None) -> list[str]:
     """Aliases by `register.promote` (`rule`), in the workspace only (a `dvc exp run` moves
     none): `if_better` gives `champion` when this version beats the champion's validation mIoU
-    (or there is none), else `challenger`; `always` gives `champion`; `never` gives
-    `challenger`. A version that already has an alias keeps it."""
+    on the same validation split (`val_hash`; or there is no champion), else `challenger`;
+    `always` gives `champion`; `never` gives `challenger`. A version that already has an alias
+    keeps it. (Versions of another class list never get here: `registry.check_same_classes`.)"""
     from mlflow.exceptions import MlflowException
 
     current = list(client.get_model_version(name, str(version)).aliases)
@@ -71,6 +72,9 @@ def assign_alias(client: Any, name: str, version: int, miou: float, rule: str,
     except MlflowException:
         champion, best = None, float("-inf")
     was = "none" if champion is None else f"{best:.4f}"
+    theirs = champion.tags.get("data.val_hash") if champion is not None else None
+    if rule == "if_better" and val_hash and theirs and theirs != val_hash:
+        best, was = float("inf"), f"{was} on another validation split, not comparable"
     if rule == "always" or (rule == "if_better" and miou > best):
         set_champion(client, name, version, f"register.promote: {rule} (val mIoU {miou:.4f}; "
                                             f"champion had {was})")

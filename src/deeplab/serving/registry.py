@@ -19,12 +19,13 @@ its alias, and on a local SQLite store registrations take turns under a file loc
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -109,6 +110,41 @@ def _versions_with_digest(client, name: str, digest: str, deploy_digest: str) ->
 MODEL_IO = "uint8 RGB N x H x W x 3 in, uint8 label maps N x H x W out"
 
 
+def classes_key(names: Sequence[str]) -> str:
+    """A short digest of a class list (names in id order): which versions are comparable."""
+    return hashlib.sha256(json.dumps(list(names)).encode()).hexdigest()[:16]
+
+
+def _classes_of_version(version: Any) -> tuple[str | None, list[str]]:
+    """(digest of the class list, the first names) of a registered version: its `classes.*`
+    tags, or, for versions registered before them, the names its description lists."""
+    if "classes.sha256" in version.tags:
+        return version.tags["classes.sha256"], json.loads(version.tags.get("classes.names", "[]"))
+    text = version.description or ""
+    if "Classes: " not in text or text.endswith(", ..."):
+        return None, []
+    names = [item.split(" ", 1)[1] for item in text.split("Classes: ", 1)[1].split(", ")]
+    return classes_key(names), names
+
+
+def check_same_classes(client: Any, reg: "Registration") -> None:
+    """RegistryError in one line when `reg.name` already holds versions of another class list:
+    `models:/name@champion` stands for one dataset's classes, so a model of other classes gets
+    a name of its own (`register.model_name`) instead of replacing what others serve."""
+    ours = list(reg.classes.names)
+    for version in client.search_model_versions(f"name='{reg.name}'"):
+        key, theirs = _classes_of_version(version)
+        if key is not None and key != classes_key(ours):
+            def shown(names: list[str]) -> str:
+                return ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+
+            raise RegistryError(
+                f"register.model_name: '{reg.name}' holds models of other classes (version "
+                f"{version.version}: {shown(theirs)}); this one has {len(ours)} ({shown(ours)}). "
+                f"Give this dataset its own register.model_name, so that @champion keeps meaning "
+                f"one dataset's classes")
+
+
 def describe(classes: ClassList) -> str:
     """A version's description: what goes in and out, and the classes by name."""
     names = ", ".join(f"{k} {n}" for k, n in enumerate(classes.names))
@@ -180,6 +216,7 @@ def _register_locked(run_id: str, reg: Registration) -> dict[str, Any]:
     existing = _versions_with_digest(client, reg.name, reg.digest, reg.deployment.digest)
     new = not existing
     if new:
+        check_same_classes(client, reg)
         if reg.miou < reg.min_miou:
             raise RegistryError(f"validation mIoU {reg.miou:.4f} is below register.min_miou "
                                 f"{reg.min_miou}; not registering")
@@ -193,7 +230,8 @@ def _register_locked(run_id: str, reg: Registration) -> dict[str, Any]:
     version = existing[0]
     if not new:
         log.info("model unchanged (sha256 %s...): already version %d", reg.digest[:12], version)
-    aliases = assign_alias(client, reg.name, version, reg.miou, reg.promote, reg.experiment)
+    aliases = assign_alias(client, reg.name, version, reg.miou, reg.promote, reg.experiment,
+                           reg.tags.get("data.val_hash"))
     return {"name": reg.name, "version": version, "new": new, "aliases": aliases, "miou": reg.miou}
 
 
@@ -223,7 +261,8 @@ def _log_and_create_version(client, reg: Registration, run_id: str) -> int:
     version = client.create_model_version(
         reg.name, source=info.model_uri, run_id=run_id, model_id=info.model_id,
         tags={"model_sha256": reg.digest, "deploy_sha256": reg.deployment.digest,
-              "val_miou": f"{reg.miou:.6f}", **reg.tags},
+              "val_miou": f"{reg.miou:.6f}", "classes.sha256": classes_key(reg.classes.names),
+              "classes.names": json.dumps(list(reg.classes.names))[:5000], **reg.tags},
         description=describe(reg.classes))
     return int(version.version)
 
@@ -241,7 +280,8 @@ def _training_lineage(info: dict[str, Any]) -> dict[str, str]:
     """Version tags linking to what produced the weights: the training run, data, commit and
     the exact params it trained with."""
     keys = {"run_id": "training.run_id", "stage": "training.stage", "data_hash": "data.hash",
-            "git_commit": "git.commit"}
+            "git_commit": "git.commit", "model_iteration": "training.model_iteration",
+            "val_hash": "data.val_hash"}
     tags = {tag: str(info[k]) for k, tag in keys.items() if info.get(k) is not None}
     if info.get("params") is not None:
         tags["training.params"] = json.dumps(info["params"], sort_keys=True)[:8000]
