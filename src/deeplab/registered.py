@@ -142,8 +142,9 @@ def load_registered(uri: str) -> tuple[dict[str, Any], InferenceStrategy]:
     """The verified model-file contents and strategy of a registered (or logged) model URI."""
     import mlflow
 
-    from .tracking import tracking_uri
+    from .tracking import relocate_store, tracking_uri
 
+    relocate_store(tracking_uri())
     mlflow.set_tracking_uri(tracking_uri())
     with tempfile.TemporaryDirectory() as tmp:
         try:

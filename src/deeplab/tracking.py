@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import socket
@@ -46,6 +47,66 @@ def artifact_location(uri: str) -> str | None:
     return (repo_root() / "mlartifacts").as_uri()
 
 
+# The columns of MLflow's SQL schema that hold absolute artifact locations.
+ARTIFACT_COLUMNS = {"experiments": "artifact_location", "runs": "artifact_uri",
+                    "logged_models": "artifact_location", "model_versions": "storage_location"}
+
+
+def relocate_store(uri: str) -> None:
+    """Keep a repository's own SQLite store linked to its artifacts when the folder was moved or
+    copied: MLflow records absolute `file://<repo>/mlartifacts/...` locations, which still
+    point into the old folder. When `mlartifacts/` lies beside `mlflow.db`, every recorded
+    location below the old folder is rewritten to the new one (one log line); when neither
+    the new nor the old folder holds the artifacts, a RegistryError names the fix."""
+    import logging
+    import sqlite3
+    from urllib.parse import unquote
+
+    from .core.errors import RegistryError
+
+    if not uri.startswith("sqlite:///"):
+        return
+    db = Path(uri.removeprefix("sqlite:///"))
+    if not db.is_file():
+        return
+    with contextlib.closing(sqlite3.connect(db, timeout=60)) as con:
+        try:
+            locations = [row[0] for row in con.execute("SELECT artifact_location FROM experiments")]
+        except sqlite3.DatabaseError:
+            return  # not (yet) an MLflow store: MLflow reports it
+        here = db.parent.resolve().as_uri()
+        olds = {loc.removesuffix("/mlartifacts") for loc in locations
+                if loc and loc.startswith("file://") and loc.endswith("/mlartifacts")} - {here}
+        for old in olds:
+            old_dir = Path(unquote(old.removeprefix("file://")))
+            if not (db.parent / "mlartifacts").is_dir():
+                if (old_dir / "mlartifacts").is_dir():
+                    continue  # mlflow.db alone was copied: its artifacts are still where they were
+                raise RegistryError(f"tracking store {db} records its artifacts in "
+                                    f"{old_dir / 'mlartifacts'}, which does not exist; move the "
+                                    f"mlartifacts/ folder beside {db.name} (it is rewritten then)")
+            try:
+                _rewrite(con, old, here, old_dir, db.parent.resolve())
+            except sqlite3.OperationalError as exc:
+                raise RegistryError(f"tracking store {db} was moved or copied from {old_dir} and "
+                                    f"its artifact locations must be rewritten, but it cannot be "
+                                    f"written ({exc}); make it writable and run again") from None
+            logging.getLogger(__name__).warning(
+                "tracking store %s was moved or copied from %s: its artifact locations now point "
+                "into %s", db, old_dir, db.parent)
+
+
+def _rewrite(con, old: str, here: str, old_dir: Path, new_dir: Path) -> None:
+    """Every recorded artifact location below `old` (a file URI, or the plain path `old_dir`)
+    moved below `here` (`new_dir`), in one transaction."""
+    with con:
+        for table, column in ARTIFACT_COLUMNS.items():
+            for before, after in ((old + "/", here + "/"), (f"{old_dir}/", f"{new_dir}/")):
+                con.execute(f"UPDATE {table} SET {column} = ? || substr({column}, ?) "
+                            f"WHERE substr({column}, 1, ?) = ?",
+                            (after, len(before) + 1, len(before), before))
+
+
 def check_store(uri: str, timeout: float = 5.0) -> None:
     """RegistryError in one line, within seconds, when the tracking store cannot work: an
     unwritable SQLite database or folder, or a server that does not answer (MLflow's own
@@ -71,6 +132,7 @@ def check_store(uri: str, timeout: float = 5.0) -> None:
         except OSError as exc:
             raise RegistryError(f"tracking store {uri}: {db if db.exists() else folder} is not "
                                 f"writable ({exc.strerror})") from None
+        relocate_store(uri)
     elif uri.startswith(("http://", "https://")):
         try:
             with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout) as answer:
@@ -160,18 +222,26 @@ def log_split_inputs(splits: dict[str, str | Path]) -> None:
         mlflow.set_tag(f"data.{context}_size", str(len(rows)))
 
 
-def _end_orphans(client, experiment_id: str, stage: str) -> None:
-    """Mark KILLED the RUNNING runs of `stage` whose process (same host) no longer exists."""
+def end_orphans(client, experiment_id: str) -> list[str]:
+    """Mark KILLED the RUNNING runs of any stage whose process (on this host) no longer exists:
+    a stage killed with `kill -9`, or a queued `dvc exp` whose worker died. Each gets a tag
+    saying so; its run id is returned. (A killed training stage that is rerun resumes its run.)"""
     from .core.io import pid_alive
 
     host = socket.gethostname()
-    runs = client.search_runs([experiment_id], filter_string=(
-        f"tags.`dvc.stage` = '{stage}' and attributes.status = 'RUNNING'"), max_results=100)
+    runs = client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'",
+                              max_results=1000)
+    ended = []
     for run in runs:
         tags = run.data.tags
         if tags.get("process.host") == host and tags.get("process.pid", "").isdigit() and \
                 not pid_alive(int(tags["process.pid"])):
+            client.set_tag(run.info.run_id, "killed.reason",
+                           f"process {tags['process.pid']} on {host} ended without finishing the "
+                           f"run (kill -9, or a dvc exp queue worker that died)")
             client.set_terminated(run.info.run_id, status="KILLED")
+            ended.append(run.info.run_id)
+    return ended
 
 
 def start_stage_run(stage: str, params: Params, experiment: str,
@@ -180,13 +250,13 @@ def start_stage_run(stage: str, params: Params, experiment: str,
     """An MLflow run for one DVC stage: params logged flat, tags for stage/exp/commit/data.
 
     `resume_run_id` (stored in a training checkpoint) continues that run, so that a stage
-    killed and resumed has one run with one continuous loss curve. Runs of this stage left
-    RUNNING by a killed process on this machine are marked KILLED. `splits` (`{context: split
-    list}`) are logged as the run's dataset inputs.
+    killed and resumed has one run with one continuous loss curve. Runs of any stage left
+    RUNNING by a killed process on this machine are marked KILLED (`end_orphans`). `splits`
+    (`{context: split list}`) are logged as the run's dataset inputs.
     """
     mlflow = setup(experiment)
     client = mlflow.MlflowClient()
-    _end_orphans(client, mlflow.get_experiment_by_name(experiment).experiment_id, stage)
+    end_orphans(client, mlflow.get_experiment_by_name(experiment).experiment_id)
     tags = {"dvc.stage": stage, "dvc.exp": dvc_experiment(),
             "git.commit": git_commit(), "process.host": socket.gethostname(),
             "process.pid": str(os.getpid())}

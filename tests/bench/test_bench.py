@@ -69,3 +69,22 @@ def test_deploy_mode(tmp_path):
     assert all(r["ms"] > 0 for r in rows.values()) and rows["torch/fp32"]["vs_ours_fp32"] == 1.0
     assert result["cpu"]["model"] and result["matmul_peak_gmacs"]["1"]["fp32"] > 0
     assert "| mobilenet_v2 | 1 | openvino/int8 |" in out.with_suffix(".md").read_text()
+
+
+@pytest.mark.slow
+def test_imbalance_mode(tmp_path):
+    """bench/imbalance.py: every loss setting at every seed, the rare class's share, the
+    per-seed table and the verdicts."""
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    out = tmp_path / "imbalance"
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "imbalance.py"), "--seeds", "0", "1",
+                           "--iterations", "2", "--size", "48", "--train-images", "6",
+                           "--val-images", "3", "--threads", "1", "--out", str(out)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    result = json.loads(out.with_suffix(".json").read_text())
+    assert {(r["setting"], r["seed"]) for r in result["runs"]} == {
+        (s, k) for s in ("ce", "ohem", "ce + inverse_frequency", "ce+dice") for k in (0, 1)}
+    assert 0 <= result["meta"]["rare class share of training pixels"] < 0.05
+    assert [line["setting"] for line in result["summary"]][0] == "ce"
+    assert "| ce+dice |" in out.with_suffix(".md").read_text()

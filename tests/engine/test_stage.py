@@ -28,8 +28,8 @@ from deeplab.core.errors import (
     UnsafeFileError,
 )
 from deeplab.core.schema import Params
-from deeplab.prepare.layouts import resolve_classes
 from deeplab.model_files import read_model_file, save_model, state_digest
+from deeplab.prepare.layouts import resolve_classes
 
 
 def tiny_params(iterations: int = 3, checkpoint_every: int = 2, **runtime_overrides) -> Params:

@@ -177,3 +177,36 @@ def test_cityscapes_ids_outside_the_official_table_are_refused_naming_file_and_i
     manifest = fetch(data_config(layout="cityscapes"), tmp_path / "raw_p")
     with pytest.raises(BadSampleError, match=rf"{label.name}: label ids \[50\] are not in the official table"):
         preprocess(manifest, tmp_path / "bad", OWN_PRE)
+
+
+@pytest.mark.parametrize("layout, classes", [("coco", CRACKS), ("ade20k", None)])
+def test_a_roboflow_export_and_an_ade20k_sample_train_report_their_names_and_predict(
+        tmp_path, monkeypatch, capsys, layout, classes):
+    """Acceptance: a Roboflow-style export with categories crack and rust, and an ADE20K
+    sample (0 ignored), each train, report their own class names and predict."""
+    import torch
+    from helpers.data import absolute, tiny_training
+
+    from deeplab.engine.stage import FINETUNE, StageFiles, run_training_stage
+    from deeplab.serving.predict import main as predict
+
+    changes = {"layout": layout} | ({"classes": classes} if classes else {})
+    out, manifest = processed(tmp_path, monkeypatch, **changes)
+    names = classes or list(ADE20K_CLASSES)
+    params = tiny_training(tmp_path, monkeypatch)
+    files = StageFiles(absolute(out / "train.csv", tmp_path), absolute(out / "val.csv", tmp_path),
+                       out / "classes.json", tmp_path / "m.pt", tmp_path / "c.ckpt",
+                       tmp_path / "reports", class_stats=out / "class_stats.csv")
+    metrics = run_training_stage(FINETUNE, params.replace(finetune=params.finetune.replace(
+        init="scratch", class_weights="inverse_frequency")), files)
+    assert metrics["iterations"] == 2
+    state = torch.load(tmp_path / "m.pt", weights_only=True)
+    assert state["classes"]["names"] == names and state["config"]["num_classes"] == len(names)
+    masks = [read_label_png(m) for m in pd.read_csv(out / "train.csv")["mask"]]
+    assert max(int(m[m != 255].max()) for m in masks) < len(names)  # 0 never became a class
+    image = pd.read_csv(out / "val.csv")["image"].iloc[0]
+    assert predict(["--model", str(tmp_path / "m.pt"), "--input", image,
+                    "--output", str(tmp_path / "pred"), "--list-classes"]) == 0
+    assert f"1\t{names[1]}\t" in capsys.readouterr().out
+    with Image.open(next((tmp_path / "pred").glob("*.labels.png"))) as labels:
+        assert np.array(labels).max() < len(names)

@@ -101,3 +101,38 @@ def test_another_dataset_never_takes_the_champion(tracking):
     client.set_model_version_tag("seg", str(voc["version"]), "data.val_hash", "the-first")
     (tmp / "m7.json").write_text('{"miou": 0.99}')
     assert register(other_split, tmp / "m7.json", params())["aliases"] == ["challenger"]
+
+
+def test_a_dead_sweep_leaves_no_running_run_and_its_versions_are_listed(tracking, capsys, dead_pid):
+    """A queued `dvc exp` whose worker was killed: its runs (any stage) end as KILLED the next
+    time the store is used, and `promote --list` shows the versions it registered with their
+    `dvc.exp` and the state of their registering run."""
+    import socket
+
+    from mlflow import MlflowClient
+
+    from deeplab.serving.promote import main as promote
+    from deeplab.serving.registry import register
+
+    tmp = tracking
+    register(*model_and_metrics(tmp, 0, 0.5), params())
+    client = MlflowClient(f"sqlite:///{tmp / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("team").experiment_id
+    orphans = {}
+    for stage in ("evaluate", "register"):  # what a killed worker left RUNNING
+        run = client.create_run(experiment, run_name=stage, tags={
+            "dvc.stage": stage, "dvc.exp": "waste-leaf", "process.host": socket.gethostname(),
+            "process.pid": str(dead_pid)})
+        orphans[stage] = run.info.run_id
+    source = client.get_model_version("seg", "1").source
+    client.create_model_version("seg", source, run_id=orphans["register"],
+                                tags={"dvc.exp": "waste-leaf", "val_miou": "0.700000"})
+    repo = Path(__file__).resolve().parents[1]
+    assert promote(["--name", "seg", "--list", "--params", str(repo / "params.yaml")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("version\taliases\tval_miou\tdvc_exp\tregistered_by_run")
+    assert lines[1].startswith("2\t-\t0.700000\twaste-leaf\tKILLED\t")
+    assert lines[2].startswith("1\tchampion\t0.500000\tworkspace\tFINISHED\t")
+    for run_id in orphans.values():
+        run = client.get_run(run_id)
+        assert run.info.status == "KILLED" and "ended without finishing" in run.data.tags["killed.reason"]

@@ -51,6 +51,16 @@ def make_dirs(path: str | Path) -> Path:
     return path
 
 
+def check_writable(folder: str | Path) -> Path:
+    """`folder` (made if missing) takes new files; an OutputError naming it otherwise. For work
+    that takes minutes before its first write (an export): fail first, in one line."""
+    folder = make_dirs(folder)
+    with _named_when_full(folder / "(a new file)", "file"):
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    return folder
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -179,6 +189,16 @@ def write_csv(path: str | Path, frame: Any, **options: Any) -> None:
 def write_json(path: str | Path, data: Any) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def append_text(path: str | Path, text: str) -> None:
+    """Append to a log-like file (no atomic replace: it grows line by line); an unwritable place
+    is an OutputError naming it."""
+    path = Path(path)
+    with _named_when_full(path, "file"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as f:
+            f.write(text)
 
 
 def write_text(path: str | Path, text: str) -> None:

@@ -150,6 +150,13 @@ class Section(BaseModel):
         return validate(type(self), {**self.model_dump(exclude_unset=True), **changes})
 
 
+class RareClass(Section):
+    """An imbalanced profile: the objects of class `name` drawn `scale` times their size."""
+
+    name: ClassName
+    scale: Annotated[float, Field(gt=0, le=1)]
+
+
 class SyntheticData(Section):
     """The built-in generator: the target dataset in `data.layout` with `data.classes`, and
     COCO-format pretraining data (none when `coco_train_images` is 0)."""
@@ -161,6 +168,7 @@ class SyntheticData(Section):
     train_images: Annotated[int, Field(gt=0, le=1_000_000)]
     val_images: Annotated[int, Field(gt=0, le=1_000_000)]
     sbd_images: Annotated[int, Field(ge=0, le=1_000_000)]
+    rare: Optional[RareClass] = None
 
     @model_validator(mode="before")
     @classmethod

@@ -3,7 +3,6 @@ the stage as a value, in named steps."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +12,7 @@ import pandas as pd
 import torch
 
 from ..core.errors import ConfigError, MissingFileError
-from ..core.io import write_csv, write_json
+from ..core.io import make_dirs, write_csv, write_json
 from ..core.schema import Params
 from ..data.classes import ClassList, read_classes
 from ..data.dataset import SegmentationDataset, read_list, repeat_rows
@@ -21,6 +20,7 @@ from ..device import select_device
 from ..evaluation.evaluate import evaluate
 from ..model import DeepLabV3Plus
 from ..model_files import save_model
+from ..metric_spool import MetricSpool, end_run, spool_file
 from ..tracking import (
     dvc_experiment,
     files_hash,
@@ -50,7 +50,7 @@ def skip_pretraining(params: Params, classes: ClassList, out_model: Path, report
     if checkpoint is not None:
         save_torch(checkpoint, {"fingerprint": None, "iteration": 0, **info})
     metrics = {"skipped": NO_PRETRAINING, "iterations": 0}
-    reports.mkdir(parents=True, exist_ok=True)
+    make_dirs(reports)
     write_csv(reports / "curve.csv", pd.DataFrame(columns=["iteration", "loss", "lr", "images_per_s"]),
               index=False)
     write_csv(reports / "val_curve.csv", pd.DataFrame(columns=["iteration", "val_miou"]), index=False)
@@ -149,10 +149,10 @@ def run_fingerprint(stage: TrainingStage, params: Params, files: StageFiles,
 
 def write_results(stage: TrainingStage, params: Params, files: StageFiles, model: DeepLabV3Plus,
                   classes: ClassList, result: TrainResult, final: dict[str, Any], origin: str,
-                  run_id: str, data_hash: str, processes: int) -> dict[str, Any]:
-    """The model file, the loss and validation curves and the metrics of a finished stage."""
-    import mlflow
-
+                  run_id: str, data_hash: str, processes: int,
+                  log_metrics: Any) -> dict[str, Any]:
+    """The model file, the loss and validation curves and the metrics of a finished stage
+    (`log_metrics(record, step)` sends them to the run)."""
     val_curve = list(result.val_history)
     if not val_curve or val_curve[-1]["iteration"] != result.iterations:  # not stopped there
         val_curve.append({"iteration": result.iterations, "val_miou": final["last_miou"]})
@@ -163,12 +163,12 @@ def write_results(stage: TrainingStage, params: Params, files: StageFiles, model
                "train_images_per_s": round(result.images_per_s, 2),
                "resumed_from": result.resumed_from, "processes": processes}
     # At the last iteration: the runs table shows each metric's value at its last step.
-    mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=result.iterations)
+    log_metrics({k: float(v) for k, v in metrics.items()}, result.iterations)
     save_model(files.model, model.cpu(), classes, stage=stage.name, val_miou=final["miou"],
                init=origin, iterations=result.iterations, model_iteration=final["iteration"],
                run_id=run_id, data_hash=data_hash, val_hash=files_hash([files.val_list]),
                git_commit=git_commit(), params=params.as_dict(), experiment=dvc_experiment())
-    files.reports.mkdir(parents=True, exist_ok=True)
+    make_dirs(files.reports)
     write_csv(files.reports / "curve.csv", pd.DataFrame(result.history), index=False)
     write_csv(files.reports / "val_curve.csv", pd.DataFrame(val_curve), index=False)
     write_json(files.reports / "metrics.json", metrics)
@@ -213,35 +213,47 @@ def run_training_stage(stage: TrainingStage, params: Params, files: StageFiles) 
     fp = run_fingerprint(stage, params, files, dataset, start)
     weights = stage_class_weights(stage, sched, files, classes)
 
+    resume = load_checkpoint(files.checkpoint, fingerprint(fp), sched.iterations)
+    run = start_stage_run(stage.name, params, params.mlflow.experiment, files.data_files,
+                          resume_run_id=resume.get("run_id") if resume else None,
+                          splits={"train": files.train_list, "validation": files.val_list}) \
+        if info.is_main else None
+    spool = MetricSpool(run.info.run_id, spool_file(files.checkpoint), resumed=resume is not None) \
+        if run else None
+
+    def log_metrics(record: dict[str, float], it: int) -> None:
+        if spool:
+            spool.log(record, it)
+
     def validate(m: torch.nn.Module, it: int) -> dict[str, float]:
         miou = evaluate(m, val_rows, len(classes), device, desc="val")["miou"]
-        mlflow.log_metric("val_miou", miou, step=it)
+        log_metrics({"val_miou": miou}, it)
         return {"val_miou": miou}
 
-    resume = load_checkpoint(files.checkpoint, fingerprint(fp), sched.iterations)
-    tracked = start_stage_run(stage.name, params, params.mlflow.experiment, files.data_files,
-                              resume_run_id=resume.get("run_id") if resume else None,
-                              splits={"train": files.train_list, "validation": files.val_list}) \
-        if info.is_main else contextlib.nullcontext()
+    status = "FAILED"
     try:
-        with tracked as run:
-            if info.is_main:
-                mlflow.set_tags({"init": origin, "processes": str(info.world_size)})
-                if weights is not None:
-                    mlflow.log_dict(dict(zip(classes.names, weights)), "class_weights.json")
-            options = TrainOptions(files.checkpoint, params.seed, fp, device, info.rank,
-                                   info.world_size, resume, run.info.run_id if run else None,
-                                   on_log=lambda it, rec: mlflow.log_metrics(rec, step=it),
-                                   on_validate=validate, class_weights=weights)
-            result = train(model, dataset, sched, params.train, params.runtime, options)
-            if not info.is_main:  # rank 0 alone validates and writes
-                return {}
-            final = kept_model(model, result, sched.keep,
-                               lambda: evaluate(model, val_rows, len(classes), device, desc="val"))
-            metrics = write_results(stage, params, files, model, classes, result, final, origin,
-                                    run.info.run_id, fp["data"], info.world_size)
+        if run:
+            mlflow.set_tags({"init": origin, "processes": str(info.world_size)})
+            if weights is not None:
+                mlflow.log_dict(dict(zip(classes.names, weights)), "class_weights.json")
+        options = TrainOptions(files.checkpoint, params.seed, fp, device, info.rank,
+                               info.world_size, resume, run.info.run_id if run else None,
+                               on_log=lambda it, rec: log_metrics(rec, it),
+                               on_validate=validate, class_weights=weights)
+        result = train(model, dataset, sched, params.train, params.runtime, options)
+        if not info.is_main:  # rank 0 alone validates and writes
+            return {}
+        final = kept_model(model, result, sched.keep,
+                           lambda: evaluate(model, val_rows, len(classes), device, desc="val"))
+        metrics = write_results(stage, params, files, model, classes, result, final, origin,
+                                run.info.run_id, fp["data"], info.world_size, log_metrics)
+        status = "FINISHED"
     finally:
-        shutdown()
+        try:
+            if spool:
+                end_run(spool, status, f"the model file {files.model} is written and whole")
+        finally:
+            shutdown()
     log.info("%s: val mIoU %.4f after %d iterations (%.1f img/s)", stage.name,
              metrics["val_miou"], result.iterations, result.images_per_s)
     return metrics

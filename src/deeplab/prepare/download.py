@@ -18,7 +18,7 @@ from pathlib import Path, PurePosixPath
 from tqdm import tqdm
 
 from ..core.errors import DownloadError, UnsafeArchiveError
-from ..core.io import atomic_dir
+from ..core.io import atomic_dir, make_dirs
 
 log = logging.getLogger(__name__)
 CHUNK = 1 << 20
@@ -84,7 +84,7 @@ def download(url: str, dest: Path, md5: str, retries: int = 3, timeout: float = 
     if dest.is_file() and md5sum(dest) == md5:
         log.info("%s already present and verified", dest)
         return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    make_dirs(dest.parent)  # an unwritable downloads folder: one line, before any transfer
     part = dest.with_name(dest.name + ".part")
     for attempt in range(retries + 1):
         try:

@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from ..core.errors import ConfigError
-from ..core.io import save_figure, save_image, write_csv, write_json, write_text
+from ..core.io import make_dirs, save_figure, save_image, write_csv, write_json, write_text
 from ..core.schema import EvaluateConfig, Params
 from ..data.classes import ClassList, read_classes
 from ..data.dataset import read_list
@@ -169,7 +169,7 @@ def run_evaluate_stage(params: Params, model_file: Path, val_list: Path, reports
     mcfg = info["config"]
     model = model_from_state(info, str(model_file)).to(device).eval()
     rows = read_list(val_list)
-    reports.mkdir(parents=True, exist_ok=True)
+    make_dirs(reports)
     table = []
     main = None
     for strategy in strategies(cfg):
@@ -217,7 +217,7 @@ def run_evaluate_stage(params: Params, model_file: Path, val_list: Path, reports
     _save_figure(reports / "trimap.png", trimap_figure(trimaps))
     _save_figure(reports / "confusion.png", confusion_figure(main["cm"], classes.names))
     samples = reports / "samples"
-    samples.mkdir(exist_ok=True)
+    make_dirs(samples)
     for k, (image, label, pred) in enumerate(main["samples"]):
         colours, keep = classes.palette, classes.background
         _save_png(samples / f"sample_{k:02d}.png", np.concatenate(

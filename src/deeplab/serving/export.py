@@ -27,7 +27,7 @@ from torch.export import Dim
 
 from ..core.cli import run_command
 from ..core.errors import InputError
-from ..core.io import write_bytes
+from ..core.io import check_writable, write_bytes
 from ..evaluation.inference import InferenceStrategy
 from ..model.choices import OUTPUT_STRIDES
 from .segmenter import Segmenter, load_segmenter, segmenter_from_state
@@ -64,6 +64,7 @@ def export(model: str, output: Path, fmt: str, strategy: InferenceStrategy,
     suffix = "." + fmt
     if output.suffix != suffix:
         raise InputError(f"{output}: the output name of a {fmt} export must end in {suffix}")
+    check_writable(output.parent)
     if Path(model).suffix == ".pt":  # a model file: read once, for the network and its digest
         state = read_model_file(model)
         seg, digest = segmenter_from_state(state, strategy, model), state_digest(state, {})

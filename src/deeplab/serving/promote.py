@@ -1,5 +1,6 @@
 """The champion/challenger rule, and moving `@champion` on purpose:
-`python -m deeplab.serving.promote --version 3 --reason "..."`.
+`python -m deeplab.serving.promote --version 3 --reason "..."`; `--list` shows every version
+with its aliases, the `dvc exp` that registered it and the state of its registering run.
 
 The production alias moves only by the rule of `register.promote` (`assign_alias`, in the
 workspace's `dvc repro`, never in a `dvc exp run`) or by this command. Either way the new
@@ -91,27 +92,64 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m deeplab.serving.promote", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--name", default=None, help="registered model (default: register.model_name)")
-    parser.add_argument("--version", type=int, required=True, help="the version to make champion")
-    parser.add_argument("--reason", required=True, help="why (recorded in the version's tags)")
+    parser.add_argument("--version", type=int, help="the version to make champion")
+    parser.add_argument("--reason", help="why (recorded in the version's tags)")
+    parser.add_argument("--list", action="store_true",
+                        help="list the versions: aliases, val mIoU, the dvc exp that registered "
+                             "each, and the state of its registering run")
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
+    if args.list:
+        return run_command(lambda: _list(args))
+    if args.version is None or args.reason is None:
+        parser.error("--version and --reason are required (or --list)")
     return run_command(lambda: _promote(args))
 
 
-def _promote(args: argparse.Namespace) -> int:
+def _client(args: argparse.Namespace) -> tuple[Any, str]:
     import mlflow
-    from mlflow.exceptions import MlflowException
 
     from ..core.config import load_params
-    from ..tracking import check_store, tracking_uri
+    from ..tracking import check_store, end_orphans, tracking_uri
 
     name = args.name or load_params(args.params, sections=("register",)).registration.model_name
-    if not args.reason.strip():
-        raise RegistryError("--reason: say why this version becomes the champion")
     uri = tracking_uri()
     check_store(uri)
     mlflow.set_tracking_uri(uri)
     client = mlflow.MlflowClient()
+    for experiment in client.search_experiments():  # runs of dead processes end as KILLED
+        end_orphans(client, experiment.experiment_id)
+    return client, name
+
+
+def _list(args: argparse.Namespace) -> int:
+    """One line per version of the registered model, newest first."""
+    from mlflow.exceptions import MlflowException
+
+    client, name = _client(args)
+    found = client.search_model_versions(f"name='{name}'")  # (searches leave aliases out)
+    versions = [client.get_model_version(name, v.version) for v in
+                sorted(found, key=lambda v: -int(v.version))]
+    if not versions:
+        raise RegistryError(f"{name}: no registered versions")
+    print("version\taliases\tval_miou\tdvc_exp\tregistered_by_run\tcreated")
+    for v in versions:
+        try:
+            state = client.get_run(v.run_id).info.status if v.run_id else "-"
+        except MlflowException:
+            state = "deleted"
+        created = time.strftime("%Y-%m-%d %H:%M", time.localtime(v.creation_timestamp / 1000))
+        print(f"{v.version}\t{','.join(v.aliases) or '-'}\t{v.tags.get('val_miou', '-')}\t"
+              f"{v.tags.get('dvc.exp', '-')}\t{state}\t{created}")
+    return 0
+
+
+def _promote(args: argparse.Namespace) -> int:
+    from mlflow.exceptions import MlflowException
+
+    if not args.reason.strip():
+        raise RegistryError("--reason: say why this version becomes the champion")
+    client, name = _client(args)
     try:
         client.get_model_version(name, str(args.version))
         result = set_champion(client, name, args.version, args.reason.strip())

@@ -11,14 +11,13 @@ stage's int8 model is a function of its DVC dependencies.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from ..core.errors import InputError
+from ..core.io import atomic_path, make_dirs
 from ..data.images import read_rgb
 
 QUANTIZED_OPS = ["Conv", "ConvTranspose", "MatMul", "Gemm"]
@@ -56,19 +55,13 @@ def quantize_int8(fp32: Path, out: Path, crops: list[np.ndarray]) -> None:
     import onnx
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
-    os.close(fd)
-    try:
-        quantize_static(str(fp32), tmp, _Crops(crops), quant_format=QuantFormat.QDQ,
+    make_dirs(out.parent)
+    with atomic_path(out) as tmp:
+        quantize_static(str(fp32), str(tmp), _Crops(crops), quant_format=QuantFormat.QDQ,
                         per_channel=True, weight_type=QuantType.QInt8,
                         activation_type=QuantType.QUInt8, op_types_to_quantize=QUANTIZED_OPS)
-        model = onnx.load(tmp)
+        model = onnx.load(str(tmp))
         props = {p.key: p.value for p in onnx.load(str(fp32), load_external_data=False).metadata_props}
         onnx.helper.set_model_props(model, {**props, "precision": "int8",
                                             "calibration_images": str(len(crops))})
-        onnx.save(model, tmp)
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        onnx.save(model, str(tmp))

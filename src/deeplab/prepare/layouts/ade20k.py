@@ -8,8 +8,7 @@ from pathlib import Path
 
 from ...data.classes import ADE20K_CLASSES
 from ..samples import SampleGuard
-from ..synthetic.ade20k import write_ade20k
-from .common import Layout, LayoutOptions, TargetSplits, paired
+from .common import Layout, LayoutOptions, TargetSplits, paired, synthetic_writer
 
 ADE20K_URL = "http://data.csail.mit.edu/places/ADEchallenge/ADEChallengeData2016.zip"
 
@@ -21,7 +20,8 @@ def ade20k_splits(root: Path, options: LayoutOptions, guard: SampleGuard) -> Tar
 
 ADE20K = Layout(
     "ade20k", (("images/training", "images/validation", "annotations/training",
-                "annotations/validation"),), ade20k_splits, "ADEChallengeData2016", write_ade20k,
+                "annotations/validation"),), ade20k_splits, "ADEChallengeData2016",
+    synthetic_writer("ade20k", "write_ade20k"),
     classes=lambda root, options: list(ADE20K_CLASSES), reduce_zero_label=True,
     download=f"data.source: download {ADE20K_URL}, unzip it, then set data.source: local and "
              f"data.root to the ADEChallengeData2016 folder")

@@ -9,8 +9,7 @@ from pathlib import Path
 from ...core.errors import BadSampleError
 from ...data.classes import cityscapes_classes, cityscapes_lookup
 from ..samples import SampleGuard
-from ..synthetic.cityscapes import write_cityscapes
-from .common import Layout, LayoutOptions, Sample, TargetSplits
+from .common import Layout, LayoutOptions, Sample, TargetSplits, synthetic_writer
 
 
 def cityscapes_splits(root: Path, options: LayoutOptions, guard: SampleGuard) -> TargetSplits:
@@ -32,8 +31,7 @@ def cityscapes_splits(root: Path, options: LayoutOptions, guard: SampleGuard) ->
 
 CITYSCAPES = Layout(
     "cityscapes", (("leftImg8bit/train", "leftImg8bit/val", "gtFine/train", "gtFine/val"),),
-    cityscapes_splits, "cityscapes",
-    lambda root, counts, size, rng, classes: write_cityscapes(root, counts, size, rng),
+    cityscapes_splits, "cityscapes", synthetic_writer("cityscapes", "write_cityscapes"),
     classes=lambda root, options: cityscapes_classes()[0],
     colours=lambda n: cityscapes_classes()[1], fixed_classes=True, lookup=cityscapes_lookup,
     download="data.source: Cityscapes downloads need an account; download "

@@ -18,8 +18,7 @@ from pathlib import Path
 
 from ...core.errors import BadSampleError, MissingFileError
 from ..samples import SampleGuard
-from ..synthetic.coco import write_roboflow
-from .common import Layout, LayoutOptions, Sample, TargetSplits
+from .common import Layout, LayoutOptions, Sample, TargetSplits, synthetic_writer
 
 ARRANGEMENTS = (  # {split: (images folder, annotation file)} below the root
     {"train": ("images/train", "annotations/instances_train.json"),
@@ -98,6 +97,6 @@ def coco_classes(root: Path | None, options: LayoutOptions) -> list[str] | None:
 
 COCO = Layout(
     "coco", tuple(tuple(ann for _, ann in a.values()) for a in ARRANGEMENTS), coco_splits,
-    "roboflow", write_roboflow, classes=coco_classes,
+    "roboflow", synthetic_writer("coco", "write_roboflow"), classes=coco_classes,
     download="data.source: a COCO-JSON dataset is your own export; set data.source: local and "
              "data.root to the folder holding it")

@@ -72,6 +72,19 @@ class Layout:
     download: str | None = None
 
 
+def synthetic_writer(module: str, name: str) -> Callable:
+    """The generator's writer `prepare.synthetic.<module>.<name>`, imported when it writes (so
+    that preprocess, which reads layouts, does not load the generator)."""
+
+    def write(*args, **kwargs):
+        from importlib import import_module
+
+        return getattr(import_module(f"deeplab.prepare.synthetic.{module}"), name)(*args, **kwargs)
+
+    write.__qualname__ = f"{module}.{name}"
+    return write
+
+
 def examples(values: list) -> str:
     return ", ".join(map(str, values[:5])) + (f" and {len(values) - 5} more" if len(values) > 5 else "")
 

@@ -6,8 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..samples import SampleGuard
-from ..synthetic.folder import write_folder
-from .common import Layout, LayoutOptions, TargetSplits, paired
+from .common import Layout, LayoutOptions, TargetSplits, paired, synthetic_writer
 
 
 def folder_splits(root: Path, options: LayoutOptions, guard: SampleGuard) -> TargetSplits:
@@ -17,6 +16,6 @@ def folder_splits(root: Path, options: LayoutOptions, guard: SampleGuard) -> Tar
 
 
 FOLDER = Layout("folder", (("images/train", "images/val", "masks/train", "masks/val"),),
-                folder_splits, "folder", write_folder,
+                folder_splits, "folder", synthetic_writer("folder", "write_folder"),
                 download="data.source: download fetches the public VOC/COCO archives; a folder "
                          "dataset is your own: set data.source: local and data.root")

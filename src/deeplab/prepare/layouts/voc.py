@@ -8,8 +8,16 @@ import logging
 from pathlib import Path
 
 from ..samples import SampleGuard
-from ..synthetic.voc import write_voc
-from .common import Layout, LayoutOptions, Sample, TargetSplits, examples, image_of, read_id_list
+from .common import (
+    Layout,
+    LayoutOptions,
+    Sample,
+    TargetSplits,
+    examples,
+    image_of,
+    read_id_list,
+    synthetic_writer,
+)
 
 log = logging.getLogger(__name__)
 
@@ -41,4 +49,4 @@ def voc_splits(root: Path, options: LayoutOptions, guard: SampleGuard) -> Target
 
 
 VOC = Layout("voc", (("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"),), voc_splits,
-             "VOC2012", write_voc)
+             "VOC2012", synthetic_writer("voc", "write_voc"))

@@ -28,6 +28,7 @@ import numpy as np
 from ...core.schema import SyntheticData
 from ...data.classes import VOC_CLASSES, ClassList
 from .coco import COCO_IDS_OF_VOC, CocoCategories, write_coco
+from .scene import Rare
 from .voc import write_sbd
 
 __all__ = ["COCO_IDS_OF_VOC", "GENERATOR_VERSION", "generate"]
@@ -54,6 +55,8 @@ def generate(root: Path, cfg: SyntheticData, layout: str = "voc",
         write_coco(coco, "val", cfg.coco_val_images, size, np.random.default_rng(streams[1]),
                    900_000, categories, n)
     counts = {"train": cfg.train_images, "val": cfg.val_images}
-    writer(root, counts, size, np.random.default_rng(streams[2]), classes)
+    rare = None if cfg.rare is None else \
+        Rare(classes.ids([cfg.rare.name], "data.synthetic.rare.name")[0], cfg.rare.scale)
+    writer(root, counts, size, np.random.default_rng(streams[2]), classes, rare)
     if layout == "voc" and cfg.sbd_images:
         write_sbd(root, cfg.sbd_images, size, np.random.default_rng(streams[3]), n)

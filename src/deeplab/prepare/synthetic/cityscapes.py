@@ -9,11 +9,11 @@ from PIL import Image
 
 from ...core.io import save_image
 from ...data.classes import IGNORE, cityscapes_labels
-from .scene import render_scene, semantic_label
+from .scene import Rare, render_scene, semantic_label
 
 CLUTTER = 254  # a marker for clutter pixels in the Cityscapes writer (never a class id)
-def write_cityscapes(root: Path, counts: dict[str, int], size: int, rng: np.random.Generator
-                     ) -> None:
+def write_cityscapes(root: Path, counts: dict[str, int], size: int, rng: np.random.Generator,
+                     classes: object = None, rare: Rare | None = None) -> None:
     """`root/cityscapes/{leftImg8bit,gtFine}/{train,val}/<city>/` with official labelIds:
     each trainId drawn as its first labelId, ignore bands as 'unlabeled' (0), and some void
     id 'static' for clutter objects."""
@@ -32,7 +32,7 @@ def write_cityscapes(root: Path, counts: dict[str, int], size: int, rng: np.rand
         for k in range(count):
             city = cities[split][k % len(cities[split])]
             name = f"{city}_{k:06d}_000019"
-            img, instances = render_scene(rng, size, len(first_id))
+            img, instances = render_scene(rng, size, len(first_id), rare)
             label = lookup[semantic_label(instances, size, clutter_value=CLUTTER)]
             image_path = root / "cityscapes" / "leftImg8bit" / split / city / f"{name}_leftImg8bit.png"
             label_path = root / "cityscapes" / "gtFine" / split / city / f"{name}_gtFine_labelIds.png"

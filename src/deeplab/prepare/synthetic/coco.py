@@ -11,7 +11,7 @@ import numpy as np
 from pycocotools import mask as mask_utils
 
 from ...data.classes import COCO_SYNONYMS, VOC_CLASSES, ClassList
-from .scene import OTHER_CATEGORIES, Instance, render_scene, save_jpeg
+from .scene import OTHER_CATEGORIES, Instance, Rare, render_scene, save_jpeg
 
 # COCO category ids of the VOC classes 1..20, in VOC order (torchvision's CAT_LIST).
 COCO_IDS_OF_VOC = (5, 2, 16, 9, 44, 6, 3, 17, 62, 21, 67, 18, 19, 4, 1, 64, 20, 63, 7, 72)
@@ -60,7 +60,7 @@ def write_coco(root: Path, split: str, count: int, size: int, rng: np.random.Gen
 
 
 def write_roboflow(root: Path, counts: dict[str, int], size: int, rng: np.random.Generator,
-                   classes: ClassList) -> None:
+                   classes: ClassList, rare: Rare | None = None) -> None:
     """A COCO-JSON target as Roboflow exports it: `root/roboflow/{train,valid}/` holding the
     images and `_annotations.coco.json`, with category 0 named after the project and unused."""
     # only the project's own classes: clutter objects are not labelled in a labelling tool
@@ -69,12 +69,14 @@ def write_roboflow(root: Path, counts: dict[str, int], size: int, rng: np.random
     for split, folder in (("train", "train"), ("val", "valid")):
         write_instances(root / "roboflow" / folder, root / "roboflow" / folder /
                         "_annotations.coco.json", counts[split], size, rng,
-                        0 if split == "train" else 100_000, categories, len(classes), project)
+                        0 if split == "train" else 100_000, categories, len(classes), project,
+                        rare)
 
 
 def write_instances(img_dir: Path, ann_file: Path, count: int, size: int,
                     rng: np.random.Generator, first_id: int, categories: CocoCategories,
-                    num_classes: int = 21, extra_category: dict | None = None) -> None:
+                    num_classes: int = 21, extra_category: dict | None = None,
+                    rare: Rare | None = None) -> None:
     """`count` images in `img_dir` and their instances in the COCO JSON file `ann_file`."""
     img_dir.mkdir(parents=True, exist_ok=True)
     images, annotations = [], []
@@ -82,7 +84,7 @@ def write_instances(img_dir: Path, ann_file: Path, count: int, size: int,
     for k in range(count):
         image_id = first_id + k
         name = f"{image_id:012d}.jpg"
-        img, instances = render_scene(rng, size, num_classes)
+        img, instances = render_scene(rng, size, num_classes, rare)
         save_jpeg(img_dir / name, img)
         images.append({"id": image_id, "file_name": name, "width": size, "height": size})
         for inst in instances:

@@ -10,17 +10,17 @@ from PIL import Image
 from ...core.io import save_image
 from ...data.classes import ClassList
 from ...data.palette import save_label_png
-from .scene import raw_label, render_scene, save_jpeg, semantic_label
+from .scene import Rare, raw_label, render_scene, save_jpeg, semantic_label
 
 
 def write_folder(root: Path, counts: dict[str, int], size: int, rng: np.random.Generator,
-                 classes: ClassList) -> None:
+                 classes: ClassList, rare: Rare | None = None) -> None:
     """`root/folder/{images,masks}/{train,val}`: JPEG and PNG images; masks alternate between
     single-channel (values = class ids) and palette PNGs, the ignore band at `ignore_index`."""
     for split, count in counts.items():
         for k in range(count):
             name = f"{split}_{k:05d}"
-            img, instances = render_scene(rng, size, len(classes))
+            img, instances = render_scene(rng, size, len(classes), rare)
             suffix = ".png" if k % 3 == 2 else ".jpg"
             image_path = root / "folder" / "images" / split / f"{name}{suffix}"
             image_path.parent.mkdir(parents=True, exist_ok=True)

@@ -132,10 +132,18 @@ def crowd_class(num_classes: int) -> int:
     return min(15, num_classes - 1)
 
 
-def render_scene(rng: np.random.Generator, size: int, num_classes: int = 21
-                 ) -> tuple[np.ndarray, list[Instance]]:
+@dataclass(frozen=True)
+class Rare:
+    """One object class drawn `scale` times its usual size (an imbalanced profile)."""
+
+    class_id: int
+    scale: float
+
+
+def render_scene(rng: np.random.Generator, size: int, num_classes: int = 21,
+                 rare: Rare | None = None) -> tuple[np.ndarray, list[Instance]]:
     """One image and its instances (classes 1..num_classes-1 on a class-0 background),
-    painted largest first so smaller objects end on top."""
+    painted largest first so smaller objects end on top; the `rare` class's objects small."""
     img = _background(rng, size)
     for _ in range(rng.integers(2, 6)):  # unlabeled clutter strokes
         poly = _polygon(rng, SHAPES[rng.integers(len(SHAPES))], size, 0.05, 0.2)
@@ -144,7 +152,8 @@ def render_scene(rng: np.random.Generator, size: int, num_classes: int = 21
     instances: list[Instance] = []
     for _ in range(rng.integers(1, 5)):
         class_id = int(rng.integers(1, num_classes))
-        poly = _polygon(rng, class_look(class_id).shape, size, 0.25, 0.7)
+        k = rare.scale if rare is not None and class_id == rare.class_id else 1.0
+        poly = _polygon(rng, class_look(class_id).shape, size, 0.25 * k, 0.7 * k)
         instances.append(Instance(class_id, 0, decode_mask([poly], size), [poly]))
     if rng.random() < 0.5:
         cat = int(rng.choice(list(OTHER_CATEGORIES)))

@@ -11,11 +11,11 @@ import scipy.io
 
 from ...data.classes import IGNORE, VOC_CLASSES, ClassList
 from ...data.palette import save_label_png
-from .scene import raw_label, render_scene, save_jpeg, semantic_label
+from .scene import Rare, raw_label, render_scene, save_jpeg, semantic_label
 
 
 def write_voc(root: Path, counts: dict[str, int], size: int, rng: np.random.Generator,
-              classes: ClassList | None = None) -> None:
+              classes: ClassList | None = None, rare: Rare | None = None) -> None:
     """`root/VOC2012` with JPEGs, palette PNG masks and split lists."""
     classes = classes or ClassList(VOC_CLASSES, ())
     voc = root / "VOC2012"
@@ -25,7 +25,7 @@ def write_voc(root: Path, counts: dict[str, int], size: int, rng: np.random.Gene
     for split, count in counts.items():
         ids = [f"2012_{split[0]}{k:05d}" for k in range(count)]
         for name in ids:
-            img, instances = render_scene(rng, size, len(classes))
+            img, instances = render_scene(rng, size, len(classes), rare)
             save_jpeg(voc / "JPEGImages" / f"{name}.jpg", img)
             save_label_png(voc / "SegmentationClass" / f"{name}.png",
                            raw_label(semantic_label(instances, size), classes.ignore_index,
