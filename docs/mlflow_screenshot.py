@@ -1,42 +1,78 @@
-"""Capture docs/mlflow-runs.png: the runs table of `mlflow ui` with the val_miou column.
+"""Take docs/mlflow-runs.png and docs/mlflow-compare.png from the repository's MLflow store
+(after the default `dvc repro`), in headless Debian Chromium driven by Playwright:
 
-Not part of the pipeline (Playwright is not in requirements.txt). With `mlflow ui
---backend-store-uri sqlite:///mlflow.db --port 5055` running:
+    python docs/mlflow_screenshot.py [REPO [OUT]]   # starts `mlflow ui` on a free port itself
 
-    python -m venv /tmp/pw && /tmp/pw/bin/pip install playwright
-    /tmp/pw/bin/python docs/mlflow_screenshot.py http://localhost:5055/#/experiments/1/runs docs/mlflow-runs.png
-
-Playwright drives the system's Chromium (Debian package `chromium`); it downloads no browser.
+The runs page opens in the model-training view with the newest pipeline run expanded; the
+compare page holds the newest finetune run and its ablation variants.
 """
 
+from __future__ import annotations
+
+import socket
+import subprocess
 import sys
+import time
+import urllib.request
+from pathlib import Path
 
 from playwright.sync_api import sync_playwright
 
+from deeplab.ui import compare_url, experiment_url
 
-def main(url: str, out: str) -> None:
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
-        page = browser.new_page(viewport={"width": 1800, "height": 1000})
-        page.goto(url)
-        page.wait_for_timeout(5000)
-        page.get_by_role("button", name="Columns").click()
-        page.wait_for_timeout(800)
-        search = page.get_by_placeholder("Search columns")
-        for name in ("val_miou", "best_strategy_miou", "Source"):  # Source: hidden, for room
-            search.fill(name)
-            page.wait_for_timeout(800)
-            label = next(s for s in page.locator("strong", has_text=name).all() if s.inner_text() == name)
-            box = label.bounding_box()
-            page.mouse.click(box["x"] - 26, box["y"] + box["height"] / 2)  # its checkbox
-            page.wait_for_timeout(500)
-        page.get_by_text("Training runs", exact=True).first.click()  # closes the menu
-        page.wait_for_timeout(1500)
-        page.mouse.click(1765, 36)  # closes the assistant side panel (its X, top right)
-        page.wait_for_timeout(1500)
-        page.screenshot(path=out)
-        browser.close()
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def main(repo: str = str(REPO), out: str = str(REPO / "docs"),
+         experiment_name: str = "deeplabv3plus") -> None:
+    from mlflow import MlflowClient
+
+    store = f"sqlite:///{Path(repo) / 'mlflow.db'}"
+    client = MlflowClient(store)
+    experiment = client.get_experiment_by_name(experiment_name).experiment_id
+    parent = client.search_runs([experiment], "tags.`pipeline.parent` = 'true'",
+                                order_by=["attributes.start_time DESC"], max_results=1)[0]
+    children = client.search_runs([experiment], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    compared = [r.info.run_id for r in children
+                if r.data.tags["dvc.stage"] == "finetune" or r.data.tags["dvc.stage"].startswith("variant@")]
+    port = _port()
+    ui = subprocess.Popen([str(Path(sys.executable).with_name("mlflow")), "ui", "--backend-store-uri",
+                           store, "--host", "127.0.0.1", "--port", str(port)],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(360):
+            try:
+                urllib.request.urlopen(base + "/health", timeout=2)
+                break
+            except OSError:
+                time.sleep(0.5)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+            page = browser.new_page(viewport={"width": 1700, "height": 950})
+            page.goto(experiment_url(base, experiment))
+            page.get_by_text(parent.info.run_name.split(" · ")[0]).first.wait_for(timeout=60_000)
+            page.get_by_role("button", name="Close").first.click(timeout=5_000) \
+                if page.get_by_role("button", name="Close").count() else None
+            row = page.locator("[role=row]", has_text=parent.info.run_name.split(" · ")[0]).first
+            row.locator("button").first.click()  # expand the pipeline run
+            page.wait_for_timeout(2000)
+            page.screenshot(path=str(Path(out) / "mlflow-runs.png"))
+            page.goto(compare_url(base, experiment, compared))
+            page.get_by_text("ablation", exact=True).first.wait_for(timeout=60_000)
+            page.wait_for_timeout(3000)
+            page.screenshot(path=str(Path(out) / "mlflow-compare.png"), full_page=True)
+            browser.close()
+    finally:
+        ui.terminate()
+        ui.wait(timeout=60)
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    main(*sys.argv[1:])

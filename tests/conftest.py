@@ -153,3 +153,23 @@ def voc_raw(tmp_path_factory):
     root = tmp_path_factory.mktemp("voc_raw")
     generate(root, VOC_CFG)
     return root
+
+
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's package (.ci/run installs it)
+
+
+@pytest.fixture(scope="session")
+def chromium():
+    """Headless Chromium driven by Playwright (the system browser: nothing is downloaded);
+    the test skips, saying why, where either is missing."""
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("playwright is not installed (pip install -r requirements.txt)")
+    if not CHROMIUM.is_file():
+        pytest.skip(f"{CHROMIUM} not found: install Debian's chromium (apt-get install chromium; "
+                    f".ci/run does)")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        yield browser
+        browser.close()

@@ -90,6 +90,14 @@ class MetricSpool:
             append_text(self.path, json.dumps(record) + "\n")
             self.lock.notify()
 
+    def set_tags(self, tags: dict[str, str]) -> None:
+        """Queue tags for the run (after the metrics queued before them)."""
+        with self.lock:
+            record = {"run_id": self.run_id, "tags": dict(tags)}
+            self.queue.append(record)
+            append_text(self.path, json.dumps(record) + "\n")
+            self.lock.notify()
+
     def _unsent(self, record: dict[str, Any]) -> list[Any]:
         """The record's points the run does not have yet, as MLflow metrics."""
         from mlflow.entities import Metric
@@ -111,7 +119,9 @@ class MetricSpool:
                     return
                 record = self.queue[0]
             try:
-                metrics = self._unsent(record)
+                for key, value in record.get("tags", {}).items():
+                    self.client.set_tag(self.run_id, key, value)
+                metrics = self._unsent(record) if "metrics" in record else []
                 if metrics:
                     self.client.log_batch(self.run_id, metrics=metrics)
                     for m in metrics:

@@ -4,7 +4,9 @@ folder dataset. One tiny `dvc repro` is shared (copied) by the tests that start 
 
 import json
 import os
+import re
 import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -65,13 +67,13 @@ def test_a_tiny_dvc_repro_runs_every_stage_and_each_loads_only_its_dependencies(
     metrics = json.loads((work / "reports/metrics.json").read_text())
     assert 0.0 <= metrics["miou"] <= 1.0 and "2" in metrics["trimap"]
     table = (work / "reports/ablations.csv").read_text().splitlines()
-    assert table[0] == ("variant,runtime,precision,train_os,eval_os,ms,flip,decoder,sc,coco,miou,"
-                        "madds_b,miou_low,miou_high,ms_per_image")
+    assert table[0] == ("row,variant,runtime,precision,train_os,eval_os,ms,flip,decoder,sc,coco,"
+                        "miou,madds_b,miou_low,miou_high,ms_per_image")
     assert metrics["miou_low"] <= metrics["miou"] <= metrics["miou_high"]
     # OS 16/8 x MS x flip, one per variant, one per deployed format
     assert len(table) == 1 + 2 * 2 * 2 + len(variants) + 3
-    assert sorted(line.split(",")[0] for line in table[-3 - len(variants):-3]) == sorted(variants)
-    assert [line.split(",")[1:3] for line in table[-3:]] == [["torch", "fp32"], ["onnxruntime", "fp32"],
+    assert sorted(line.split(",")[1] for line in table[-3 - len(variants):-3]) == sorted(variants)
+    assert [line.split(",")[2:4] for line in table[-3:]] == [["torch", "fp32"], ["onnxruntime", "fp32"],
                                                             ["onnxruntime", "int8"]]
     assert abs(metrics["deployed"]["onnxruntime/fp32"]["drop"]) <= 0.002  # exact up to fp32 sums
     assert set(metrics["variants"]) == set(variants)
@@ -116,6 +118,28 @@ def test_a_tiny_dvc_repro_runs_every_stage_and_each_loads_only_its_dependencies(
     assert finetune.data.metrics["val_miou"] == final  # the runs table's column: the final value
     history = client.get_metric_history(finetune.info.run_id, "val_miou")
     assert [m.step for m in sorted(history, key=lambda m: m.step)] == [2, 3]
+    # Runs that compare: each training run says which ablation it is and logs its own
+    # settings only; one pipeline run groups the stages; evaluate logs every row.
+    training = [r for r in runs if r.data.tags["dvc.stage"] in {"pretrain", "finetune",
+                                                                *(f"variant@{v}" for v in variants)}]
+    for r in training:
+        assert r.data.params["ablation"] == (r.data.tags["dvc.stage"].partition("@")[2] or "main")
+        assert not [k for k in r.data.params if k.startswith("ablations")], r.info.run_name
+        assert r.info.run_name.startswith(r.data.tags["dvc.stage"] + " · ")  # its result in its name
+    by_ablation = {r.data.params["ablation"]: r for r in training if r.data.tags["dvc.stage"] != "pretrain"}
+    assert by_ablation["no_decoder"].data.params["model.decoder"] == "False"
+    assert by_ablation["no_coco"].data.params["finetune.init"] == "scratch"
+    assert "coco_val_miou" in next(r for r in training if r.data.tags["dvc.stage"] == "pretrain").data.metrics
+    parents = {r.data.tags.get("mlflow.parentRunId") for r in runs}
+    assert len(parents) == 1 and None not in parents  # every stage run nested under one pipeline run
+    parent = client.get_run(parents.pop())
+    assert parent.info.status == "FINISHED" and parent.info.run_name.startswith("mIoU ")
+    assert " · dvc repro " in parent.info.run_name and " · no_sc " in parent.info.run_name
+    evaluation = next(r for r in runs if r.data.tags["dvc.stage"] == "evaluate")
+    for name in variants:
+        assert {f"{name}_os16/{k}" for k in ("miou", "miou_low", "miou_high")} <= set(evaluation.data.metrics)
+    assert evaluation.data.tags["best_strategy"].startswith("main_os")
+    assert "val_miou" not in next(r for r in runs if r.data.tags["dvc.stage"] == "register").data.metrics
 
     # The registered champion in a fresh interpreter: uint8 image in, label map out.
     script = ("import sys, numpy as np, mlflow.pyfunc; from PIL import Image\n"
@@ -231,9 +255,12 @@ def test_pull_then_nothing_retrains_and_a_queued_sweep_reruns_only_finetune(fini
     assert _stages_run(again) == {"fetch"}, again
     assert run(["git", "status", "--porcelain", "dvc.lock"], clone).stdout == ""
 
-    # Two sweep points in the queue: only finetune and what follows it run.
-    for lr in ("0.01", "0.02"):
-        run(["dvc", "exp", "run", "--queue", "-S", f"finetune.lr={lr}"], work)
+    # Two sweep points in the queue: finetune and what follows it run, the ablation variants
+    # included; the second drops them (docs/tracking.md "Sweeps"), so they do not retrain.
+    variants = list(finished[1]["ablations"])
+    main_only = [arg for v in variants for arg in ("-S", f"~ablations.{v}")]
+    run(["dvc", "exp", "run", "--queue", "-S", "finetune.lr=0.01"], work)
+    run(["dvc", "exp", "run", "--queue", "-S", "finetune.lr=0.02", *main_only], work)
     run(["dvc", "queue", "start"], work)
     deadline = time.time() + 3600  # a safety net: a busy machine is slow, not broken
     while time.time() < deadline:
@@ -244,10 +271,23 @@ def test_pull_then_nothing_retrains_and_a_queued_sweep_reruns_only_finetune(fini
     tasks = [line.split() for line in status.splitlines()[1:] if line.strip() and "Success" in line]
     assert len(tasks) == 2, status
     names = [parts[1] for parts in tasks]  # columns: Task, Name, Created (hh:mm AM), Status
+    ran = []
     for parts in tasks:
-        logs = run(["dvc", "queue", "logs", parts[0]], work).stdout
-        assert _stages_run(logs) == {"fetch", "finetune", "deploy", "evaluate", "register",
-                                     *(f"variant@{v}" for v in finished[1]["ablations"])}, logs
+        ran.append(_stages_run(run(["dvc", "queue", "logs", parts[0]], work).stdout))
+    follows = {"fetch", "finetune", "deploy", "evaluate", "register"}
+    assert sorted(ran, key=len) == [follows, follows | {f"variant@{v}" for v in variants}], ran
+
+    # The documented `dvc exp show` (docs/tracking.md) leads with the mIoU, then the variants'
+    # and the changed params, and fits a 120-column terminal.
+    show = ["dvc", "exp", "show", "--no-pager", "--only-changed", "--drop",
+            "Created|reports/.*|models/.*|data/.*|src/.*|pipeline/.*"]
+    header = run([*show, "--csv"], work).stdout.splitlines()[0].split(",")
+    assert header[:6] == ["Experiment", "rev", "typ", "miou", "low", "high"], header
+    assert "finetune.lr" in header and "train_images_per_s" not in ",".join(header)
+    if shutil.which("script"):  # a terminal of 120 columns (util-linux)
+        table = run(["script", "-qc", "stty cols 120; " + " ".join(
+            f"'{a}'" if "|" in a else a for a in show), "/dev/null"], work).stdout
+        assert max(len(re.sub(r"\x1b\[[0-9;]*m", "", line)) for line in table.splitlines()) <= 120
 
     # Each MLflow run records the experiment and its exact params; the sweep moved no alias.
     from mlflow import MlflowClient
@@ -312,3 +352,62 @@ def test_the_readme_own_data_example_gets_its_own_champion(finished, tmp_path):
             assert img.getpalette()[:9] == [0, 0, 0, 128, 0, 0, 0, 128, 0]  # the dataset's colours
             assert set(np.unique(np.array(img)).tolist()) <= {0, 1, 2}
     assert "classes: " in result.stderr
+
+
+@pytest.mark.slow
+def test_dvc_plots_show_needs_no_network(finished, tmp_path):
+    """Every plot is an image (matplotlib PNG): the HTML loads no script and nothing remote."""
+    import re
+
+    work = copy_of(finished, tmp_path)
+    run(["dvc", "plots", "show", "-o", str(tmp_path / "plots")], work)
+    html = (tmp_path / "plots" / "index.html").read_text()
+    assert "<script" not in html and not re.search(r"(src|href)=[\"']?(https?:)?//", html)
+    images = re.findall(r"<img[^>]*src=\"([^\"]+)\"", html)
+    names = {Path(src).name for src in images}
+    for plot in ("curves.png", "ablations.png", "per_class_iou.png", "trimap.png", "confusion.png"):
+        assert any(n.endswith(plot) for n in names), (plot, names)
+    assert all((tmp_path / "plots" / src).is_file() for src in images)
+
+
+@pytest.mark.slow
+def test_the_mlflow_ui_in_a_real_browser(finished, tmp_path, chromium):
+    """Headless Chromium (Debian's, driven by Playwright) on `mlflow ui`: the experiment opens
+    in the model-training view, the runs say their val mIoU, and Compare of finetune and the
+    variants lists `ablation` and the params that differ."""
+    from mlflow import MlflowClient
+
+    from deeplab.ui import compare_url, experiment_url
+    from helpers.models import free_port, wait_for_http
+
+    work = copy_of(finished, tmp_path)
+    client = MlflowClient(f"sqlite:///{work / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("deeplabv3plus").experiment_id
+    runs = client.search_runs([experiment])
+    compared = [r.info.run_id for r in runs
+                if r.data.tags["dvc.stage"] == "finetune" or r.data.tags["dvc.stage"].startswith("variant@")]
+    port = free_port()
+    ui = subprocess.Popen([str(BIN / "mlflow"), "ui", "--backend-store-uri", f"sqlite:///{work / 'mlflow.db'}",
+                           "--host", "127.0.0.1", "--port", str(port)],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(base + "/health", ui)
+        page = chromium.new_page(viewport={"width": 1600, "height": 1000})
+        page.goto(experiment_url(base, experiment))
+        page.get_by_text("dvc repro", exact=False).first.wait_for(timeout=60_000)
+        text = page.inner_text("body")
+        assert "Model training" in text and "Runs" in text
+        assert "Judges" not in text and "Sessions" not in text  # the GenAI view's sections
+        assert "mIoU " in text  # the pipeline run says its result in the runs table
+        page.screenshot(path=str(tmp_path / "runs.png"))
+        page.goto(compare_url(base, experiment, compared))
+        page.get_by_text("ablation", exact=True).first.wait_for(timeout=60_000)
+        text = page.inner_text("body")
+        for param in ("ablation", "model.decoder", "model.separable", "finetune.init"):
+            assert param in text, param
+        for ablation in ("main", "no_decoder", "no_sc", "no_coco"):
+            assert ablation in text
+    finally:
+        ui.terminate()
+        ui.wait(timeout=60)

@@ -55,6 +55,7 @@ def skip_pretraining(params: Params, classes: ClassList, out_model: Path, report
               index=False)
     write_csv(reports / "val_curve.csv", pd.DataFrame(columns=["iteration", "val_miou"]), index=False)
     write_json(reports / "metrics.json", metrics)
+    write_json(reports / "timing.json", {})
     log.info("pretrain: %s; nothing to train", NO_PRETRAINING)
     return metrics
 
@@ -72,6 +73,16 @@ class TrainingStage:
     @classmethod
     def variant(cls, name: str) -> "TrainingStage":
         return cls(f"variant@{name}", "finetune", partial_init=True)
+
+    @property
+    def ablation(self) -> str:
+        """What its MLflow run's `ablation` param says: `main`, or the variant's name."""
+        return self.name.split("@", 1)[1] if "@" in self.name else "main"
+
+    @property
+    def metric_prefix(self) -> str:
+        """Pretrain validates on COCO's val split: its curve has its own names (`coco_val_miou`)."""
+        return "coco_" if self.schedule == "pretrain" else ""
 
 
 PRETRAIN = TrainingStage("pretrain", "pretrain")
@@ -158,12 +169,14 @@ def write_results(stage: TrainingStage, params: Params, files: StageFiles, model
         val_curve.append({"iteration": result.iterations, "val_miou": final["last_miou"]})
     metrics = {"val_miou": final["miou"], "val_pixel_acc": final["pixel_acc"],
                "iterations": result.iterations, "model_iteration": final["iteration"],
-               "stopped_early": int(result.selection.stopped),
-               "train_seconds": round(result.seconds, 1),
-               "train_images_per_s": round(result.images_per_s, 2),
-               "resumed_from": result.resumed_from, "processes": processes}
+               "stopped_early": int(result.selection.stopped)}
+    # Throughput and the run's history: kept apart, so that `dvc exp show` leads with results.
+    timing = {"train_seconds": round(result.seconds, 1),
+              "train_images_per_s": round(result.images_per_s, 2),
+              "resumed_from": result.resumed_from, "processes": processes}
     # At the last iteration: the runs table shows each metric's value at its last step.
-    log_metrics({k: float(v) for k, v in metrics.items()}, result.iterations)
+    log_metrics({(stage.metric_prefix + k if k.startswith("val_") else k): float(v)
+                 for k, v in (metrics | timing).items()}, result.iterations)
     save_model(files.model, model.cpu(), classes, stage=stage.name, val_miou=final["miou"],
                init=origin, iterations=result.iterations, model_iteration=final["iteration"],
                run_id=run_id, data_hash=data_hash, val_hash=files_hash([files.val_list]),
@@ -172,7 +185,8 @@ def write_results(stage: TrainingStage, params: Params, files: StageFiles, model
     write_csv(files.reports / "curve.csv", pd.DataFrame(result.history), index=False)
     write_csv(files.reports / "val_curve.csv", pd.DataFrame(val_curve), index=False)
     write_json(files.reports / "metrics.json", metrics)
-    return metrics
+    write_json(files.reports / "timing.json", timing)
+    return metrics | timing
 
 
 def kept_model(model: DeepLabV3Plus, result: TrainResult, keep: str,
@@ -216,8 +230,8 @@ def run_training_stage(stage: TrainingStage, params: Params, files: StageFiles) 
     resume = load_checkpoint(files.checkpoint, fingerprint(fp), sched.iterations)
     run = start_stage_run(stage.name, params, params.mlflow.experiment, files.data_files,
                           resume_run_id=resume.get("run_id") if resume else None,
-                          splits={"train": files.train_list, "validation": files.val_list}) \
-        if info.is_main else None
+                          splits={"train": files.train_list, "validation": files.val_list},
+                          ablation=stage.ablation) if info.is_main else None
     spool = MetricSpool(run.info.run_id, spool_file(files.checkpoint), resumed=resume is not None) \
         if run else None
 
@@ -227,7 +241,7 @@ def run_training_stage(stage: TrainingStage, params: Params, files: StageFiles) 
 
     def validate(m: torch.nn.Module, it: int) -> dict[str, float]:
         miou = evaluate(m, val_rows, len(classes), device, desc="val")["miou"]
-        log_metrics({"val_miou": miou}, it)
+        log_metrics({f"{stage.metric_prefix}val_miou": miou}, it)
         return {"val_miou": miou}
 
     status = "FAILED"
@@ -247,6 +261,9 @@ def run_training_stage(stage: TrainingStage, params: Params, files: StageFiles) 
                            lambda: evaluate(model, val_rows, len(classes), device, desc="val"))
         metrics = write_results(stage, params, files, model, classes, result, final, origin,
                                 run.info.run_id, fp["data"], info.world_size, log_metrics)
+        # The runs table shows names: each says its result without choosing columns.
+        spool.set_tags({"mlflow.runName": f"{stage.name} · {'coco ' if stage.metric_prefix else ''}"
+                                          f"{metrics['val_miou']:.3f}"})
         status = "FINISHED"
     finally:
         try:

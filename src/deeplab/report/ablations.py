@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -10,19 +11,25 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-from PIL import Image
 
 from ..core.errors import ConfigError
-from ..core.io import make_dirs, save_figure, save_image, write_csv, write_json, write_text
+from ..core.io import make_dirs, save_figure, write_csv, write_json, write_text
 from ..core.schema import EvaluateConfig, Params
 from ..data.classes import ClassList, read_classes
 from ..data.dataset import read_list
-from ..data.palette import overlay
 from ..device import select_device
 from ..evaluation.evaluate import evaluate
 from ..evaluation.inference import InferenceStrategy
 from ..evaluation.metrics import bootstrap_miou
 from ..model_files import classes_of, model_from_state, read_model_file
+from .figures import (
+    confusion_figure,
+    curves_figure,
+    per_class_figure,
+    rows_figure,
+    sample_figure,
+    trimap_figure,
+)
 from .madds import count_madds
 
 log = logging.getLogger(__name__)
@@ -41,27 +48,8 @@ def strategy_madds(model, size: int, strategy: InferenceStrategy) -> int:
     return total * (2 if strategy.flip else 1)
 
 
-def _save_png(path: Path, array: np.ndarray) -> None:
-    save_image(path, Image.fromarray(array), format="PNG")
-
-
 def _save_figure(path: Path, fig: Figure) -> None:
     save_figure(path, fig, dpi=110, bbox_inches="tight")
-
-
-def confusion_figure(cm: np.ndarray, names: tuple[str, ...]) -> Figure:
-    norm = cm / np.maximum(cm.sum(1, keepdims=True), 1)
-    size = min(4 + 0.2 * len(names), 24)
-    fig = Figure(figsize=(size, size * 7 / 8))
-    ax = fig.subplots()
-    im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(len(names)), names, rotation=90, fontsize=7)
-    ax.set_yticks(range(len(names)), names, fontsize=7)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("ground truth")
-    fig.colorbar(im, ax=ax, fraction=0.046)
-    ax.set_title("confusion matrix (row-normalised)")
-    return fig
 
 
 def _row(variant: str, info: dict[str, Any], strategy: InferenceStrategy, result: dict[str, Any],
@@ -101,19 +89,6 @@ def deployed_metrics(df: pd.DataFrame, fp32_miou: float) -> dict[str, dict[str, 
         for r in rows.itertuples()}
 
 
-def trimap_figure(curves: dict[str, dict[int, float]]) -> Figure:
-    fig = Figure(figsize=(5, 3.5))
-    ax = fig.subplots()
-    for name, curve in curves.items():
-        ax.plot(list(curve), list(curve.values()), marker="o", label=name)
-    ax.set_xlabel("band width around object boundaries (pixels)")
-    ax.set_ylabel("mIoU inside the band")
-    ax.set_title("trimap: accuracy near boundaries")
-    ax.grid(alpha=0.3)
-    ax.legend()
-    return fig
-
-
 def _same_classes(model_file: Path, info: dict[str, Any], classes: ClassList) -> None:
     found = classes_of(info)
     if found.names != classes.names:
@@ -150,15 +125,42 @@ def deployed_rows(params: Params, info: dict[str, Any], model_file: Path, deploy
     return out
 
 
+def summary(metrics: dict[str, Any]) -> dict[str, float]:
+    """The few numbers `dvc exp show` leads with (DVC's metrics file of the evaluate stage;
+    short keys so that they fit a terminal): the main model's mIoU and interval, each
+    variant's mIoU, the best strategy's."""
+    return {"miou": metrics["miou"], "low": metrics["miou_low"], "high": metrics["miou_high"],
+            **{name: round(v, 4) for name, v in metrics["variants"].items()},
+            "best": metrics["best_strategy_miou"]}
+
+
+def row_label(row: Any) -> str:
+    """A row's name in metrics and figures: `main_os16_ms_flip`, `no_decoder_os16`,
+    `deployed_openvino_int8`."""
+    if pd.isna(row["madds_b"]):
+        return f"deployed_{row['runtime']}_{row['precision']}"
+    return (f"{row['variant']}_os{row['eval_os']}" + ("_ms" if row["ms"] else "")
+            + ("_flip" if row["flip"] else ""))
+
+
 def run_evaluate_stage(params: Params, model_file: Path, val_list: Path, reports: Path,
                        classes_file: Path, variant_files: dict[str, Path] | None = None,
                        deployed: Path | None = None) -> dict[str, Any]:
     """Evaluate the finetuned model under every strategy, each ablation variant at its
     training output stride (single scale) and each deployed format; write tables, plots and
-    metrics. Per-class figures use the dataset's class names and colours."""
-    import mlflow
-
+    metrics, and log them to the stage's MLflow run (which spans the whole evaluation).
+    Per-class figures use the dataset's class names and colours."""
     from ..tracking import start_stage_run
+
+    with start_stage_run("evaluate", params, params.mlflow.experiment, [val_list]):
+        return _evaluate_stage(params, model_file, val_list, reports, classes_file,
+                               variant_files or {}, deployed)
+
+
+def _evaluate_stage(params: Params, model_file: Path, val_list: Path, reports: Path,
+                    classes_file: Path, variant_files: dict[str, Path],
+                    deployed: Path | None) -> dict[str, Any]:
+    import mlflow
 
     cfg = params.evaluate
     device = select_device("auto")
@@ -189,60 +191,74 @@ def run_evaluate_stage(params: Params, model_file: Path, val_list: Path, reports
         raise ConfigError(f"evaluate.output_strides must include the training output stride "
                          f"{mcfg['output_stride']} to produce the main metrics")
     trimaps = {"main": main["trimap"]}
-    for name, path in (variant_files or {}).items():
+    predictions = {"main": [pred for _, _, pred in main["samples"]]}
+    for name, path in variant_files.items():
         vinfo = read_model_file(path)
         _same_classes(path, vinfo, classes)
         vmodel = model_from_state(vinfo, str(path)).to(device).eval()
         strategy = InferenceStrategy(pad_to=cfg.pad_to)  # its training OS, single scale
         res = evaluate(vmodel, rows, num_classes, device, strategy, cfg.trimap_widths,
-                       desc=f"variant {name}", windows=cfg)
+                       desc=f"variant {name}", keep_predictions=cfg.sample_images, windows=cfg)
         madds = strategy_madds(vmodel, cfg.madds_size, strategy)
         table.append(_row(name, vinfo, strategy, res, madds))
         trimaps[name] = res["trimap"]
+        predictions[name] = [pred for _, _, pred in res["samples"]]
         log.info("variant %s -> mIoU %.4f, %.1fB madds", name, res["miou"], madds / 1e9)
     threads = torch_threads()
     if deployed is not None and params.deploy is not None:
         table += deployed_rows(params, info, model_file, deployed, rows, num_classes)
     torch_threads(threads)
     df = pd.DataFrame(table)
+    df.insert(0, "row", [row_label(r) for _, r in df.iterrows()])
     write_csv(reports / "ablations.csv", df, index=False)
     write_text(reports / "ablations.md", df.to_markdown(index=False) + "\n")
-    write_csv(reports / "per_class_iou.csv",
-              pd.DataFrame({"class": classes.names, "iou": np.nan_to_num(main["iou"])}), index=False)
+    iou = np.nan_to_num(main["iou"])
+    write_csv(reports / "per_class_iou.csv", pd.DataFrame({"class": classes.names, "iou": iou}),
+              index=False)
     write_csv(reports / "trimap.csv", pd.DataFrame({"band_width": list(main["trimap"]),
                                                     "miou": list(main["trimap"].values())}),
               index=False)
     wide = pd.DataFrame({name: pd.Series(curve) for name, curve in trimaps.items()})
     write_csv(reports / "trimap_variants.csv", wide.rename_axis("band_width").round(4))
-    _save_figure(reports / "trimap.png", trimap_figure(trimaps))
-    _save_figure(reports / "confusion.png", confusion_figure(main["cm"], classes.names))
+    figures = {"trimap.png": trimap_figure(trimaps),
+               "confusion.png": confusion_figure(main["cm"], classes.names),
+               "ablations.png": rows_figure(df),
+               "per_class_iou.png": per_class_figure(classes.names, iou),
+               "curves.png": curves_figure({"main": reports / "finetune", **{
+                   name: reports / "variants" / name for name in variant_files}})}
+    for name, figure in figures.items():
+        _save_figure(reports / name, figure)
     samples = reports / "samples"
     make_dirs(samples)
-    for k, (image, label, pred) in enumerate(main["samples"]):
-        colours, keep = classes.palette, classes.background
-        _save_png(samples / f"sample_{k:02d}.png", np.concatenate(
-            [image, overlay(image, label, colours, keep), overlay(image, pred, colours, keep)], axis=1))
+    for k, (image, label, _) in enumerate(main["samples"]):
+        _save_figure(samples / f"sample_{k:02d}.png", sample_figure(
+            image, label, {name: preds[k] for name, preds in predictions.items()}, classes))
     torch_rows = df["runtime"] == "torch"
     main_row = df[(df["variant"] == "main") & (df["eval_os"] == mcfg["output_stride"]) & ~df["ms"]
                   & ~df["flip"] & torch_rows & (df["precision"] == "fp32")].iloc[0]
+    strategies_only = df[df["madds_b"].notna()]
+    best = strategies_only.loc[strategies_only["miou"].idxmax()]
     metrics = {"miou": round(main["miou"], 4), "miou_low": float(main_row["miou_low"]),
                "miou_high": float(main_row["miou_high"]), "pixel_acc": round(main["pixel_acc"], 4),
                "mean_acc": round(main["mean_acc"], 4), "fwiou": round(main["fwiou"], 4),
-               "best_strategy_miou": float(df.loc[df["madds_b"].notna(), "miou"].max()),
+               "best_strategy_miou": float(best["miou"]), "best_strategy": best["row"],
                "madds_b": float(main_row["madds_b"]),
                "trimap": {str(k): round(v, 4) for k, v in main["trimap"].items()},
                "variants": {name: float(df.loc[df["variant"] == name, "miou"].iloc[0])
                             for name in trimaps if name != "main"},
                "deployed": deployed_metrics(df, float(main_row["miou"]))}
     write_json(reports / "metrics.json", metrics)
-    with start_stage_run("evaluate", params, params.mlflow.experiment, [val_list]):
-        mlflow.log_metrics({k: v for k, v in metrics.items() if not isinstance(v, dict)})
-        mlflow.log_metrics({f"deployed_{fmt.replace('/', '_')}_{k}": v
-                            for fmt, row in metrics["deployed"].items() for k, v in row.items()})
-        mlflow.log_metrics({f"variant_{k}_miou": v for k, v in metrics["variants"].items()})
-        mlflow.log_metrics({f"trimap_{k}": v for k, v in metrics["trimap"].items()})
-        for name in ("ablations.csv", "ablations.md", "per_class_iou.csv", "trimap.csv",
-                     "trimap_variants.csv", "trimap.png", "confusion.png"):
-            mlflow.log_artifact(str(reports / name))
-        mlflow.log_artifacts(str(samples), "samples")
+    write_text(reports / "summary.json", json.dumps(summary(metrics), indent=2) + "\n")  # in order
+    mlflow.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+    mlflow.set_tag("best_strategy", best["row"])
+    mlflow.log_metrics({f"{r['row']}/{key}": float(r[key]) for _, r in df.iterrows()
+                        for key in ("miou", "miou_low", "miou_high")})
+    mlflow.log_metrics({f"{r['row']}/ms_per_image": float(r["ms_per_image"])
+                        for _, r in df.iterrows() if r["row"].startswith("deployed_")})
+    mlflow.log_metrics({f"trimap_{k}": v for k, v in metrics["trimap"].items()})
+    mlflow.log_table(df, "ablations.json")  # the UI shows it as a table
+    for name in ("ablations.csv", "ablations.md", "per_class_iou.csv", "trimap.csv",
+                 "trimap_variants.csv", *figures):
+        mlflow.log_artifact(str(reports / name))
+    mlflow.log_artifacts(str(samples), "samples")
     return metrics

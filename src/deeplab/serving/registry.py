@@ -175,11 +175,26 @@ class Registration:
         return self.tags["dvc.exp"]
 
 
+def pipeline_result(metrics_file: Path) -> str:
+    """`mIoU 0.820 [0.787, 0.838] · no_decoder 0.429 · ...` from evaluate's metrics."""
+    metrics = json.loads(metrics_file.read_text())
+    text = f"mIoU {metrics['miou']:.3f}"
+    if "miou_low" in metrics and "miou_high" in metrics:
+        text += f" [{metrics['miou_low']:.3f}, {metrics['miou_high']:.3f}]"
+    return " · ".join([text] + [f"{k} {v:.3f}" for k, v in metrics.get("variants", {}).items()])
+
+
 def register(model_file: Path, metrics_file: Path, params: Params,
              deployed: Path | None = None) -> dict[str, Any]:
     """Log and register `model_file` (with the files of the deploy folder `deployed` that stay
     within `deploy.max_drop`); return what happened (version, alias, whether new)."""
-    from ..tracking import check_store, dvc_experiment, start_stage_run, tracking_uri
+    from ..tracking import (
+        check_store,
+        dvc_experiment,
+        finish_pipeline,
+        start_stage_run,
+        tracking_uri,
+    )
 
     cfg = params.registration
     miou = read_miou(metrics_file)
@@ -195,7 +210,9 @@ def register(model_file: Path, metrics_file: Path, params: Params,
     check_store(uri)  # an unwritable or unreachable store: one line, before taking its lock
     try:
         with store_lock(uri), start_stage_run("register", params, params.mlflow.experiment) as run:
-            return _register_locked(run.info.run_id, reg)
+            result = _register_locked(run.info.run_id, reg)
+        finish_pipeline(run.info.run_id, pipeline_result(metrics_file))  # the last stage
+        return result
     except _store_errors() as exc:
         raise RegistryError(f"tracking store {uri}: {first_line(exc)}") from None
 
@@ -220,8 +237,9 @@ def _register_locked(run_id: str, reg: Registration) -> dict[str, Any]:
         if reg.miou < reg.min_miou:
             raise RegistryError(f"validation mIoU {reg.miou:.4f} is below register.min_miou "
                                 f"{reg.min_miou}; not registering")
-        mlflow.log_metrics({"val_miou": reg.miou})
-        mlflow.log_params({f"inference.{k}": v for k, v in reg.strategy.items()})
+        # a param, not a metric: the val_miou charts hold the training curves only
+        mlflow.log_params({"val_miou": f"{reg.miou:.4f}",
+                           **{f"inference.{k}": v for k, v in reg.strategy.items()}})
         mine = _log_and_create_version(client, reg, run_id)
         existing = _versions_with_digest(client, reg.name, reg.digest, reg.deployment.digest)
         if existing and existing[0] != mine:  # a concurrent registration was first
