@@ -21,7 +21,7 @@ def ade20k_splits(root: Path, options: LayoutOptions, guard: SampleGuard) -> Tar
 ADE20K = Layout(
     "ade20k", (("images/training", "images/validation", "annotations/training",
                 "annotations/validation"),), ade20k_splits, "ADEChallengeData2016",
-    synthetic_writer("ade20k", "write_ade20k"),
+    synthetic_writer("write_ade20k"),
     classes=lambda root, options: list(ADE20K_CLASSES), reduce_zero_label=True,
     download=f"data.source: download {ADE20K_URL}, unzip it, then set data.source: local and "
              f"data.root to the ADEChallengeData2016 folder")

@@ -31,7 +31,7 @@ def cityscapes_splits(root: Path, options: LayoutOptions, guard: SampleGuard) ->
 
 CITYSCAPES = Layout(
     "cityscapes", (("leftImg8bit/train", "leftImg8bit/val", "gtFine/train", "gtFine/val"),),
-    cityscapes_splits, "cityscapes", synthetic_writer("cityscapes", "write_cityscapes"),
+    cityscapes_splits, "cityscapes", synthetic_writer("write_cityscapes"),
     classes=lambda root, options: cityscapes_classes()[0],
     colours=lambda n: cityscapes_classes()[1], fixed_classes=True, lookup=cityscapes_lookup,
     download="data.source: Cityscapes downloads need an account; download "

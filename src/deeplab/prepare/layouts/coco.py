@@ -97,6 +97,6 @@ def coco_classes(root: Path | None, options: LayoutOptions) -> list[str] | None:
 
 COCO = Layout(
     "coco", tuple(tuple(ann for _, ann in a.values()) for a in ARRANGEMENTS), coco_splits,
-    "roboflow", synthetic_writer("coco", "write_roboflow"), classes=coco_classes,
+    "roboflow", synthetic_writer("write_roboflow"), classes=coco_classes,
     download="data.source: a COCO-JSON dataset is your own export; set data.source: local and "
              "data.root to the folder holding it")

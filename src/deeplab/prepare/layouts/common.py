@@ -72,16 +72,16 @@ class Layout:
     download: str | None = None
 
 
-def synthetic_writer(module: str, name: str) -> Callable:
-    """The generator's writer `prepare.synthetic.<module>.<name>`, imported when it writes (so
-    that preprocess, which reads layouts, does not load the generator)."""
+def synthetic_writer(name: str) -> Callable:
+    """The generator's writer `prepare.synthetic.<name>`, imported when it writes (so that
+    preprocess, which reads layouts, does not load the generator)."""
 
     def write(*args, **kwargs):
         from importlib import import_module
 
-        return getattr(import_module(f"deeplab.prepare.synthetic.{module}"), name)(*args, **kwargs)
+        return getattr(import_module("deeplab.prepare.synthetic"), name)(*args, **kwargs)
 
-    write.__qualname__ = f"{module}.{name}"
+    write.__qualname__ = name
     return write
 
 

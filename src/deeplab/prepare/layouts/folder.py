@@ -16,6 +16,6 @@ def folder_splits(root: Path, options: LayoutOptions, guard: SampleGuard) -> Tar
 
 
 FOLDER = Layout("folder", (("images/train", "images/val", "masks/train", "masks/val"),),
-                folder_splits, "folder", synthetic_writer("folder", "write_folder"),
+                folder_splits, "folder", synthetic_writer("write_folder"),
                 download="data.source: download fetches the public VOC/COCO archives; a folder "
                          "dataset is your own: set data.source: local and data.root")

@@ -49,4 +49,4 @@ def voc_splits(root: Path, options: LayoutOptions, guard: SampleGuard) -> Target
 
 
 VOC = Layout("voc", (("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"),), voc_splits,
-             "VOC2012", synthetic_writer("voc", "write_voc"))
+             "VOC2012", synthetic_writer("write_voc"))
