@@ -16,6 +16,7 @@ import argparse
 import json
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -39,7 +40,7 @@ RARE = "crack"
 SETTINGS = {  # name -> schedule changes
     "ce": {},
     "ohem": {"loss": "ohem", "top_k_percent_pixels": 0.2, "hard_example_mining_step": 250},
-    "ce + inverse_frequency": {"class_weights": "inverse_frequency"},
+    "ce+inverse_frequency": {"class_weights": "inverse_frequency"},
     "ce+dice": {"loss": "ce+dice"},
 }
 
@@ -130,9 +131,8 @@ def main() -> int:
             for name in args.settings:
                 rows.append(run(processed, name, seed, args.iterations, Path(tmp)))
                 print(json.dumps(rows[-1]), flush=True)
-    meta = {"command": "python bench/imbalance.py " + " ".join(
-                f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
-                for k, v in vars(args).items() if k != "out" and v is not None),
+    meta = {"command": " ".join(["python", "bench/imbalance.py", *sys.argv[1:]]),
+            "settings": {name: SETTINGS[name] for name in args.settings},
             "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
             "rare class share of training pixels": round(share, 5)}
     lines = summary(rows)

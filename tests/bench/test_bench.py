@@ -84,7 +84,7 @@ def test_imbalance_mode(tmp_path):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     result = json.loads(out.with_suffix(".json").read_text())
     assert {(r["setting"], r["seed"]) for r in result["runs"]} == {
-        (s, k) for s in ("ce", "ohem", "ce + inverse_frequency", "ce+dice") for k in (0, 1)}
+        (s, k) for s in ("ce", "ohem", "ce+inverse_frequency", "ce+dice") for k in (0, 1)}
     assert 0 <= result["meta"]["rare class share of training pixels"] < 0.05
     assert [line["setting"] for line in result["summary"]][0] == "ce"
     assert "| ce+dice |" in out.with_suffix(".md").read_text()
