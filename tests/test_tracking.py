@@ -285,7 +285,7 @@ def test_training_outlives_its_tracking_server(tmp_path, tiny_train_csv, tiny_va
         assert run.info.status == "FINISHED"
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "loss")]
         assert sorted(steps) == list(range(1, 301))  # every point, exactly once
-        assert [m.step for m in client.get_metric_history(run.info.run_id, "val_miou")] == [100, 200, 300]
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "coco_val_miou")] == [100, 200, 300]
 
         # Away at the end: one line, exit 2, the model file whole; the rerun delivers the rest.
         shutil.rmtree(out)

@@ -147,8 +147,9 @@ class MetricSpool:
                                 "%d records kept meanwhile", time.time() - self.offline_since,
                                 len(self.queue) + 1)
                     self.offline_since = None
-                if not self.queue:
-                    self.path.unlink(missing_ok=True)  # everything delivered
+                if not self.queue:  # everything delivered; a file left behind (read-only
+                    with contextlib.suppress(OSError):  # folder) is deduplicated on rerun
+                        self.path.unlink(missing_ok=True)
 
     def close(self, wait_s: float = 60.0) -> int:
         """Wait up to `wait_s` for the queue to drain; the number of records not delivered
