@@ -80,7 +80,8 @@ def read_logged_model(model_dir: Path, where: str, expected: Sequence[str] = ()
 def read_serving(model_dir: Path, where: str) -> tuple[dict[str, Any], dict[str, Path]]:
     """The serving settings (`serve.json`, validated like `register.serve`) and deployed files
     of a logged model folder, checked against the `deploy_sha256` and file digests recorded at
-    registration. A model registered before deployments serves on torch fp32."""
+    registration; with the `temperature` its probabilities are served under, when evaluate fitted
+one. A model registered before deployments serves on torch fp32."""
     import hashlib
 
     from mlflow.models import Model
@@ -95,7 +96,12 @@ def read_serving(model_dir: Path, where: str) -> tuple[dict[str, Any], dict[str,
     try:
         settings = json.loads((model_dir / artifacts["serve"]["path"]).read_text())
         digests = dict(settings.pop("files"))
+        temperature = settings.pop("temperature", None)
         validate_options(ServeConfig, settings, option_prefix="")
+        if temperature is not None:
+            if not isinstance(temperature, (int, float)) or not 0.01 <= temperature <= 100:
+                raise ValueError(f"temperature {temperature!r} is not a number in [0.01, 100]")
+            settings["temperature"] = float(temperature)
     except (OSError, ValueError, KeyError, TypeError, ConfigError) as exc:
         raise ModelFileError(f"{where}: its serve.json is invalid ({first_line(exc)})") from None
     expected = (logged.metadata or {}).get("deploy_sha256")
@@ -140,6 +146,13 @@ def _registered_digests(uri: str) -> list[str]:
 
 def load_registered(uri: str) -> tuple[dict[str, Any], InferenceStrategy]:
     """The verified model-file contents and strategy of a registered (or logged) model URI."""
+    state, strategy, _ = open_registered(uri)
+    return state, strategy
+
+
+def open_registered(uri: str) -> tuple[dict[str, Any], InferenceStrategy, float]:
+    """`load_registered`, and the calibration temperature registered with the version (1.0
+    for a version registered without one)."""
     import mlflow
 
     from .tracking import relocate_store, tracking_uri
@@ -154,4 +167,6 @@ def load_registered(uri: str) -> tuple[dict[str, Any], InferenceStrategy]:
             raise
         except Exception as exc:  # noqa: BLE001 - MLflow raises many kinds
             raise ModelFileError(f"{uri}: cannot load the model ({first_line(exc)})") from None
-        return read_logged_model(local, uri, expected)
+        state, strategy = read_logged_model(local, uri, expected)
+        settings, _ = read_serving(local, uri)
+        return state, strategy, float(settings.get("temperature", 1.0))

@@ -88,3 +88,4 @@ def test_imbalance_mode(tmp_path):
     assert 0 <= result["meta"]["rare class share of training pixels"] < 0.05
     assert [line["setting"] for line in result["summary"]][0] == "ce"
     assert "| ce+dice |" in out.with_suffix(".md").read_text()
+

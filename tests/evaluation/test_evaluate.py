@@ -48,5 +48,5 @@ def test_windows_run_when_asked_and_equal_the_whole_image_when_one_covers_it(tin
                      windows=WindowSettings(tile=33, overlap=0.5))
     assert runner.calls == [("probs", (33, 33))] * 8
     for image, _, pred in tiled["samples"]:
-        expected, _ = predict_tiled(ModelRunner(net).probs, image, 33, 0.5)
+        expected = predict_tiled(ModelRunner(net).probs, image, 33, 0.5)
         assert np.array_equal(pred, expected)

@@ -102,3 +102,14 @@ def reference_labels(net: DeepLabV3Plus, image: np.ndarray) -> np.ndarray:
     canvas[..., :h, :w] = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
     with torch.no_grad():
         return net(canvas)[..., :h, :w].argmax(1)[0].numpy().astype(np.uint8)
+
+
+def reference_probs(net: DeepLabV3Plus, image: np.ndarray) -> torch.Tensor:
+    """`C x H x W` softmax probabilities in the reference geometry (see `reference_labels`)."""
+    h, w = image.shape[:2]
+    os_ = net.output_stride
+    ph, pw = -(-(h - 1) // os_) * os_ + 1, -(-(w - 1) // os_) * os_ + 1
+    canvas = net.mean.reshape(1, 3, 1, 1).repeat(1, 1, ph, pw)
+    canvas[..., :h, :w] = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():
+        return net(canvas)[..., :h, :w].softmax(1)[0]

@@ -28,7 +28,8 @@ def _stages_run(output: str) -> set[str]:
 
 
 LOADED_MARK = "deeplab modules loaded: "
-SHIPPED = {"register": {"src/deeplab/serving/pyfunc_model.py"}}  # logged as code, not imported
+SHIPPED = {"register": {"src/deeplab/serving/pyfunc_model.py", "src/deeplab/uncertainty/__init__.py",
+                        "src/deeplab/uncertainty/confidence.py"}}  # logged as code, not imported
 SITECUSTOMIZE = f"""import atexit, json, sys
 atexit.register(lambda: print({LOADED_MARK!r} + json.dumps(sorted(
     m for m in sys.modules if m == "deeplab" or m.startswith("deeplab."))), file=sys.stderr))
@@ -63,7 +64,7 @@ def test_a_tiny_dvc_repro_runs_every_stage_and_each_loads_only_its_dependencies(
     work, params, out = finished
     variants = list(params["ablations"])
     assert _stages_run(out) == {"fetch", "preprocess", "pretrain", "finetune", "deploy",
-                                "evaluate", "register", *(f"variant@{v}" for v in variants)}
+                                "evaluate", "register", "rank", *(f"variant@{v}" for v in variants)}
     metrics = json.loads((work / "reports/metrics.json").read_text())
     assert 0.0 <= metrics["miou"] <= 1.0 and "2" in metrics["trimap"]
     table = (work / "reports/ablations.csv").read_text().splitlines()
@@ -221,6 +222,34 @@ def test_what_an_edit_reruns(finished, tmp_path):
     assert "pretrain.lrr: unknown key (did you mean 'lr'?)" in bad.stderr
     params["pretrain"]["lr"] = params["pretrain"].pop("lrr")
     (work / "params.yaml").write_text(yaml.safe_dump(params))
+
+    # The unlabeled pool (a folder of one's own, listed by fetch): a new image reruns rank
+    # and nothing else; so does a new model, with what else follows it.
+    assert stale_stages() == set()
+    pool = work / "my_pool"
+    pool.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(pool / "a.jpg")
+    params["data"]["unlabeled_root"] = "my_pool"
+    (work / "params.yaml").write_text(yaml.safe_dump(params))
+    run(["dvc", "repro", "fetch"], work)
+    assert stale_stages() == {"rank"}
+    ranked = run(["dvc", "repro", "rank"], work).stdout
+    assert _stages_run(ranked) == {"rank"}
+    assert pd.read_csv(work / "reports/label_next.csv")["image"].tolist() == ["my_pool/a.jpg"]
+    Image.fromarray(rng.integers(0, 256, (30, 30, 3), dtype=np.uint8)).save(pool / "b.png")
+    run(["dvc", "repro", "fetch"], work)
+    assert stale_stages() == {"rank"}
+    run(["dvc", "repro", "rank"], work)
+    assert len(pd.read_csv(work / "reports/label_next.csv")) == 2
+    model = work / "models/finetune.pt"
+    weights = model.read_bytes()
+    model.unlink()
+    model.write_bytes(weights + b"\0")  # another model
+    assert "rank" in stale_stages()
+    model.unlink()
+    model.write_bytes(weights)
+    assert stale_stages() == set()
 
     # An image whose bytes did not change (only its modification time) reruns no training;
     # an edited image is a dependency: its split list changes (image_sig, a hash of its

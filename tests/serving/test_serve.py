@@ -11,13 +11,16 @@ import pytest
 from helpers.models import (
     free_port,
     metrics_file,
+    reference_probs,
     register_params,
+    tiny_net,
     wait_for_http,
 )
 from PIL import Image
 
 from deeplab.data.palette import read_label_png
 from deeplab.serving.predict import main as predict_main
+from deeplab.uncertainty.confidence import read_confidence_png
 
 PARAMS = register_params()
 
@@ -41,7 +44,9 @@ def test_mlflow_models_serve_answers_like_predict(tracking, model_file, tmp_path
 
     from deeplab.serving.registry import register
 
-    register(model_file, metrics_file(tracking, 0.5), PARAMS)
+    metrics = metrics_file(tracking, 0.5)
+    metrics.write_text(json.dumps({**json.loads(metrics.read_text()), "temperature": 2.0}))
+    register(model_file, metrics, PARAMS)  # with evaluate's calibration temperature
     port = free_port()
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tracking / 'mlflow.db'}"}
     server = subprocess.Popen(
@@ -60,6 +65,10 @@ def test_mlflow_models_serve_answers_like_predict(tracking, model_file, tmp_path
         as_table = _post(url, {"dataframe_split": {"columns": ["image"], "data": [[encoded]]}})
         as_png = _post(url, {"dataframe_split": {"columns": ["image"], "data": [[encoded]]},
                              "params": {"output": "png"}})
+        as_conf = _post(url, {"dataframe_split": {"columns": ["image"], "data": [[encoded]]},
+                              "params": {"output": "confidence", "confidence": "margin"}})
+        probs = np.array(_post(url, {"inputs": image[None].tolist(),
+                                     "params": {"output": "probabilities"}})["predictions"])
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -71,6 +80,18 @@ def test_mlflow_models_serve_answers_like_predict(tracking, model_file, tmp_path
     assert np.array_equal(np.array(as_table["predictions"][0]["labels"], np.uint8), expected)
     with Image.open(io.BytesIO(base64.b64decode(as_png["predictions"][0]["mask_png"]))) as mask:
         assert mask.mode == "P" and np.array_equal(np.array(mask), expected)
+    # Calibrated probabilities: softmax(logits / 2) of the same network, computed directly.
+    direct = (reference_probs(tiny_net(), image).log() / 2.0).softmax(0).numpy()
+    assert probs.shape == (1, 21, 45, 61) and np.abs(probs[0] - direct).max() < 1e-4
+    # The served confidence PNG is the one predict writes for the registered model.
+    assert predict_main(["--model", "models:/seg@champion", "--input", str(tmp_path / "a.png"),
+                         "--output", str(tmp_path / "conf"), "--confidence", "margin"]) == 0
+    served, kind = read_confidence_png(io.BytesIO(base64.b64decode(
+        as_conf["predictions"][0]["confidence_png"])))
+    written, _ = read_confidence_png(tmp_path / "conf/a.png.confidence-margin.png")
+    assert kind == "margin" and np.array_equal(served, written)
+    top2 = np.sort(direct, axis=0)[-2:]
+    assert np.abs(served - (top2[1] - top2[0])).max() <= 1 / 255 + 1e-4
 
 
 def _post_error(url: str, body: bytes) -> tuple[int, dict]:

@@ -169,6 +169,7 @@ class SyntheticData(Section):
     val_images: Annotated[int, Field(gt=0, le=1_000_000)]
     sbd_images: Annotated[int, Field(ge=0, le=1_000_000)]
     rare: Optional[RareClass] = None
+    pool_images: Annotated[int, Field(ge=0, le=1_000_000)] = 0
 
     @model_validator(mode="before")
     @classmethod
@@ -215,6 +216,7 @@ class DataConfig(Section):
     coco_map: Optional[dict[Annotated[str, Field(min_length=1)], ClassName]] = None
     reduce_zero_label: Optional[bool] = None
     coco_files: Optional[CocoFiles] = None
+    unlabeled_root: Optional[Name] = None
     synthetic: SyntheticData
     download: DownloadSettings
 
@@ -368,6 +370,8 @@ class EvaluateConfig(WindowSettings):
     sample_images: Annotated[int, Field(ge=0, le=64)]
     madds_size: Annotated[int, Field(ge=32, le=MAX_SIZE)]
     pad_to: Optional[PadTo]
+    calibration_pixels: Annotated[int, Field(ge=1000, le=100_000_000)] = 1_000_000
+    calibration_bins: Annotated[int, Field(ge=2, le=100)] = 15
 
 
 DEPLOY_FORMATS = ("torch/fp32", "torch/bf16", "onnxruntime/fp32", "onnxruntime/int8",
@@ -435,6 +439,15 @@ class MlflowConfig(Section):
 Variants = dict[Annotated[str, AfterValidator(_variant_name)], VariantOverrides]
 
 
+class RankConfig(Section):
+    """The rank stage: how an unlabeled image is scored (docs/data.md "Which images to label
+    next")."""
+
+    score: Literal["entropy", "low_confidence"] = "entropy"
+    threshold: Annotated[float, Field(gt=0, le=1)] = 0.5
+    top_k: Annotated[int, Field(ge=1, le=200)] = 8
+
+
 class Params(Section):
     """The whole params file; sections a stage does not read are `None`. The `register`
     section is the attribute `registration` (`register` would shadow pydantic's own)."""
@@ -450,6 +463,7 @@ class Params(Section):
     evaluate: Optional[EvaluateConfig] = None
     registration: Optional[RegisterConfig] = Field(default=None, alias="register")
     deploy: Optional[DeployConfig] = None
+    rank: Optional[RankConfig] = None
     ablations: Annotated[Optional[Variants], BeforeValidator(lambda v: {} if v is None else v)] = None
     mlflow: Optional[MlflowConfig] = None
 

@@ -13,6 +13,8 @@ from PIL import Image, ImageOps
 
 from ..core.errors import InputError
 
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm"}  # read as images
+
 
 def _to_uint8_rgb(img: Image.Image) -> np.ndarray:
     """`H x W x 3` uint8; 16- and 32-bit grey levels are rescaled to 0-255, not clipped."""

@@ -16,6 +16,7 @@ from typing import Any, Callable
 import numpy as np
 
 ProbsFn = Callable[[np.ndarray], np.ndarray]  # uint8 N x h x w x 3 -> float N x C x h x w
+ProbsVisitor = Callable[[int, np.ndarray], None]  # (first row, C x n x W probabilities)
 WHOLE_PIXELS = 4_000_000  # above this, windows by default (a 2000 x 2000 photo runs whole)
 DEFAULT_TILE = 769        # k * 16 + 1: exact align_corners geometry at output stride 16 and 8
 DEFAULT_OVERLAP = 0.25
@@ -37,15 +38,15 @@ def tile_stride(tile: int, overlap: float) -> int:
 
 
 def predict_tiled(probs_fn: ProbsFn, image: np.ndarray, tile: int, overlap: float,
-                  confidence: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-    """Labels `H x W` (uint8) of an `H x W x 3` uint8 image by sliding windows, and with
-    `confidence` the averaged probability of the chosen class (float16)."""
+                  on_probs: ProbsVisitor | None = None) -> np.ndarray:
+    """Labels `H x W` (uint8) of an `H x W x 3` uint8 image by sliding windows; `on_probs(y,
+    probs)` sees the averaged probabilities of each finished band of rows from row `y`
+    (`C x n x W`; for confidence maps and calibration)."""
     h, w = image.shape[:2]
     stride = tile_stride(tile, overlap)
     th, tw = min(tile, h), min(tile, w)
     rows, cols = window_starts(h, tile, stride), window_starts(w, tile, stride)
     labels = np.empty((h, w), dtype=np.uint8)
-    conf = np.empty((h, w), dtype=np.float16) if confidence else None
     sums: np.ndarray | None = None     # C x th x W: the band of rows [y, y + th)
     counts = np.zeros((th, w), dtype=np.float32)
     for i, y in enumerate(rows):
@@ -59,22 +60,28 @@ def predict_tiled(probs_fn: ProbsFn, image: np.ndarray, tile: int, overlap: floa
         done = sums[:, :n]
         done /= counts[None, :n]
         labels[y:y + n] = done.argmax(0)
-        if conf is not None:
-            conf[y:y + n] = done.max(0)
+        if on_probs is not None:
+            on_probs(y, done)
         sums[:, :th - n] = sums[:, n:].copy()  # the rest of the band moves to the top
         sums[:, th - n:] = 0
         counts[:th - n] = counts[n:].copy()
         counts[th - n:] = 0
-    return labels, conf
+    return labels
 
 
 def segment_image(runner: Any, image: np.ndarray, tile: int | None, overlap: float,
-                  whole_pixels: int = WHOLE_PIXELS) -> np.ndarray:
+                  whole_pixels: int = WHOLE_PIXELS, on_probs: ProbsVisitor | None = None
+                  ) -> np.ndarray:
     """`H x W` labels: the whole image at once, or sliding windows of `tile` (the default
-    window above `whole_pixels`, so memory stays bounded for any size)."""
+    window above `whole_pixels`, so memory stays bounded for any size). `on_probs(y, probs)`
+    sees the class probabilities (`runner.probs`), in bands of rows when windowed."""
     h, w = image.shape[:2]
     if tile is None and h * w > whole_pixels:
         tile = DEFAULT_TILE
     if tile is None:
-        return runner.labels(image[None])[0]
-    return predict_tiled(runner.probs, image, tile, overlap)[0]
+        if on_probs is None:
+            return runner.labels(image[None])[0]
+        probs = runner.probs(image[None])[0]
+        on_probs(0, probs)
+        return probs.argmax(0).astype(np.uint8)
+    return predict_tiled(runner.probs, image, tile, overlap, on_probs)

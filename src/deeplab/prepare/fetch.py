@@ -26,8 +26,9 @@ from ..core.schema import DataConfig
 from ..data.classes import ClassList
 from .download import download, safe_extract
 from .layouts import LayoutOptions, layout, resolve_classes
+from .pool import write_pool_list
 from .signature import tree_signature
-from .synthetic import GENERATOR_VERSION, generate
+from .synthetic import GENERATOR_VERSION, POOL_DIR, generate
 
 log = logging.getLogger(__name__)
 
@@ -144,11 +145,23 @@ def fetch_synthetic(data: DataConfig, classes: ClassList, out: Path) -> dict[str
             "sbd_root": str(out / "SBD") if cfg.sbd_images and data.layout == "voc" else None}
 
 
-def fetch(data: DataConfig, raw: Path) -> dict[str, Any]:
+def pool_root(data: DataConfig, raw: Path) -> str | None:
+    """The unlabeled pool: `data.unlabeled_root`, else the generated one (synthetic source
+    with `pool_images`), else none."""
+    if data.unlabeled_root:
+        return data.unlabeled_root
+    if data.source == "synthetic" and data.synthetic.pool_images:
+        return str(raw / "synthetic" / POOL_DIR)
+    return None
+
+
+def fetch(data: DataConfig, raw: Path, pool: Path | None = None) -> dict[str, Any]:
     """Run the fetch stage for `data.source`; return the manifest written to `raw/manifest.json`.
 
     The manifest holds the dataset roots, the layout, the class list, the COCO name map and a
-    signature of every file under the roots: what preprocess reads.
+    signature of every file under the roots: what preprocess reads. With `pool`, the list of
+    the unlabeled pool's images goes there (`prepare.pool`), apart from the manifest: a new
+    unlabeled image changes what rank reads, not what preprocess does.
     """
     source = data.source
     options = layout_options(data)
@@ -173,4 +186,7 @@ def fetch(data: DataConfig, raw: Path) -> dict[str, Any]:
     path = raw / "manifest.json"
     if not (path.is_file() and json.loads(path.read_text()) == manifest):
         write_json(path, manifest)
+    if pool is not None:
+        count = write_pool_list(pool_root(data, raw), pool, raw.parent / ".cache" / "pool.json")
+        log.info("unlabeled pool: %d images listed in %s", count, pool)
     return manifest

@@ -19,13 +19,14 @@ from ..data.classes import ClassList, read_classes
 from ..data.dataset import read_list
 from ..device import select_device
 from ..evaluation.evaluate import evaluate
-from ..evaluation.inference import InferenceStrategy
+from ..evaluation.inference import InferenceStrategy, ModelRunner
 from ..evaluation.metrics import bootstrap_miou
 from ..model_files import classes_of, model_from_state, read_model_file
 from .figures import (
     confusion_figure,
     curves_figure,
     per_class_figure,
+    reliability_figure,
     rows_figure,
     sample_figure,
     trimap_figure,
@@ -143,6 +144,21 @@ def row_label(row: Any) -> str:
             + ("_flip" if row["flip"] else ""))
 
 
+def calibrate_main(model: Any, rows: pd.DataFrame, classes: ClassList, cfg: EvaluateConfig,
+                   device: Any) -> Any:
+    """Temperature scaling of the main model (its training output stride, single scale) on a
+    sample of `cfg.calibration_pixels` validation pixels, with ECE before and after."""
+    from ..uncertainty.calibration import calibration_of, sample_split
+
+    runner = ModelRunner(model, InferenceStrategy(pad_to=cfg.pad_to), device)
+    logp, labels = sample_split(runner, rows, len(classes), cfg.calibration_pixels, cfg)
+    result = calibration_of(logp, labels, classes.names, cfg.calibration_bins)
+    log.info("calibration: T %.3f on %d pixels, NLL %.4f -> %.4f, ECE %.4f -> %.4f",
+             result.temperature, result.pixels, result.nll_before, result.nll_after,
+             result.before.ece, result.after.ece)
+    return result
+
+
 def run_evaluate_stage(params: Params, model_file: Path, val_list: Path, reports: Path,
                        classes_file: Path, variant_files: dict[str, Path] | None = None,
                        deployed: Path | None = None) -> dict[str, Any]:
@@ -190,6 +206,8 @@ def _evaluate_stage(params: Params, model_file: Path, val_list: Path, reports: P
     if main is None:
         raise ConfigError(f"evaluate.output_strides must include the training output stride "
                          f"{mcfg['output_stride']} to produce the main metrics")
+    model.set_output_stride(mcfg["output_stride"])
+    calibration = calibrate_main(model, rows, classes, cfg, device)
     trimaps = {"main": main["trimap"]}
     predictions = {"main": [pred for _, _, pred in main["samples"]]}
     for name, path in variant_files.items():
@@ -220,7 +238,11 @@ def _evaluate_stage(params: Params, model_file: Path, val_list: Path, reports: P
               index=False)
     wide = pd.DataFrame({name: pd.Series(curve) for name, curve in trimaps.items()})
     write_csv(reports / "trimap_variants.csv", wide.rename_axis("band_width").round(4))
+    write_csv(reports / "calibration.csv", pd.DataFrame(calibration.per_class), index=False)
+    write_json(reports / "calibration.json", calibration.metrics())  # what rank reads
     figures = {"trimap.png": trimap_figure(trimaps),
+               "reliability.png": reliability_figure(calibration.before, calibration.after,
+                                                     calibration.temperature),
                "confusion.png": confusion_figure(main["cm"], classes.names),
                "ablations.png": rows_figure(df),
                "per_class_iou.png": per_class_figure(classes.names, iou),
@@ -246,7 +268,8 @@ def _evaluate_stage(params: Params, model_file: Path, val_list: Path, reports: P
                "trimap": {str(k): round(v, 4) for k, v in main["trimap"].items()},
                "variants": {name: float(df.loc[df["variant"] == name, "miou"].iloc[0])
                             for name in trimaps if name != "main"},
-               "deployed": deployed_metrics(df, float(main_row["miou"]))}
+               "deployed": deployed_metrics(df, float(main_row["miou"])),
+               **calibration.metrics()}
     write_json(reports / "metrics.json", metrics)
     write_text(reports / "summary.json", json.dumps(summary(metrics), indent=2) + "\n")  # in order
     mlflow.log_metrics({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
@@ -257,7 +280,9 @@ def _evaluate_stage(params: Params, model_file: Path, val_list: Path, reports: P
                         for _, r in df.iterrows() if r["row"].startswith("deployed_")})
     mlflow.log_metrics({f"trimap_{k}": v for k, v in metrics["trimap"].items()})
     mlflow.log_table(df, "ablations.json")  # the UI shows it as a table
-    for name in ("ablations.csv", "ablations.md", "per_class_iou.csv", "trimap.csv",
+    mlflow.log_metrics({f"ece/{r['class']}": r[key] for r in calibration.per_class
+                        for key in ("ece_after",) if r["pixels"]})
+    for name in ("ablations.csv", "ablations.md", "per_class_iou.csv", "trimap.csv", "calibration.csv",
                  "trimap_variants.csv", *figures):
         mlflow.log_artifact(str(reports / name))
     mlflow.log_artifacts(str(samples), "samples")

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -126,4 +126,33 @@ def sample_figure(image: np.ndarray, label: np.ndarray, predictions: dict[str, n
     handles.append(Patch(color=(224 / 255, 224 / 255, 192 / 255), label="not labeled"))
     fig.legend(handles=handles, loc="center right", fontsize=7, frameon=False)
     fig.subplots_adjust(left=0.01, right=1 - 1.7 / fig.get_figwidth(), wspace=0.05)
+    return fig
+
+
+def reliability_figure(before: Any, after: Any, temperature: float) -> Figure:
+    """Reliability diagrams before and after temperature scaling: accuracy per confidence bin
+    against the diagonal, with each bin's share of pixels and the ECE."""
+    fig = Figure(figsize=(8, 3.8))
+    axes = fig.subplots(1, 2, sharey=True)
+    for ax, (title, table) in zip(axes, ((f"before (T = 1)", before),
+                                         (f"after (T = {temperature:.2f})", after))):
+        bins = len(table.counts)
+        centres = (np.arange(bins) + 0.5) / bins
+        shown = table.counts > 0
+        ax.bar(centres[shown], table.accuracy[shown], width=1 / bins, edgecolor="black",
+               color="tab:blue", label="accuracy")
+        ax.bar(centres[shown], (table.confidence - table.accuracy)[shown], width=1 / bins,
+               bottom=table.accuracy[shown], color="tab:red", alpha=0.3, label="gap to confidence")
+        ax.plot([0, 1], [0, 1], "k--", lw=1)
+        share = table.counts / max(table.counts.sum(), 1)
+        ax.step(np.arange(bins + 1) / bins, np.append(share, share[-1]), where="post",
+                color="tab:gray", lw=1, label="share of pixels")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("confidence (probability of the predicted class)")
+        ax.set_title(f"{title}: ECE {table.ece:.4f}", fontsize=9)
+    axes[0].set_ylabel("accuracy")
+    axes[0].legend(fontsize=7, loc="upper left")
+    fig.suptitle("reliability on the validation split", fontsize=10)
+    fig.tight_layout()
     return fig

@@ -101,8 +101,9 @@ class Deployment:
 
 
 def deployment(serve: ServeConfig, max_drop: float, folder: Path | None,
-               deployed: dict[str, dict[str, float]]) -> Deployment:
-    """The files and serving settings a version registers; RegistryError (one line) when the
+               deployed: dict[str, dict[str, float]], temperature: float = 1.0) -> Deployment:
+    """The files and serving settings a version registers (with the calibration
+    `temperature` its probabilities are served under); RegistryError (one line) when the
     serving format is not deployed or falls more than `max_drop` below fp32."""
     files: dict[str, Path] = {}
     formats: dict[str, float] = {}
@@ -125,5 +126,7 @@ def deployment(serve: ServeConfig, max_drop: float, folder: Path | None,
         raise RegistryError(f"register.serve: {fmt} is {reason}; serve another format or "
                             f"raise deploy.max_drop")
     settings = {**serve.model_dump(), "files": {name: digests[name] for name in sorted(files)}}
+    if temperature != 1.0:  # (a settings file without it: uncalibrated, as registered before)
+        settings["temperature"] = float(temperature)
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
     return Deployment(files, settings, formats, digest)

@@ -5,7 +5,10 @@ M is a model file (`models/finetune.pt`), a registry or run URI (`models:/deepla
 a folder of images (JPEG, PNG, ... of any size; 16-bit images are rescaled). For each
 image `<name>.<ext>` O gets `<name>.<ext>.labels.png`, the class ids as a palette PNG in the
 model's own colours, and `<name>.<ext>.overlay.jpg`: the extension stays in the name, so
-`a.jpg` and `a.png` get their own results. The log names the classes found in each image;
+`a.jpg` and `a.png` get their own results. With `--confidence [KIND]` each image also gets
+`<name>.<ext>.confidence-<KIND>.png`: per-pixel confidence as 8-bit grey (255 = sure) of the
+kind named (`maxprob`, `margin` or `entropy`, also in the PNG's text), from probabilities
+calibrated with a registered model's temperature. The log names the classes found in each image;
 `--list-classes` prints the model's class list. An output that would overwrite an input is refused before anything is
 written; files named like our outputs are not taken as inputs. Unreadable images (and
 decompression bombs) are reported by name and the command exits with status 2 after
@@ -28,21 +31,29 @@ from ..core.errors import DiskFullError, InputError, MissingFileError, OutputErr
 from ..core.io import make_dirs, save_image
 from ..core.schema import InferenceOverrides, TileOptions
 from ..core.validation import validate_options
-from ..data.images import read_rgb
+from ..data.images import IMAGE_SUFFIXES, read_rgb
 from ..data.palette import overlay, save_label_png
 from ..device import select_device
 from ..model.choices import OUTPUT_STRIDES
 from .runtimes import PRECISIONS, RUNTIMES, Runner, open_runner
 from ..evaluation.tiles import DEFAULT_OVERLAP, DEFAULT_TILE, WHOLE_PIXELS, segment_image
+from ..uncertainty.confidence import KINDS, ConfidenceCollector, save_confidence_png
 
 log = logging.getLogger(__name__)
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm"}
-LABELS_SUFFIX, OVERLAY_SUFFIX = ".labels.png", ".overlay.jpg"
+LABELS_SUFFIX, OVERLAY_SUFFIX, CONFIDENCE_MARK = ".labels.png", ".overlay.jpg", ".confidence-"
 DEFAULT_THREADS = 1  # measured: docs/model.md "Using a trained model"
 
 
 def is_own_output(path: Path) -> bool:
-    return path.name.endswith((LABELS_SUFFIX, OVERLAY_SUFFIX))
+    name = path.name
+    return name.endswith((LABELS_SUFFIX, OVERLAY_SUFFIX)) or (
+        name.endswith(".png") and any(name.endswith(f"{CONFIDENCE_MARK}{k}.png") for k in KINDS))
+
+
+def confidence_path(labels_path: Path, kind: str) -> Path:
+    """The confidence PNG beside a labels PNG."""
+    return labels_path.with_name(labels_path.name.removesuffix(LABELS_SUFFIX)
+                                 + f"{CONFIDENCE_MARK}{kind}.png")
 
 
 def list_inputs(path: Path) -> list[Path]:
@@ -57,12 +68,15 @@ def list_inputs(path: Path) -> list[Path]:
     raise MissingFileError(f"{path}: no such file or folder")
 
 
-def output_paths(inputs: list[Path], output: Path) -> list[tuple[Path, Path]]:
-    """(labels, overlay) per input; InputError if one would overwrite an input or another output."""
+def output_paths(inputs: list[Path], output: Path, confidence: str | None = None
+                 ) -> list[tuple[Path, ...]]:
+    """(labels, overlay[, confidence]) per input; InputError if one would overwrite an input
+    or another output."""
     if output.exists() and not output.is_dir():
         raise InputError(f"{output}: exists and is not a folder (--output takes a folder)")
     pairs = [(output / f"{p.name}{LABELS_SUFFIX}", output / f"{p.name}{OVERLAY_SUFFIX}")
-             for p in inputs]
+             + ((confidence_path(output / f"{p.name}{LABELS_SUFFIX}", confidence),)
+                if confidence else ()) for p in inputs]
     sources = {p.resolve() for p in inputs}
     seen: set[Path] = set()
     for path, pair in zip(inputs, pairs):
@@ -89,18 +103,24 @@ def _failure(path: Path, exc: BaseException) -> str | None:
 
 
 def predict_files(runner: Runner, inputs: list[Path], output: Path, tile: int | None = None,
-                  overlap: float = DEFAULT_OVERLAP, whole_pixels: int = WHOLE_PIXELS) -> list[str]:
-    """Write labels (palette PNGs in the model's colours) and overlays for each input; log the
-    classes found by name; return one line per image that failed (the others still run)."""
+                  overlap: float = DEFAULT_OVERLAP, whole_pixels: int = WHOLE_PIXELS,
+                  confidence: str | None = None) -> list[str]:
+    """Write labels (palette PNGs in the model's colours), overlays and, with `confidence`
+    (a kind), confidence PNGs for each input; log the classes found by name; return one line
+    per image that failed (the others still run)."""
     classes = runner.classes
-    pairs = output_paths(inputs, output)
+    pairs = output_paths(inputs, output, confidence)
     make_dirs(output)
     errors = []
-    for path, (labels_path, overlay_path) in zip(inputs, pairs):
+    for path, (labels_path, overlay_path, *conf_path) in zip(inputs, pairs):
         try:
             image = read_rgb(path)
-            label = segment_image(runner, image, tile, overlap, whole_pixels)
+            collect = ConfidenceCollector(*image.shape[:2], confidence, runner.temperature) \
+                if confidence else None
+            label = segment_image(runner, image, tile, overlap, whole_pixels, collect)
             save_label_png(labels_path, label, classes.palette)
+            if collect is not None:
+                save_confidence_png(conf_path[0], collect.map, confidence, runner.temperature)
             save_image(overlay_path, Image.fromarray(overlay(image, label, classes.palette,
                                                              classes.background)),
                        format="JPEG", quality=90)
@@ -144,6 +164,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                              f"over {WHOLE_PIXELS:,} pixels, else the whole image)")
     parser.add_argument("--overlap", type=float, default=DEFAULT_OVERLAP,
                         help="fraction of a window shared with the next one")
+    parser.add_argument("--confidence", nargs="?", const="maxprob", default=None, choices=KINDS,
+                        help="also write a confidence PNG per image: maxprob (the default), "
+                             "margin or entropy")
     parser.add_argument("--threads", type=int, default=DEFAULT_THREADS,
                         help="CPU threads (0: the runtime's default, all cores)")
     args = parser.parse_args(argv)
@@ -157,7 +180,7 @@ def _predict(args: argparse.Namespace) -> int:
     tiling = validate_options(TileOptions, {"tile": args.tile, "overlap": args.overlap})
     device = select_device(args.device)
     inputs = list_inputs(args.input)
-    output_paths(inputs, args.output)  # refuse a clobbering output before loading anything
+    output_paths(inputs, args.output, args.confidence)  # refuse clobbering before loading
     runner = open_runner(args.model, args.runtime, args.precision, args.threads, device,
                          output_stride=options.output_stride,
                          scales=tuple(options.scales) if options.scales else None,
@@ -165,7 +188,8 @@ def _predict(args: argparse.Namespace) -> int:
     if args.list_classes:
         for k, name in enumerate(runner.classes.names):
             print(f"{k}\t{name}\t{'#%02x%02x%02x' % tuple(runner.classes.palette[k])}")
-    errors = predict_files(runner, inputs, args.output, tiling.tile, tiling.overlap)
+    errors = predict_files(runner, inputs, args.output, tiling.tile, tiling.overlap,
+                           confidence=args.confidence)
     done = len(inputs) - len(errors)
     print(f"predict: {done} of {len(inputs)} images -> {args.output} ({runner})")
     if errors:

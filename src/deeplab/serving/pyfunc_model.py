@@ -7,13 +7,21 @@ a user can read in the model's artifacts; no pickled object is loaded, and the w
 strategy must match the sha256 recorded in the model's metadata at registration.
 Pass `model_config={"device": "cuda"}` to `mlflow.pyfunc.load_model` for GPU.
 
-Inputs (`predict(model_input, params={"output": "labels" | "png"})`):
+Inputs (`predict(model_input, params={"output": ..., "confidence": ...})`):
 - a uint8 array `N x H x W x 3` (or `H x W x 3`; integer lists as `mlflow models serve`
   gives them, values 0..255): label maps `N x H x W` come back;
 - a table (pandas DataFrame; `dataframe_split` over REST) with a column `image` of base64
   PNG/JPEG bytes, each of any size: one row per image back, with `labels` (nested lists).
-`output: png` answers each image with `mask_png`, a base64 palette PNG of the class ids in the
-model's own colours.
+`output`:
+- `labels` (the default);
+- `png`: each image's `mask_png`, a base64 palette PNG of the class ids in the model's own
+  colours;
+- `probabilities`: float32 `N x C x H x W` (a table: `probabilities`, nested lists);
+- `confidence`: float32 `N x H x W` in [0, 1] of the kind `params.confidence` names (`maxprob`
+  by default, `margin`, `entropy`; see `deeplab.uncertainty.confidence`); a table gets
+  `confidence_png` (base64 8-bit grey PNG naming its kind) and `labels`.
+Probabilities and confidence are calibrated with the temperature fitted by `evaluate` and
+registered with the version (its `serve.json`, under the same sha256 as the rest).
 
 It runs on the runtime and precision of `register.serve` (its `serve.json`; torch, or a
 deployed ONNX file on ONNX Runtime or OpenVINO, each checked against its registered sha256),
@@ -36,7 +44,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
 from mlflow.pyfunc import PythonModel
 
-OUTPUTS = ("labels", "png")
+OUTPUTS = ("labels", "png", "probabilities", "confidence")
 
 
 class RequestError(MlflowException):
@@ -114,6 +122,7 @@ class SegmenterModel(PythonModel):
         model_dir = logged_model_dir(Path(context.artifacts["model_file"]))
         state, strategy = read_logged_model(model_dir, str(model_dir))
         settings, files = read_serving(model_dir, str(model_dir))
+        self.temperature = float(settings.pop("temperature", 1.0))
         self.serve = ServeConfig(**settings)
         self.device = torch.device((context.model_config or {}).get("device", "cpu"))
         self.classes = classes_of(state)
@@ -135,6 +144,40 @@ class SegmenterModel(PythonModel):
         return np.stack([segment_image(self.runner, image, serve.tile, serve.overlap,
                                        serve.whole_pixels) for image in images])
 
+    def _probabilities(self, image: np.ndarray, on_probs) -> np.ndarray:
+        """Labels of one `H x W x 3` image, its calibrated probabilities going to `on_probs`."""
+        from deeplab.evaluation.tiles import segment_image
+
+        serve = self.serve
+        return segment_image(self.runner, image, serve.tile, serve.overlap, serve.whole_pixels,
+                             on_probs)
+
+    def _probs(self, image: np.ndarray) -> np.ndarray:
+        from deeplab.uncertainty.confidence import calibrate
+
+        out = None
+
+        def keep(y: int, probs: np.ndarray) -> None:
+            nonlocal out
+            if out is None:
+                out = np.empty((probs.shape[0], *image.shape[:2]), dtype=np.float32)
+            out[:, y:y + probs.shape[1]] = calibrate(probs, self.temperature)
+        self._probabilities(image, keep)
+        return out
+
+    def _confidence(self, image: np.ndarray, kind: str) -> tuple[np.ndarray, np.ndarray]:
+        from deeplab.uncertainty.confidence import ConfidenceCollector
+
+        collect = ConfidenceCollector(*image.shape[:2], kind, self.temperature)
+        return self._probabilities(image, collect), collect.map
+
+    def _confidence_png(self, conf: np.ndarray, kind: str) -> str:
+        from deeplab.uncertainty.confidence import confidence_image, png_info
+
+        buffer = io.BytesIO()
+        confidence_image(conf).save(buffer, format="PNG", pnginfo=png_info(kind, self.temperature))
+        return base64.b64encode(buffer.getvalue()).decode("ascii")
+
     def _png(self, labels: np.ndarray) -> str:
         from deeplab.data.palette import label_image
 
@@ -143,10 +186,17 @@ class SegmenterModel(PythonModel):
         return base64.b64encode(buffer.getvalue()).decode("ascii")
 
     def predict(self, context, model_input, params=None):  # no type hints: the signature is explicit
+        from deeplab.uncertainty.confidence import KINDS
+
         output = (params or {}).get("output", "labels")
         if output not in OUTPUTS:
             raise RequestError(f"params.output: expected one of {OUTPUTS}, got {output!r}")
+        kind = (params or {}).get("confidence", "maxprob")
+        if kind not in KINDS:
+            raise RequestError(f"params.confidence: expected one of {KINDS}, got {kind!r}")
         images, table = _as_images(model_input, self.serve.max_pixels)
+        if output in ("probabilities", "confidence"):
+            return self._uncertain(images, table, output, kind)
         if not table and output == "labels":
             return self._labels(images[0])
         labels = [label for batch in images for label in self._labels(batch if batch.ndim == 4
@@ -154,6 +204,19 @@ class SegmenterModel(PythonModel):
         if output == "png":
             return pd.DataFrame({"mask_png": [self._png(label) for label in labels]})
         return pd.DataFrame({"labels": [label.tolist() for label in labels]})
+
+    def _uncertain(self, images: list[np.ndarray], table: bool, output: str, kind: str):
+        singles = [image for batch in images for image in (batch if batch.ndim == 4 else batch[None])]
+        if output == "probabilities":
+            probs = [self._probs(image) for image in singles]
+            if table:
+                return pd.DataFrame({"probabilities": [p.tolist() for p in probs]})
+            return np.stack(probs)
+        labels, maps = zip(*(self._confidence(image, kind) for image in singles))
+        if table:
+            return pd.DataFrame({"confidence_png": [self._confidence_png(m, kind) for m in maps],
+                                 "labels": [label.tolist() for label in labels]})
+        return np.stack(maps)
 
 
 mlflow.models.set_model(SegmenterModel())

@@ -44,13 +44,15 @@ PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
 
 
 def signature():
-    """The `output` parameter (`labels` | `png`); inputs are checked by the model itself, since
+    """The `output` (`labels` | `png` | `probabilities` | `confidence`) and `confidence`
+    (`maxprob` | `margin` | `entropy`) parameters; inputs are checked by the model itself, since
     it takes two kinds (uint8 `N x H x W x 3` arrays, or a table of base64 PNG/JPEG images),
     which one MLflow input schema cannot describe (`pyfunc_model.py`)."""
     from mlflow.models import ModelSignature
     from mlflow.types import ParamSchema, ParamSpec
 
-    return ModelSignature(params=ParamSchema([ParamSpec("output", "string", "labels")]))
+    return ModelSignature(params=ParamSchema([ParamSpec("output", "string", "labels"),
+                                              ParamSpec("confidence", "string", "maxprob")]))
 
 
 def read_miou(metrics_file: Path) -> float:
@@ -198,9 +200,10 @@ def register(model_file: Path, metrics_file: Path, params: Params,
 
     cfg = params.registration
     miou = read_miou(metrics_file)
-    rows = json.loads(metrics_file.read_text()).get("deployed", {}) if deployed else {}
+    evaluated = json.loads(metrics_file.read_text())
+    rows = evaluated.get("deployed", {}) if deployed else {}
     max_drop = params.deploy.max_drop if params.deploy is not None else 0.01
-    kept = deployment(cfg.serve, max_drop, deployed, rows)
+    kept = deployment(cfg.serve, max_drop, deployed, rows, float(evaluated.get("temperature", 1.0)))
     strategy = InferenceStrategy.from_dict(cfg.inference.model_dump()).as_dict()
     state = read_model_file(model_file)
     reg = Registration(cfg.model_name, model_file, strategy, state_digest(state, strategy),
@@ -239,6 +242,7 @@ def _register_locked(run_id: str, reg: Registration) -> dict[str, Any]:
                                 f"{reg.min_miou}; not registering")
         # a param, not a metric: the val_miou charts hold the training curves only
         mlflow.log_params({"val_miou": f"{reg.miou:.4f}",
+                           "temperature": reg.deployment.serve.get("temperature", 1.0),
                            **{f"inference.{k}": v for k, v in reg.strategy.items()}})
         mine = _log_and_create_version(client, reg, run_id)
         existing = _versions_with_digest(client, reg.name, reg.digest, reg.deployment.digest)

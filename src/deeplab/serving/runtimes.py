@@ -39,11 +39,13 @@ def _require_bf16(runtime: str) -> None:
 
 
 class Runner:
-    """A loaded model on one runtime: `probs` and `labels` of uint8 `N x H x W x 3` images."""
+    """A loaded model on one runtime: `probs` and `labels` of uint8 `N x H x W x 3` images;
+    `temperature` calibrates its probabilities (`uncertainty.confidence.calibrate`)."""
 
     runtime: str
     precision: str
     classes: ClassList
+    temperature: float = 1.0
 
     def probs(self, images: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -66,6 +68,7 @@ class TorchRunner(Runner):
             _require_bf16("torch")
         self.segment, self.precision, self.device = segment, precision, device
         self.classes = getattr(segment, "classes", None) or ClassList.default(256)
+        self.temperature = float(getattr(segment, "temperature", 1.0))
         if precision == "bf16" and hasattr(segment, "net"):
             segment.net.to(memory_format=torch.channels_last)
 

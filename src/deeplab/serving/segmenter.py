@@ -19,7 +19,7 @@ from ..data.classes import ClassList
 from ..evaluation.inference import InferenceStrategy, predict_probs
 from ..model import DeepLabV3Plus
 from ..model_files import classes_of, model_from_state, read_model_file
-from ..registered import load_registered
+from ..registered import open_registered
 from .programs import load_program
 
 
@@ -34,6 +34,7 @@ class Segmenter(nn.Module):
         if strategy.output_stride is not None:
             self.net.set_output_stride(strategy.output_stride)
         self._strategy = strategy
+        self.temperature = 1.0  # calibration of its probabilities (a registered model's own)
 
     @property
     def strategy(self) -> InferenceStrategy:
@@ -63,8 +64,8 @@ def load_segmenter(source: str | Path, strategy: InferenceStrategy | None = None
                    device: str | torch.device = "cpu", **overrides: Any
                    ) -> Callable[[torch.Tensor], torch.Tensor]:
     """uint8 `N x H x W x 3` -> uint8 `N x H x W` from a model file, a `models:/`/`runs:/` URI
-    (verified against its registered sha256) or an exported `.pt2` program (checked to hold
-    no pickled code).
+    (verified against its registered sha256; `.temperature`, its registered calibration) or an
+    exported `.pt2` program (checked to hold no pickled code).
 
     The strategy is `strategy` if given, else the one a registered model carries (single
     scale at the training output stride for a model file), with `overrides` (output_stride,
@@ -76,12 +77,15 @@ def load_segmenter(source: str | Path, strategy: InferenceStrategy | None = None
             raise InputError(f"{spec}: an exported program has a fixed inference strategy; "
                              f"re-export it to change output stride, scales or flip")
         return load_program(spec).to(device)
+    temperature = 1.0
     if spec.startswith(("models:/", "runs:/")) or "://" in spec:
-        state, registered = load_registered(spec)
+        state, registered, temperature = open_registered(spec)
     else:
         state, registered = read_model_file(spec), InferenceStrategy()
     chosen = (strategy or registered).with_overrides(**overrides)
-    return segmenter_from_state(state, chosen, spec).to(device)
+    segmenter = segmenter_from_state(state, chosen, spec).to(device)
+    segmenter.temperature = temperature  # what its probabilities are calibrated with
+    return segmenter
 
 
 def segmenter_from_state(state: dict[str, Any], strategy: InferenceStrategy, source: str) -> Segmenter:

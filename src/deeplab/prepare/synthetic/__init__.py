@@ -16,7 +16,8 @@ VOC output: `VOC2012/{JPEGImages,SegmentationClass,ImageSets/Segmentation}` with
 that carry an ignore band along object boundaries; SBD output: `SBD/dataset/{img,cls}` with
 `.mat` ground truth. Folder output: `folder/{images,masks}/{train,val}` (JPEG and PNG images;
 single-channel and palette masks). Cityscapes output: `cityscapes/{leftImg8bit,gtFine}/
-{train,val}/<city>/` with official labelIds, void ids included.
+{train,val}/<city>/` with official labelIds, void ids included. With `pool_images`, an
+unlabeled pool `unlabeled/pool_*.jpg` (images only) for the rank stage.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from .ade20k import write_ade20k
 from .cityscapes import write_cityscapes
 from .coco import COCO_IDS_OF_VOC, CocoCategories, write_coco, write_roboflow
 from .folder import write_folder
-from .scene import Rare
+from .scene import Rare, render_scene, save_jpeg
 from .voc import write_sbd, write_voc
 
 __all__ = ["COCO_IDS_OF_VOC", "GENERATOR_VERSION", "generate", "write_ade20k", "write_cityscapes",
@@ -50,7 +51,7 @@ def generate(root: Path, cfg: SyntheticData, layout: str = "voc",
     writer = layout_named(layout).writer
     classes = classes or ClassList(VOC_CLASSES, ())
     seed, size = cfg.seed, cfg.image_size
-    streams = np.random.SeedSequence(seed).spawn(5)
+    streams = np.random.SeedSequence(seed).spawn(6)  # children by index: 0-4 as before
     n = len(classes)
     if cfg.coco_train_images:
         coco, categories = root / "coco", CocoCategories.for_classes(classes)
@@ -64,3 +65,19 @@ def generate(root: Path, cfg: SyntheticData, layout: str = "voc",
     writer(root, counts, size, np.random.default_rng(streams[2]), classes, rare)
     if layout == "voc" and cfg.sbd_images:
         write_sbd(root, cfg.sbd_images, size, np.random.default_rng(streams[3]), n)
+    if cfg.pool_images:
+        write_pool(root / POOL_DIR, cfg.pool_images, size, np.random.default_rng(streams[5]), n)
+
+
+POOL_DIR = "unlabeled"  # the generated pool of unlabeled images, under the synthetic root
+
+
+def write_pool(folder: Path, count: int, size: int, rng: np.random.Generator,
+               num_classes: int) -> None:
+    """`count` unlabeled scenes `pool_<k>.jpg` (images only, no masks)."""
+    from ...core.io import make_dirs
+
+    make_dirs(folder)
+    for k in range(count):
+        img, _ = render_scene(rng, size, num_classes)
+        save_jpeg(folder / f"pool_{k:04d}.jpg", img)

@@ -1,0 +1,121 @@
+"""The rank stage: each image's score against a direct computation from the network's logits
+under evaluate's temperature, the order, the file's columns (image first), the contact
+sheet; an unreadable pool image is named and nothing is written; the pool list changes with
+the images only."""
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from helpers.models import tiny_net
+from PIL import Image
+
+from deeplab.core.config import load_params
+from deeplab.core.errors import InputError
+from deeplab.data.classes import ClassList
+from deeplab.model_files import save_model
+from deeplab.prepare.pool import write_pool_list
+from deeplab.uncertainty.ranking import run_rank_stage
+
+REPO = Path(__file__).parents[2]
+CLASSES = ClassList(("background", "ellipse", "rectangle", "triangle", "star"),
+                    ((0, 0, 0), (128, 0, 0), (0, 128, 0), (128, 128, 0), (0, 0, 128)))
+
+
+def direct_score(net, image: np.ndarray, score: str, temperature: float, threshold: float) -> float:
+    """Mean normalised entropy, or the share of pixels under the threshold, of
+    softmax(logits / T) in the reference geometry (mean-pixel canvas of k*16+1)."""
+    h, w = image.shape[:2]
+    ph, pw = -(-(h - 1) // 16) * 16 + 1, -(-(w - 1) // 16) * 16 + 1
+    canvas = net.mean.reshape(1, 3, 1, 1).repeat(1, 1, ph, pw)
+    canvas[..., :h, :w] = torch.from_numpy(image.copy()).permute(2, 0, 1)[None].float() / 255
+    with torch.no_grad():
+        p = (net(canvas)[0, :, :h, :w] / temperature).softmax(0)
+    if score == "entropy":
+        return float((torch.special.entr(p).sum(0) / math.log(p.shape[0])).mean())
+    return float((p.max(0).values < threshold).float().mean())
+
+
+@pytest.fixture
+def pool(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    folder = tmp_path / "pool"
+    folder.mkdir()
+    rng = np.random.default_rng(4)
+    for k, size in enumerate([(40, 52), (33, 33), (60, 45), (48, 48)]):
+        base = rng.integers(0, 256, (3, 3, 3), dtype=np.uint8)  # smooth to noisy images
+        img = np.asarray(Image.fromarray(base).resize(size[::-1], Image.BILINEAR)).copy()
+        img = np.clip(img + rng.normal(0, 40 * k, img.shape), 0, 255).astype(np.uint8)
+        Image.fromarray(img).save(folder / f"img_{k}.png")
+    net = tiny_net(seed=3, num_classes=len(CLASSES))
+    save_model(tmp_path / "m.pt", net, CLASSES, stage="finetune", val_miou=0.0)
+    (tmp_path / "calibration.json").write_text(json.dumps({"temperature": 0.02}))  # sharpens an untrained net
+    write_pool_list(folder, tmp_path / "pool.csv")
+    return tmp_path, net
+
+
+@pytest.mark.parametrize("score", ["entropy", "low_confidence"])
+def test_scores_and_order_against_a_direct_computation(pool, score):
+    work, net = pool
+    images = {f"pool/img_{k}.png": np.asarray(Image.open(work / "pool" / f"img_{k}.png"))
+              for k in range(4)}
+    threshold = 0.5
+    if score == "low_confidence":  # a threshold inside this net's range of top probabilities
+        tops = []
+        for im in images.values():
+            h, w = im.shape[:2]
+            canvas = net.mean.reshape(1, 3, 1, 1).repeat(1, 1, 65, 65)
+            canvas[..., :h, :w] = torch.from_numpy(im.copy()).permute(2, 0, 1)[None].float() / 255
+            with torch.no_grad():
+                tops.append((net(canvas)[0, :, :h, :w] / 0.02).softmax(0).max(0).values.flatten())
+        threshold = float(torch.cat(tops).median())
+    params = load_params(REPO / "params.yaml", sections=("rank",))
+    params = params.replace(rank=params.rank.replace(score=score, top_k=2, threshold=threshold))
+    table = run_rank_stage(params, work / "m.pt", work / "pool.csv", work / "calibration.json",
+                           work / "label_next.csv", work / "label_next.png")
+    expected = {name: direct_score(net, im, score, 0.02, threshold) for name, im in images.items()}
+    if score == "entropy":
+        assert (np.diff(sorted(expected.values())) > 1e-5).all()  # a real order to check
+        assert table["image"].tolist() == sorted(expected, key=expected.get, reverse=True)
+        assert np.allclose(table["score"], [expected[i] for i in table["image"]], atol=1e-4)
+    else:  # pixels at the threshold itself may fall either way between the two computations
+        assert 0 < min(expected.values()) and max(expected.values()) < 1
+        assert np.allclose(table["score"], [expected[i] for i in table["image"]], atol=0.02)
+        assert table["score"].is_monotonic_decreasing
+    written = pd.read_csv(work / "label_next.csv")
+    assert list(written.columns[:3]) == ["image", "score", "rank"]
+    assert [c for c in written.columns if c.startswith("area_")] == [f"area_{n}" for n in CLASSES.names]
+    assert np.allclose(written.filter(like="area_").sum(1), 1, atol=1e-3)
+    assert written["rank"].tolist() == [1, 2, 3, 4]
+    assert Image.open(work / "label_next.png").size[1] > 200  # two rows of three panels
+
+
+def test_an_unreadable_pool_image_is_named_and_nothing_is_written(pool):
+    work, _ = pool
+    (work / "pool" / "broken.jpg").write_bytes(b"\xff\xd8 not really")
+    write_pool_list(work / "pool", work / "pool.csv")
+    params = load_params(REPO / "params.yaml", sections=("rank",))
+    with pytest.raises(InputError, match="broken.jpg: not a readable image"):
+        run_rank_stage(params, work / "m.pt", work / "pool.csv", work / "calibration.json",
+                       work / "out.csv", work / "out.png")
+    assert not (work / "out.csv").exists() and not (work / "out.png").exists()
+
+
+def test_the_pool_list_changes_with_the_images_only(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    pool = tmp_path / "pool"
+    (pool / "sub").mkdir(parents=True)
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(pool / "a.png")
+    (pool / "notes.txt").write_text("not an image")
+    assert write_pool_list(pool, tmp_path / "pool.csv") == 1
+    before = (tmp_path / "pool.csv").stat().st_mtime_ns
+    assert write_pool_list(pool, tmp_path / "pool.csv") == 1
+    assert (tmp_path / "pool.csv").stat().st_mtime_ns == before  # unchanged: not rewritten
+    Image.fromarray(np.ones((8, 8, 3), np.uint8)).save(pool / "sub" / "b.jpg")
+    assert write_pool_list(pool, tmp_path / "pool.csv") == 2
+    listed = pd.read_csv(tmp_path / "pool.csv")
+    assert listed["image"].tolist() == ["pool/a.png", "pool/sub/b.jpg"]  # relative: same in clones
