@@ -89,3 +89,25 @@ def test_imbalance_mode(tmp_path):
     assert [line["setting"] for line in result["summary"]][0] == "ce"
     assert "| ce+dice |" in out.with_suffix(".md").read_text()
 
+
+
+@pytest.mark.slow
+def test_label_next_mode(tmp_path):
+    """bench/label_next.py: both arms at every seed, the precision of each score's top K, and
+    the gains with their verdicts."""
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    out = tmp_path / "label_next"
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "label_next.py"), "--seeds", "0", "1",
+                           "--size", "40", "--train-images", "4", "--pool-images", "6",
+                           "--pool-novel", "2", "--val-images", "4", "--base-iterations", "2",
+                           "--more-iterations", "1", "--threads", "1", "--out", str(out)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    result = json.loads(out.with_suffix(".json").read_text())
+    assert [r["seed"] for r in result["runs"]] == [0, 1]
+    for run in result["runs"]:
+        for key in ("precision_at_k_entropy", "precision_at_k_low_confidence", "precision_at_k_random"):
+            assert run[key] in (0.0, 0.5, 1.0)  # K = 2
+        assert 0 <= run["top_k_miou"] <= 1 and 0 <= run["random_k_novel_miou"] <= 1
+    verdicts = [line for line in result["summary"] if line["measure"].startswith("gain_")]
+    assert len(verdicts) == 2 and all(isinstance(v["beats_spread"], bool) for v in verdicts)

@@ -56,7 +56,7 @@ def tiny(params: dict) -> dict:
     """Settings that run the whole pipeline in a couple of minutes on 2 CPU cores."""
     params["data"]["synthetic"].update(image_size=48, coco_train_images=12, coco_val_images=4,
                                        train_images=8, val_images=4, sbd_images=4,
-                                       pool_images=6)
+                                       pool_images=6, pool_novel=0.34)
     params["preprocess"]["min_pixels"] = 10
     for stage in ("pretrain", "finetune"):
         params[stage].update(iterations=3, batch_size=2, crop_size=33, checkpoint_every=2, val_every=2)

@@ -89,7 +89,7 @@ def test_scores_and_order_against_a_direct_computation(pool, score):
     written = pd.read_csv(work / "label_next.csv")
     assert list(written.columns[:3]) == ["image", "score", "rank"]
     assert [c for c in written.columns if c.startswith("area_")] == [f"area_{n}" for n in CLASSES.names]
-    assert np.allclose(written.filter(like="area_").sum(1), 1, atol=1e-3)
+    assert np.allclose(written.filter(like="area_").sum(axis=1), 1, atol=1e-3)
     assert written["rank"].tolist() == [1, 2, 3, 4]
     assert Image.open(work / "label_next.png").size[1] > 200  # two rows of three panels
 
@@ -119,3 +119,46 @@ def test_the_pool_list_changes_with_the_images_only(tmp_path, monkeypatch):
     assert write_pool_list(pool, tmp_path / "pool.csv") == 2
     listed = pd.read_csv(tmp_path / "pool.csv")
     assert listed["image"].tolist() == ["pool/a.png", "pool/sub/b.jpg"]  # relative: same in clones
+
+
+@pytest.mark.slow
+def test_rank_orders_a_known_out_of_distribution_image_first(tmp_path, monkeypatch):
+    """The default network trained on ordinary scenes; the pool: three of its training scenes
+    and a fourth under the generator's new kind of image (heavy sensor noise). The noisy one
+    ranks first by entropy."""
+    from deeplab.core.io import save_image
+    from deeplab.data.dataset import SegmentationDataset
+    from deeplab.engine.init import build_model
+    from deeplab.engine.loop import TrainOptions, seed_everything, train
+    from deeplab.prepare.synthetic.scene import render_scene, save_jpeg, semantic_label
+
+    monkeypatch.chdir(tmp_path)
+    classes = ClassList(("background", "ellipse", "rectangle", "triangle", "star", "cross"),
+                        CLASSES.palette + ((128, 0, 128),))
+    rng = np.random.default_rng(5)
+    rows, scenes = [], []
+    for k in range(30):
+        state = rng.bit_generator.state
+        img, instances = render_scene(rng, 48, len(classes))
+        save_jpeg(tmp_path / f"t{k}.jpg", img)
+        save_image(tmp_path / f"t{k}.png", Image.fromarray(semantic_label(instances, 48)), format="PNG")
+        rows.append({"id": str(k), "image": str(tmp_path / f"t{k}.jpg"), "mask": str(tmp_path / f"t{k}.png")})
+        scenes.append(state)
+    params = load_params(REPO / "params.yaml", sections=("model", "train", "runtime", "finetune", "rank"))
+    sched = params.finetune.replace(iterations=200, crop_size=49, val_every=0, checkpoint_every=200)
+    seed_everything(0)
+    net = build_model(params.model, len(classes))
+    train(net, SegmentationDataset(pd.DataFrame(rows), 49, sched.scale_range, True), sched,
+          params.train, params.runtime.replace(workers=0), TrainOptions(tmp_path / "c.ckpt", 0, {}, torch.device("cpu")))
+    save_model(tmp_path / "m.pt", net.eval(), classes, stage="finetune", val_miou=0.0)
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    for k in range(3):
+        (pool / f"seen_{k}.jpg").write_bytes((tmp_path / f"t{k}.jpg").read_bytes())
+    again = np.random.default_rng()
+    again.bit_generator.state = scenes[3]  # the fourth training scene, under heavy noise
+    save_jpeg(pool / "night.jpg", render_scene(again, 48, len(classes), novel=True)[0])
+    write_pool_list(pool, tmp_path / "pool.csv")
+    table = run_rank_stage(params, tmp_path / "m.pt", tmp_path / "pool.csv", tmp_path / "none.json",
+                           tmp_path / "label_next.csv", tmp_path / "label_next.png")
+    assert Path(table["image"][0]).name == "night.jpg", table[["image", "score"]]

@@ -170,6 +170,7 @@ class SyntheticData(Section):
     sbd_images: Annotated[int, Field(ge=0, le=1_000_000)]
     rare: Optional[RareClass] = None
     pool_images: Annotated[int, Field(ge=0, le=1_000_000)] = 0
+    pool_novel: Annotated[float, Field(ge=0, le=1)] = 0.0
 
     @model_validator(mode="before")
     @classmethod

@@ -145,7 +145,8 @@ class SegmenterModel(PythonModel):
                                        serve.whole_pixels) for image in images])
 
     def _probabilities(self, image: np.ndarray, on_probs) -> np.ndarray:
-        """Labels of one `H x W x 3` image, its calibrated probabilities going to `on_probs`."""
+        """Labels of one `H x W x 3` image; its class probabilities go to `on_probs` (in bands
+        of rows when windowed), which calibrates them."""
         from deeplab.evaluation.tiles import segment_image
 
         serve = self.serve

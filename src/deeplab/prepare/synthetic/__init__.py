@@ -17,7 +17,8 @@ that carry an ignore band along object boundaries; SBD output: `SBD/dataset/{img
 `.mat` ground truth. Folder output: `folder/{images,masks}/{train,val}` (JPEG and PNG images;
 single-channel and palette masks). Cityscapes output: `cityscapes/{leftImg8bit,gtFine}/
 {train,val}/<city>/` with official labelIds, void ids included. With `pool_images`, an
-unlabeled pool `unlabeled/pool_*.jpg` (images only) for the rank stage.
+unlabeled pool `unlabeled/pool_*.jpg` (images only) for the rank stage, a `pool_novel` share
+of it a kind of image the splits lack (heavy sensor noise).
 """
 
 from __future__ import annotations
@@ -66,18 +67,28 @@ def generate(root: Path, cfg: SyntheticData, layout: str = "voc",
     if layout == "voc" and cfg.sbd_images:
         write_sbd(root, cfg.sbd_images, size, np.random.default_rng(streams[3]), n)
     if cfg.pool_images:
-        write_pool(root / POOL_DIR, cfg.pool_images, size, np.random.default_rng(streams[5]), n)
+        write_pool(root / POOL_DIR, cfg.pool_images, cfg.pool_novel, size,
+                   np.random.default_rng(streams[5]), n)
 
 
 POOL_DIR = "unlabeled"  # the generated pool of unlabeled images, under the synthetic root
 
 
-def write_pool(folder: Path, count: int, size: int, rng: np.random.Generator,
-               num_classes: int) -> None:
-    """`count` unlabeled scenes `pool_<k>.jpg` (images only, no masks)."""
-    from ...core.io import make_dirs
+def write_pool(folder: Path, count: int, novel: float, size: int, rng: np.random.Generator,
+               num_classes: int) -> list[str]:
+    """`count` unlabeled scenes `pool_<k>.jpg` (images only), a `novel` share of them, in
+    random places, of the new kind (`render_scene`); `unlabeled_kinds.json` beside the
+    folder names those (for measuring a ranking). Returns their names."""
+    import json
+
+    from ...core.io import make_dirs, write_text
 
     make_dirs(folder)
+    chosen = set(rng.choice(count, size=int(round(novel * count)), replace=False).tolist())
     for k in range(count):
-        img, _ = render_scene(rng, size, num_classes)
+        img, _ = render_scene(rng, size, num_classes, novel=k in chosen)
         save_jpeg(folder / f"pool_{k:04d}.jpg", img)
+    names = [f"pool_{k:04d}.jpg" for k in sorted(chosen)]
+    write_text(folder.with_name(f"{folder.name}_kinds.json"),
+               json.dumps({"images": count, "novel": names}, indent=1) + "\n")
+    return names

@@ -140,10 +140,15 @@ class Rare:
     scale: float
 
 
+NOVEL_NOISE = 0.5  # the new kind's sensor noise (std of [0, 1] pixel values; ordinary: 0.03)
+
+
 def render_scene(rng: np.random.Generator, size: int, num_classes: int = 21,
-                 rare: Rare | None = None) -> tuple[np.ndarray, list[Instance]]:
+                 rare: Rare | None = None, novel: bool = False) -> tuple[np.ndarray, list[Instance]]:
     """One image and its instances (classes 1..num_classes-1 on a class-0 background),
-    painted largest first so smaller objects end on top; the `rare` class's objects small."""
+    painted largest first so smaller objects end on top; the `rare` class's objects small.
+    `novel`: a kind of image the training splits lack, the same scene under heavy sensor
+    noise (a high-ISO night shot: `NOVEL_NOISE`)."""
     img = _background(rng, size)
     for _ in range(rng.integers(2, 6)):  # unlabeled clutter strokes
         poly = _polygon(rng, SHAPES[rng.integers(len(SHAPES))], size, 0.05, 0.2)
@@ -180,6 +185,8 @@ def render_scene(rng: np.random.Generator, size: int, num_classes: int = 21,
                                   {"counts": uncompressed_counts(crowd), "size": [size, size]},
                                   iscrowd=1))
     img += rng.normal(0, 0.03, img.shape)
+    if novel:
+        img += rng.normal(0, NOVEL_NOISE, img.shape)
     return (np.clip(img, 0, 1) * 255).astype(np.uint8), instances
 
 
