@@ -305,7 +305,7 @@ def test_pull_then_nothing_retrains_and_a_queued_sweep_reruns_only_finetune(fini
     ran = []
     for parts in tasks:
         ran.append(_stages_run(run(["dvc", "queue", "logs", parts[0]], work).stdout))
-    follows = {"fetch", "finetune", "deploy", "evaluate", "register"}
+    follows = {"fetch", "finetune", "deploy", "evaluate", "register", "rank"}
     assert sorted(ran, key=len) == [follows, follows | {f"variant@{v}" for v in variants}], ran
 
     # The documented `dvc exp show` (docs/tracking.md) leads with the mIoU, then the variants'

@@ -130,8 +130,8 @@ def sample_figure(image: np.ndarray, label: np.ndarray, predictions: dict[str, n
 
 
 def reliability_figure(before: Any, after: Any, temperature: float) -> Figure:
-    """Reliability diagrams before and after temperature scaling: accuracy per confidence bin
-    against the diagonal, with each bin's share of pixels and the ECE."""
+    """Reliability diagrams before and after temperature scaling: accuracy and mean confidence
+    per confidence bin against the diagonal, with each bin's share of pixels and the ECE."""
     fig = Figure(figsize=(8, 3.8))
     axes = fig.subplots(1, 2, sharey=True)
     for ax, (title, table) in zip(axes, ((f"before (T = 1)", before),
@@ -140,9 +140,9 @@ def reliability_figure(before: Any, after: Any, temperature: float) -> Figure:
         centres = (np.arange(bins) + 0.5) / bins
         shown = table.counts > 0
         ax.bar(centres[shown], table.accuracy[shown], width=1 / bins, edgecolor="black",
-               color="tab:blue", label="accuracy")
-        ax.bar(centres[shown], (table.confidence - table.accuracy)[shown], width=1 / bins,
-               bottom=table.accuracy[shown], color="tab:red", alpha=0.3, label="gap to confidence")
+               color="tab:blue", alpha=0.8, label="accuracy")
+        ax.hlines(table.confidence[shown], centres[shown] - 0.5 / bins, centres[shown] + 0.5 / bins,
+                  color="tab:red", lw=2, label="mean confidence")
         ax.plot([0, 1], [0, 1], "k--", lw=1)
         share = table.counts / max(table.counts.sum(), 1)
         ax.step(np.arange(bins + 1) / bins, np.append(share, share[-1]), where="post",
