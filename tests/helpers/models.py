@@ -92,24 +92,24 @@ def model_and_metrics(folder: Path, seed: int, miou: float) -> tuple[Path, Path]
     return model, metrics
 
 
-def reference_labels(net: DeepLabV3Plus, image: np.ndarray) -> np.ndarray:
-    """The reference geometry, written independently: a mean-pixel canvas of the smallest
-    k*OS+1 size holding the image, the image in its top-left corner, logits cropped back."""
+def reference_logits(net: DeepLabV3Plus, image: np.ndarray) -> torch.Tensor:
+    """`C x H x W` logits in the reference geometry, written independently: a mean-pixel
+    canvas of the smallest k*OS+1 size holding the image, the image in its top-left corner,
+    logits cropped back."""
     h, w = image.shape[:2]
     os_ = net.output_stride
     ph, pw = -(-(h - 1) // os_) * os_ + 1, -(-(w - 1) // os_) * os_ + 1
     canvas = net.mean.reshape(1, 3, 1, 1).repeat(1, 1, ph, pw)
-    canvas[..., :h, :w] = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+    canvas[..., :h, :w] = torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].float() / 255
     with torch.no_grad():
-        return net(canvas)[..., :h, :w].argmax(1)[0].numpy().astype(np.uint8)
+        return net(canvas)[0, :, :h, :w]
+
+
+def reference_labels(net: DeepLabV3Plus, image: np.ndarray) -> np.ndarray:
+    """`H x W` uint8 labels in the reference geometry (`reference_logits`)."""
+    return reference_logits(net, image).argmax(0).numpy().astype(np.uint8)
 
 
 def reference_probs(net: DeepLabV3Plus, image: np.ndarray) -> torch.Tensor:
-    """`C x H x W` softmax probabilities in the reference geometry (see `reference_labels`)."""
-    h, w = image.shape[:2]
-    os_ = net.output_stride
-    ph, pw = -(-(h - 1) // os_) * os_ + 1, -(-(w - 1) // os_) * os_ + 1
-    canvas = net.mean.reshape(1, 3, 1, 1).repeat(1, 1, ph, pw)
-    canvas[..., :h, :w] = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
-    with torch.no_grad():
-        return net(canvas)[..., :h, :w].softmax(1)[0]
+    """`C x H x W` softmax probabilities in the reference geometry (`reference_logits`)."""
+    return reference_logits(net, image).softmax(0)

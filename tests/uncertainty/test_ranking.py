@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from helpers.models import tiny_net
+from helpers.models import reference_logits, tiny_net
 from PIL import Image
 
 from deeplab.core.config import load_params
@@ -28,13 +28,8 @@ CLASSES = ClassList(("background", "ellipse", "rectangle", "triangle", "star"),
 
 def direct_score(net, image: np.ndarray, score: str, temperature: float, threshold: float) -> float:
     """Mean normalised entropy, or the share of pixels under the threshold, of
-    softmax(logits / T) in the reference geometry (mean-pixel canvas of k*16+1)."""
-    h, w = image.shape[:2]
-    ph, pw = -(-(h - 1) // 16) * 16 + 1, -(-(w - 1) // 16) * 16 + 1
-    canvas = net.mean.reshape(1, 3, 1, 1).repeat(1, 1, ph, pw)
-    canvas[..., :h, :w] = torch.from_numpy(image.copy()).permute(2, 0, 1)[None].float() / 255
-    with torch.no_grad():
-        p = (net(canvas)[0, :, :h, :w] / temperature).softmax(0)
+    softmax(logits / T) in the reference geometry."""
+    p = (reference_logits(net, image) / temperature).softmax(0)
     if score == "entropy":
         return float((torch.special.entr(p).sum(0) / math.log(p.shape[0])).mean())
     return float((p.max(0).values < threshold).float().mean())
@@ -65,13 +60,8 @@ def test_scores_and_order_against_a_direct_computation(pool, score):
               for k in range(4)}
     threshold = 0.5
     if score == "low_confidence":  # a threshold inside this net's range of top probabilities
-        tops = []
-        for im in images.values():
-            h, w = im.shape[:2]
-            canvas = net.mean.reshape(1, 3, 1, 1).repeat(1, 1, 65, 65)
-            canvas[..., :h, :w] = torch.from_numpy(im.copy()).permute(2, 0, 1)[None].float() / 255
-            with torch.no_grad():
-                tops.append((net(canvas)[0, :, :h, :w] / 0.02).softmax(0).max(0).values.flatten())
+        tops = [(reference_logits(net, im) / 0.02).softmax(0).max(0).values.flatten()
+                for im in images.values()]
         threshold = float(torch.cat(tops).median())
     params = load_params(REPO / "params.yaml", sections=("rank",))
     params = params.replace(rank=params.rank.replace(score=score, top_k=2, threshold=threshold))
