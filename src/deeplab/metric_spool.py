@@ -128,6 +128,8 @@ class MetricSpool:
                         if self.resumed:
                             self.known.setdefault(m.key, set()).add(m.step)
             except Exception as exc:  # noqa: BLE001 - any failure to reach the server
+                if self.closing:  # the stage has ended: what is left stays in the spool file
+                    return
                 if self.offline_since is None:
                     self.offline_since = time.time()
                     log.warning("tracking server unreachable (%s): training goes on; metrics are "
@@ -191,6 +193,9 @@ def end_run(spool: MetricSpool, status: str, kept: str, wait_s: float = 30.0) ->
     with quick_requests(), contextlib.suppress(Exception):
         mlflow.end_run(status)  # forgets the active run; the server does not answer
     if status == "FINISHED":
+        # The delivery thread may still be inside a request: its HTTP retries must not
+        # print after the one line below.
+        logging.getLogger("urllib3").setLevel(logging.ERROR)
         raise RegistryError(
             f"tracking server {tracking_uri()} did not answer at the end: {kept}; {left} metric "
             f"records are kept in {spool.path}. Run the stage again (dvc repro) when the server "
