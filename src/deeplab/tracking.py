@@ -11,28 +11,8 @@ import time
 from pathlib import Path
 
 from .core.config import flatten
+from .core.repo import repo_root  # noqa: F401 - where the store lives
 from .core.schema import Params
-
-
-def repo_root() -> Path:
-    """DVC's `DVC_ROOT` inside stages, else the git top level, else the working directory.
-
-    A queued `dvc exp run` runs in a temporary copy under `<repo>/.dvc/tmp/exps/`; its runs
-    belong to the repository's store, not to a database that disappears with the copy.
-    """
-    if os.environ.get("DVC_ROOT"):
-        root = Path(os.environ["DVC_ROOT"])
-        parts = root.parts
-        for k in range(len(parts) - 2):
-            if parts[k:k + 3] == (".dvc", "tmp", "exps"):
-                return Path(*parts[:k])
-        return root
-    try:
-        out = subprocess.run(["git", "rev-parse", "--show-toplevel"], capture_output=True,
-                             text=True, check=True)
-        return Path(out.stdout.strip())
-    except (OSError, subprocess.CalledProcessError):
-        return Path.cwd()
 
 
 def tracking_uri() -> str:

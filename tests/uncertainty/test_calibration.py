@@ -3,6 +3,7 @@ cross-entropy over a grid of temperatures, an ECE written as a loop, and on a ti
 validation pixels the NLL goes down."""
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 from helpers.models import tiny_net
@@ -57,8 +58,35 @@ def test_ece_against_a_loop_and_calibration_lowers_it():
     result = calibration_of(logp, labels, [f"c{k}" for k in range(6)])
     assert result.after.ece < result.before.ece / 2
     assert result.nll_after < result.nll_before
-    assert sum(row["pixels"] for row in result.per_class) == len(labels)
+    assert sum(row["pixels"] for row in result.per_class) == result.heldout
+    assert result.pixels + result.heldout == len(labels)
     assert result.metrics()["temperature"] == round(result.temperature, 4)
+
+
+def test_the_temperature_is_fitted_on_one_half_and_judged_on_the_other():
+    logp, labels = overconfident(seed=2)
+    result = calibration_of(logp, labels, [f"c{k}" for k in range(6)], seed=3)
+    order = np.random.default_rng(3).permutation(len(labels))
+    fit, held = order[:len(order) // 2], order[len(order) // 2:]
+    assert result.temperature == fit_temperature(logp[fit], labels[fit])
+    assert result.temperature != fit_temperature(logp[held], labels[held])
+    assert abs(result.nll_after - nll(logp[held], labels[held], result.temperature)) < 1e-9
+    probs = np.exp(logp[held].astype(np.float64))
+    assert abs(result.before.ece - ece(probs.max(1), probs.argmax(1) == labels[held])) < 1e-12
+
+
+def test_a_split_without_labelled_pixels_gives_no_nan_but_null_with_the_reason(tmp_path):
+    import json
+
+    from deeplab.core.io import write_json
+
+    result = calibration_of(np.zeros((0, 3), np.float32), np.zeros(0, np.int64), ["a", "b", "c"])
+    metrics = result.metrics()
+    assert metrics["temperature"] == 1.0 and metrics["ece"] is None and metrics["nll"] is None
+    assert "no labelled validation pixel" in metrics["calibration_note"]
+    write_json(tmp_path / "calibration.json", metrics)
+    assert json.loads((tmp_path / "calibration.json").read_text(),
+                      parse_constant=lambda c: pytest.fail(f"{c} in the JSON")) == metrics
 
 
 def test_temperature_on_a_tiny_models_validation_pixels(tiny_val_csv):

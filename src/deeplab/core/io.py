@@ -186,9 +186,27 @@ def write_csv(path: str | Path, frame: Any, **options: Any) -> None:
     write_text(path, frame.to_csv(**options))
 
 
+def _non_finite(data: Any, where: str = "") -> str | None:
+    """The key path of the first NaN or infinity in `data` (None: none)."""
+    if isinstance(data, float) and not (data == data and abs(data) != float("inf")):
+        return where or "(the value)"
+    items = data.items() if isinstance(data, dict) else enumerate(data) \
+        if isinstance(data, (list, tuple)) else ()
+    for key, value in items:
+        found = _non_finite(value, f"{where}.{key}" if where else str(key))
+        if found:
+            return found
+    return None
+
+
 def write_json(path: str | Path, data: Any) -> None:
+    """`data` as strict JSON, atomically: NaN and infinity are not JSON, so a value that is one
+    is an OutputError naming the key (write null and say why instead)."""
+    bad = _non_finite(data)
+    if bad:
+        raise OutputError(f"{path}: {bad} is not a finite number; nothing was written")
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, allow_nan=False) + "\n")
 
 
 def append_text(path: str | Path, text: str) -> None:

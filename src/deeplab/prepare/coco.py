@@ -8,7 +8,11 @@ Rules:
   decoded pixel count, ties by annotation id), so a smaller object lying on a larger
   one keeps its pixels;
 - crowd regions (`iscrowd=1`) of mapped categories become 255 (ignored), painted last;
-- images with fewer than `min_pixels` pixels of mapped classes are dropped.
+- images with fewer than `min_pixels` pixels of mapped classes are dropped;
+- a segmentation is checked before pycocotools decodes it (its C code trusts its input): a
+  polygon has an even number of finite coordinates within one image size of the image (one of
+  fewer than 3 points is left out: it covers no pixel), an RLE has the image's size and run
+  lengths that add up to its pixel count.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -95,6 +100,74 @@ def category_names(coco) -> dict[int, str]:
     return {int(c["id"]): str(c["name"]) for c in coco.dataset["categories"]}
 
 
+def rle_counts(counts: str | bytes) -> list[int]:
+    """The run lengths of a compressed COCO RLE string (pycocotools' `rleFrString`, in Python,
+    so that they can be checked before its C code writes them)."""
+    data = counts.encode("ascii") if isinstance(counts, str) else bytes(counts)
+    out: list[int] = []
+    p = 0
+    while p < len(data):
+        x, k, more = 0, 0, True
+        while more:
+            if p >= len(data):
+                raise ValueError("truncated run length")
+            c = data[p] - 48
+            if not 0 <= c < 64:
+                raise ValueError(f"byte {data[p]} is not an RLE character")
+            x |= (c & 0x1F) << (5 * k)
+            more = bool(c & 0x20)
+            p += 1
+            k += 1
+            if not more and (c & 0x10):
+                x |= -1 << (5 * k)
+        if len(out) > 2:
+            x += out[-2]
+        if x < 0:
+            raise ValueError("a negative run length")
+        out.append(x)
+    return out
+
+
+def checked_segmentation(segmentation, h: int, w: int):
+    """A COCO segmentation for an image of `w` x `h`, checked before pycocotools decodes it
+    (its C code crashes or allocates without bound on NaN or huge coordinates and on RLEs of
+    another size): polygons of fewer than 3 points, which enclose no pixel, are left out (COCO
+    2017 has some). ValueError saying what is wrong otherwise."""
+    if isinstance(segmentation, list):
+        for poly in segmentation:
+            if not isinstance(poly, list) or len(poly) % 2:
+                raise ValueError("a polygon that is not a list of x, y pairs")
+            for i, v in enumerate(poly):
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                    raise ValueError(f"a polygon coordinate that is not a finite number ({v!r})")
+                size = w if i % 2 == 0 else h
+                if not -size <= v <= 2 * size:
+                    raise ValueError(f"a polygon coordinate ({v!r}) more than one image size "
+                                     f"outside the {w}x{h} image")
+        return [poly for poly in segmentation if len(poly) >= 6]
+    if isinstance(segmentation, dict):
+        size, counts = segmentation.get("size"), segmentation.get("counts")
+        if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) for v in size)):
+            raise ValueError("an RLE without a [height, width] size")
+        if list(size) != [h, w]:
+            raise ValueError(f"an RLE of size {size[1]}x{size[0]} for a {w}x{h} image")
+        if isinstance(counts, (str, bytes)):
+            try:
+                runs = rle_counts(counts)
+            except (ValueError, UnicodeEncodeError) as exc:
+                raise ValueError(f"an unreadable compressed RLE ({exc})") from None
+        elif isinstance(counts, list) and all(isinstance(c, int) and not isinstance(c, bool)
+                                              and c >= 0 for c in counts):
+            runs = counts
+        else:
+            raise ValueError("an RLE whose counts are neither a string nor non-negative integers")
+        if sum(runs) != h * w:
+            raise ValueError(f"an RLE whose runs cover {sum(runs)} pixels, not the image's {h * w}")
+        return segmentation
+    raise ValueError(f"a segmentation of type {type(segmentation).__name__} (expected polygons "
+                     f"or an RLE)")
+
+
 def semantic_mask(coco, image_info: dict, annotation_file: Path, class_of: dict[int, int],
                   background: int | None) -> np.ndarray:
     """The class-id mask of one COCO image, following the module's rules (`class_of`: COCO
@@ -108,7 +181,14 @@ def semantic_mask(coco, image_info: dict, annotation_file: Path, class_of: dict[
         if class_id is None:
             continue
         try:
-            m = coco.annToMask(ann).astype(bool)
+            segmentation = checked_segmentation(ann.get("segmentation"), h, w)
+        except ValueError as exc:
+            raise BadSampleError(f"{annotation_file}: annotation {ann.get('id')} of image "
+                                 f"{image_info['id']} has {exc}") from None
+        if not segmentation:
+            continue
+        try:
+            m = coco.annToMask({**ann, "segmentation": segmentation}).astype(bool)
         except Exception as exc:  # noqa: BLE001 - pycocotools raises assorted types
             raise BadSampleError(f"{annotation_file}: annotation {ann.get('id')} of image "
                                  f"{image_info['id']} has an undecodable segmentation ({exc})") from exc

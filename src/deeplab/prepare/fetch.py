@@ -22,6 +22,7 @@ from typing import Any
 
 from ..core.errors import ConfigError, MissingFileError
 from ..core.io import atomic_dir, make_dirs, write_json
+from ..core.repo import check_apart
 from ..core.schema import DataConfig
 from ..data.classes import ClassList
 from .download import download, safe_extract
@@ -149,6 +150,7 @@ def pool_root(data: DataConfig, raw: Path) -> str | None:
     """The unlabeled pool: `data.unlabeled_root`, else the generated one (synthetic source
     with `pool_images`), else none."""
     if data.unlabeled_root:
+        check_apart(data.unlabeled_root, "data.unlabeled_root")
         return data.unlabeled_root
     if data.source == "synthetic" and data.synthetic.pool_images:
         return str(raw / "synthetic" / POOL_DIR)

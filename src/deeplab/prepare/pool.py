@@ -5,6 +5,7 @@ removed or edited, and only then: what depends on it (rank) reruns on nothing el
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -15,7 +16,19 @@ from ..core.io import write_text
 from ..data.images import IMAGE_SUFFIXES
 from .signature import HashCache, walk_files
 
+log = logging.getLogger(__name__)
 POOL_COLUMNS = ["image", "image_sig"]
+
+
+def listable(path: str) -> bool:
+    """Whether a file name can go into a UTF-8 list (a name in another encoding cannot: it is
+    skipped with a line naming it)."""
+    try:
+        path.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        log.warning("%r: skipped, its name is not UTF-8 (rename it to include it)", path)
+        return False
 
 
 def shown_path(path: str) -> str:
@@ -37,7 +50,7 @@ def pool_list(root: str | Path | None, cache_file: Path | None = None) -> pd.Dat
         raise MissingFileError(f"data.unlabeled_root: {folder} is not a folder of images")
     cache = HashCache(cache_file)
     rows = [(shown_path(path), cache.digest(path, st)[:20]) for path, st in walk_files(str(folder))
-            if Path(path).suffix.lower() in IMAGE_SUFFIXES]
+            if Path(path).suffix.lower() in IMAGE_SUFFIXES and listable(path)]
     cache.save()
     return pd.DataFrame(rows, columns=POOL_COLUMNS)
 

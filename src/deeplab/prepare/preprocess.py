@@ -42,7 +42,7 @@ from ..data.classes import (
 )
 from ..data.palette import save_label_png
 from .coco import category_names, load_coco, semantic_mask
-from .layouts import Sample, layout, options_of, target_splits
+from .layouts import Sample, below, layout, options_of, target_splits
 from .samples import (
     BadSampleError,
     LabelRules,
@@ -132,6 +132,10 @@ def _run(fn: Callable[[Any], Any], items: Sequence, job: Job, workers: int, desc
 def _written(sample_id: str, image: Path, label: np.ndarray) -> Converted:
     job = _JOB
     mask = f"{job.mask_dir}/{sample_id}.png"
+    target = (job.out / mask).resolve()
+    if not target.is_relative_to((job.out / job.mask_dir).resolve()):  # ids are checked by the
+        raise BadSampleError(f"sample {sample_id!r}: its mask would be written outside "  # layouts:
+                             f"{job.out / job.mask_dir}; rename it")  # this is the last guard
     save_label_png(job.out / mask, label, job.classes.palette)
     hist = np.bincount(label.ravel(), minlength=256)[:len(job.classes)]
     return Converted(sample_id, str(image), mask, hist, image_sig(image))
@@ -158,8 +162,9 @@ def _convert_target(sample: Sample) -> Converted | Rejected:
 def _convert_coco(image_id: int) -> Converted | Rejected | str:
     job = _JOB
     info = job.coco.loadImgs(image_id)[0]
-    image = job.coco_images / info["file_name"]
     try:
+        image = job.coco_images / below(info["file_name"], f"{job.annotation_file}: image "
+                                                           f"{image_id} file_name")
         check_image(image, (int(info["width"]), int(info["height"])))
         label = semantic_mask(job.coco, info, job.annotation_file, job.class_of,
                               job.classes.background)

@@ -99,7 +99,7 @@ def tree_signature(roots: list[str | None], cache_file: Path | None = None) -> s
     for index, root in enumerate(r for r in roots if r):
         for path, st in walk_files(root):
             rel = os.path.relpath(path, root)
-            h.update(f"{index}\0{rel}\0{cache.digest(path, st)}\n".encode())
+            h.update(f"{index}\0{rel}\0{cache.digest(path, st)}\n".encode("utf-8", "surrogateescape"))
     cache.save()
     if cache.hashed:
         log.info("hashed %d new or changed files", cache.hashed)

@@ -153,9 +153,11 @@ def calibrate_main(model: Any, rows: pd.DataFrame, classes: ClassList, cfg: Eval
     runner = ModelRunner(model, InferenceStrategy(pad_to=cfg.pad_to), device)
     logp, labels = sample_split(runner, rows, len(classes), cfg.calibration_pixels, cfg)
     result = calibration_of(logp, labels, classes.names, cfg.calibration_bins)
-    log.info("calibration: T %.3f on %d pixels, NLL %.4f -> %.4f, ECE %.4f -> %.4f",
-             result.temperature, result.pixels, result.nll_before, result.nll_after,
-             result.before.ece, result.after.ece)
+    m = result.metrics()
+    log.info("calibration: T %.3f fitted on %d pixels; on %d held-out pixels NLL %s -> %s, "
+             "ECE %s -> %s%s", result.temperature, result.pixels, result.heldout, m["nll"],
+             m["nll_calibrated"], m["ece"], m["ece_calibrated"],
+             f" ({result.reason})" if result.reason else "")
     return result
 
 

@@ -5,8 +5,10 @@ uniform sample of the split (`softmax(log p / T)`, see `confidence.calibrate`), 
 `log T` in [log 0.05, log 20]. The expected calibration error (ECE) bins pixels by the
 probability of their predicted class into `bins` equal bins and sums |accuracy - confidence|
 weighted by each bin's share of pixels; per class, over the pixels predicted as that class.
-Both are measured on the same sample before and after scaling (one parameter fitted on
-hundreds of thousands of pixels).
+The sample is split in two halves at random: `T` is fitted on one, NLL and ECE before and
+after scaling are reported on the other (held out), so the gain is not measured on the pixels
+it was fitted to. A split without labelled pixels gives T = 1 and no figures (null, with the
+reason), never NaN.
 """
 
 from __future__ import annotations
@@ -109,30 +111,50 @@ class PixelSample:
         return np.concatenate(self.logp), np.concatenate(self.labels)
 
 
+NO_PIXELS = "no labelled validation pixel: temperature 1.0 (no scaling), nothing to measure"
+
+
 @dataclass(frozen=True)
 class Calibration:
-    """What temperature scaling did on the validation sample."""
+    """What temperature scaling did: `T` fitted on `pixels` validation pixels, NLL and
+    reliability before and after on `heldout` other pixels (`reason` when there were none)."""
 
     temperature: float
     pixels: int
-    nll_before: float
-    nll_after: float
+    heldout: int
+    nll_before: float | None
+    nll_after: float | None
     before: Reliability
     after: Reliability
     per_class: list[dict[str, Any]]   # class, pixels, ece_before, ece_after
+    reason: str | None = None
 
-    def metrics(self) -> dict[str, float]:
-        return {"temperature": round(self.temperature, 4), "nll": round(self.nll_before, 4),
-                "nll_calibrated": round(self.nll_after, 4), "ece": round(self.before.ece, 4),
-                "ece_calibrated": round(self.after.ece, 4), "calibration_pixels": self.pixels}
+    def metrics(self) -> dict[str, Any]:
+        """JSON-ready figures (null, with `calibration_note`, where nothing was measured)."""
+        def r(v: float | None) -> float | None:
+            return None if v is None or not np.isfinite(v) else round(float(v), 4)
+
+        out = {"temperature": round(self.temperature, 4), "nll": r(self.nll_before),
+               "nll_calibrated": r(self.nll_after), "ece": r(self.before.ece),
+               "ece_calibrated": r(self.after.ece), "calibration_pixels": self.pixels,
+               "calibration_heldout_pixels": self.heldout}
+        return out | ({"calibration_note": self.reason} if self.reason else {})
 
 
 def calibration_of(logp: np.ndarray, labels: np.ndarray, names: Sequence[str],
-                   bins: int = 15) -> Calibration:
-    """Fit the temperature on `N x C` log-probabilities and measure NLL and ECE (overall and
-    per predicted class) before and after."""
-    t = fit_temperature(logp, labels)
-    before, after = np.exp(logp.astype(np.float64)), scaled_probs(logp.astype(np.float64), t)
+                   bins: int = 15, seed: int = 0) -> Calibration:
+    """Fit the temperature on one random half of `N x C` log-probabilities and measure NLL and
+    ECE (overall and per predicted class) before and after on the other half."""
+    order = np.random.default_rng(seed).permutation(len(labels))
+    fit, held = order[:len(order) // 2], order[len(order) // 2:]
+    if len(fit) == 0:
+        empty = reliability(np.zeros(0), np.zeros(0, bool), bins)
+        return Calibration(1.0, 0, 0, None, None, empty, empty,
+                           [{"class": name, "pixels": 0, "ece_before": None, "ece_after": None}
+                            for name in names], NO_PIXELS)
+    t = fit_temperature(logp[fit], labels[fit])
+    logp, labels = logp[held].astype(np.float64), labels[held]
+    before, after = np.exp(logp), scaled_probs(logp, t)
     pred = before.argmax(1)  # the same under any temperature
     correct = pred == labels
     conf_b, conf_a = before.max(1), after.max(1)
@@ -142,7 +164,7 @@ def calibration_of(logp: np.ndarray, labels: np.ndarray, names: Sequence[str],
         per_class.append({"class": name, "pixels": int(mine.sum()),
                           "ece_before": round(ece(conf_b[mine], correct[mine], bins), 4),
                           "ece_after": round(ece(conf_a[mine], correct[mine], bins), 4)})
-    return Calibration(t, len(labels), nll(logp, labels), nll(logp, labels, t),
+    return Calibration(t, len(fit), len(held), nll(logp, labels), nll(logp, labels, t),
                        reliability(conf_b, correct, bins), reliability(conf_a, correct, bins),
                        per_class)
 

@@ -17,11 +17,11 @@ from ..samples import SampleGuard
 from .ade20k import ADE20K
 from .cityscapes import CITYSCAPES
 from .coco import COCO
-from .common import IMAGE_SUFFIXES, Layout, LayoutOptions, Sample, TargetSplits, read_id_list
+from .common import IMAGE_SUFFIXES, Layout, LayoutOptions, Sample, TargetSplits, below, read_id_list
 from .folder import FOLDER
 from .voc import VOC
 
-__all__ = ["IMAGE_SUFFIXES", "LAYOUTS", "Layout", "LayoutOptions", "Sample", "TargetSplits",
+__all__ = ["IMAGE_SUFFIXES", "LAYOUTS", "Layout", "LayoutOptions", "Sample", "TargetSplits", "below",
            "layout", "read_id_list", "resolve_classes", "target_splits"]
 LAYOUTS: dict[str, Layout] = {x.name: x for x in (VOC, FOLDER, CITYSCAPES, COCO, ADE20K)}
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ...core.errors import BadSampleError, MissingFileError
 from ..samples import SampleGuard
-from .common import Layout, LayoutOptions, Sample, TargetSplits, synthetic_writer
+from .common import Layout, LayoutOptions, Sample, TargetSplits, below, synthetic_writer
 
 ARRANGEMENTS = (  # {split: (images folder, annotation file)} below the root
     {"train": ("images/train", "annotations/instances_train.json"),
@@ -70,6 +70,11 @@ def coco_splits(root: Path, options: LayoutOptions, guard: SampleGuard) -> Targe
                 name, image_id = str(image["file_name"]), int(image["id"])
             except (KeyError, TypeError, ValueError) as exc:
                 raise BadSampleError(f"{ann_file}: an image entry without file_name/id ({exc})") from None
+            try:
+                name = below(name, f"{ann_file}: image {image_id} file_name")
+            except BadSampleError as exc:
+                guard(exc)
+                continue
             stem = Path(name).with_suffix("").as_posix()
             if stem in seen:
                 guard(BadSampleError(f"{ann_file}: images {seen[stem]} and {image_id} share the "

@@ -3,8 +3,9 @@ the helpers that pair images with label files."""
 
 from __future__ import annotations
 
+import posixpath
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 from typing import Callable, Sequence
 
 from ...core.errors import BadSampleError, MissingFileError
@@ -89,11 +90,32 @@ def examples(values: list) -> str:
     return ", ".join(map(str, values[:5])) + (f" and {len(values) - 5} more" if len(values) > 5 else "")
 
 
+def below(entry: str, source: Path | str) -> str:
+    """A path read from a dataset file (a COCO `file_name`, a split list's id), normalised;
+    BadSampleError naming the entry and `source` when it is empty, absolute or climbs out of
+    the folder it is relative to (`..`): nothing read from a dataset names a file elsewhere,
+    and no output path is built from one that could leave its folder."""
+    text = str(entry)
+    norm = posixpath.normpath(text.replace("\\", "/")) if text else ""
+    if (not text or "\x00" in text or norm.startswith("/") or PureWindowsPath(text).drive
+            or norm == ".." or norm.startswith("../") or norm == "."):
+        raise BadSampleError(f"{source}: entry {text!r} is not a path below its dataset folder "
+                             f"(absolute, empty or with '..' leading out); fix the entry")
+    return norm
+
+
 def read_id_list(path: Path, guard: SampleGuard) -> list[str]:
-    """The ids of a split list file; duplicate ids are a bad sample (error, or dropped)."""
+    """The ids of a split list file (each a path below the dataset's folders); duplicate ids
+    are a bad sample (error, or dropped), an id leading out of the folder is refused."""
     if not path.is_file():
         raise MissingFileError(f"{path}: split list not found")
-    ids = [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+    ids = []
+    for line in path.read_text().splitlines():
+        if line.strip():
+            try:
+                ids.append(below(line.split()[0], path))
+            except BadSampleError as exc:
+                guard(exc)
     unique = list(dict.fromkeys(ids))
     if len(unique) != len(ids):
         dups = sorted({i for i in ids if ids.count(i) > 1})
@@ -117,6 +139,11 @@ def files_by_stem(folder: Path, suffixes: tuple[str, ...], guard: SampleGuard) -
         if path.suffix.lower() not in suffixes or path.name.startswith("."):
             continue
         stem = path.relative_to(folder).with_suffix("").as_posix()
+        try:
+            stem.encode("utf-8")
+        except UnicodeEncodeError:
+            guard(BadSampleError(f"{str(path)!r}: its file name is not UTF-8; rename it"))
+            continue
         if stem in found:
             guard(BadSampleError(f"{folder}: two files for one sample: {found[stem].name} and "
                                  f"{path.name}; keep one"))
