@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from deeplab.model.choices import BACKBONES, OUTPUT_STRIDES
+from deeplab.core.choices.backbones import BACKBONES, OUTPUT_STRIDES
 
 # name -> (kind, settings); "peer" names the peer with the same architecture.
 # "mg1" = no multi-grid (`multi_grid=None`: the plain atrous convention, which equals

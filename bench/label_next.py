@@ -45,7 +45,7 @@ from deeplab.data.dataset import SegmentationDataset
 from deeplab.engine.init import build_model
 from deeplab.engine.loop import TrainOptions, seed_everything, train
 from deeplab.evaluation.evaluate import evaluate
-from deeplab.evaluation.inference import ModelRunner
+from deeplab.model.inference import ModelRunner
 from deeplab.prepare.synthetic.scene import render_scene, save_jpeg, semantic_label
 from deeplab.uncertainty.ranking import SCORES, rank_pool
 

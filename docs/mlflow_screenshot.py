@@ -18,7 +18,7 @@ from pathlib import Path
 
 from playwright.sync_api import sync_playwright
 
-from deeplab.ui import compare_url, experiment_url
+from deeplab.tracking.ui import compare_url, experiment_url
 
 REPO = Path(__file__).resolve().parents[1]
 

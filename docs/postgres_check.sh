@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np, torch
 from deeplab.core.config import parse_params
 from deeplab.model import DeepLabV3Plus
-from deeplab.model_files import save_model
+from deeplab.model.files import save_model
 from deeplab.serving.registry import register
 from deeplab.serving.segmenter import load_segmenter
 from deeplab.serving.promote import main as promote

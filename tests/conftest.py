@@ -90,7 +90,7 @@ def model_file(tmp_path):
     """A saved tiny 21-class model (MobileNetV2, 16-channel heads)."""
     from helpers.models import tiny_net
 
-    from deeplab.model_files import save_model
+    from deeplab.model.files import save_model
 
     path = tmp_path / "finetune.pt"
     save_model(path, tiny_net(), stage="finetune", val_miou=0.5)

@@ -53,19 +53,19 @@ def test_training_stage_reports_model_and_checkpoint(read_only, tmp_path, monkey
 
 def test_evaluate_deploy_and_export(read_only, tmp_path, monkeypatch):
     from helpers.data import absolute
+    from helpers.repo import run_stage
 
     from deeplab.core.config import load_params
-    from deeplab.report.ablations import run_evaluate_stage
     from deeplab.serving.quantize import quantize_int8
 
     model, _ = model_and_metrics(tmp_path, 0, 0.5)
     out, _ = processed(tmp_path, monkeypatch, layout="folder")  # VOC's 21 classes, as the model
     params = load_params(REPO / "params.yaml")
     params = params.replace(evaluate=params.evaluate.replace(output_strides=[16], scales=[1.0],
-                                                             flip=[False]))
+                                                             flip=[False]), ablations={})
     with pytest.raises(OutputError, match=rf"{read_only}/reports: {READ_ONLY}"):
-        run_evaluate_stage(params, model, absolute(out / "val.csv", tmp_path),
-                           read_only / "reports", out / "classes.json")
+        run_stage("evaluate", params, model=model, val_list=absolute(out / "val.csv", tmp_path),
+                  reports=read_only / "reports", classes=out / "classes.json")
     with pytest.raises(OutputError, match=rf"{read_only}/m.int8.onnx: {READ_ONLY}"):
         quantize_int8(tmp_path / "m.onnx", read_only / "m.int8.onnx",
                       [np.zeros((1, 33, 33, 3), np.uint8)])

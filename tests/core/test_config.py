@@ -14,11 +14,11 @@ import pytest
 import yaml
 from helpers.repo import REPO
 
+from deeplab.core.choices.backbones import BACKBONE_ALIASES, BACKBONES, OUTPUT_STRIDES
 from deeplab.core.config import load_params, parse_params
 from deeplab.core.errors import ConfigError
 from deeplab.core.safe_yaml import read_yaml
 from deeplab.core.schema import ModelConfig, Params
-from deeplab.model.choices import BACKBONE_ALIASES, BACKBONES, OUTPUT_STRIDES
 
 RAW = yaml.safe_load((REPO / "params.yaml").read_text())
 
@@ -147,7 +147,7 @@ def test_variant_params_override_model_and_init(repo_root):
 
 
 def test_the_schema_takes_its_choices_from_the_model():
-    """Backbones and output strides are defined once (`deeplab.model.choices`)."""
+    """Backbones and output strides are defined once (`deeplab.core.choices.backbones`)."""
     fields = ModelConfig.model_fields
     assert set(get_args(fields["output_stride"].annotation)) == set(OUTPUT_STRIDES)
     assert set(get_args(fields["backbone"].annotation)) == set(BACKBONES) | set(BACKBONE_ALIASES)
@@ -184,7 +184,7 @@ def test_values_beyond_sane_bounds_are_refused(path, value, message):
 
 
 def test_the_default_params_and_the_recipes_stay_within_the_bounds():
-    from deeplab.recipe import apply_recipe, load_recipe
+    from deeplab.sweep.recipe import apply_recipe, load_recipe
 
     params = load_params(REPO / "params.yaml")
     for recipe in sorted((REPO / "recipes").glob("*.yaml")):

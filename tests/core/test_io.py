@@ -11,7 +11,7 @@ from deeplab.core.errors import (
 from deeplab.core.io import atomic_dir, remove_stale_temps, write_json
 from deeplab.engine.checkpoints import load_checkpoint
 from deeplab.model import DeepLabV3Plus
-from deeplab.model_files import save_model
+from deeplab.model.files import save_model
 
 
 def test_stale_temporaries_of_killed_runs_are_removed(tmp_path, dead_pid):

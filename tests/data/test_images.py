@@ -2,7 +2,6 @@
 EXIF orientation applied and 16-bit grey levels scaled the same way in all of them."""
 
 import base64
-import io
 
 import numpy as np
 import pandas as pd

@@ -169,7 +169,7 @@ def test_truncated_checkpoint_starts_over_with_a_warning(tmp_path, tiny_train_cs
 def test_auto_precision_trains_in_bf16_where_the_cpu_computes_it(tmp_path, dataset, monkeypatch):
     """`train.amp: auto` on a CPU with AVX512_BF16 (or AMX): bf16 autocast and channels_last
     (the loss differs from fp32 by bf16 rounding only); on an AVX2-only CPU, fp32 exactly."""
-    from deeplab import device as dev
+    from deeplab.model import device as dev
 
     auto = SETTINGS.replace(amp="auto", channels_last="auto")
     short = SCHED.replace(iterations=2)

@@ -28,7 +28,7 @@ from deeplab.core.errors import (
     UnsafeFileError,
 )
 from deeplab.core.schema import Params
-from deeplab.model_files import read_model_file, save_model, state_digest
+from deeplab.model.files import read_model_file, save_model, state_digest
 from deeplab.prepare.layouts import resolve_classes
 
 
@@ -213,7 +213,7 @@ def test_transfer_from_a_registered_model(tmp_path, monkeypatch):
                        sections=("register", "mlflow"))
     register(tmp_path / "voc.pt", tmp_path / "metrics.json", reg)
     params = params.replace(finetune=params.finetune.replace(init="models:/voc@champion"))
-    from deeplab import registered
+    from deeplab.tracking import registry as registered
 
     downloads = []
     real = registered.load_registered

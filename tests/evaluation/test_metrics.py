@@ -5,8 +5,8 @@ import pytest
 import torch
 from sklearn.metrics import confusion_matrix as sk_confusion
 
-from deeplab.evaluation.inference import InferenceStrategy, predict_probs
 from deeplab.evaluation.metrics import boundary_band, confusion_matrix, scores
+from deeplab.model.inference import InferenceStrategy, predict_probs
 
 
 def test_confusion_and_miou_match_sklearn():

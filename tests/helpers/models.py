@@ -83,7 +83,7 @@ def wait_for_http(url: str, proc, timeout: float = 180) -> None:
 
 def model_and_metrics(folder: Path, seed: int, miou: float) -> tuple[Path, Path]:
     """A model file of `tiny_net(seed)` and a metrics file saying `miou`: one registration."""
-    from deeplab.model_files import save_model
+    from deeplab.model.files import save_model
 
     model = folder / f"m{seed}.pt"
     save_model(model, tiny_net(seed, channels=8), stage="finetune")

@@ -66,3 +66,16 @@ def tiny(params: dict) -> dict:
     params["deploy"].update(formats=["torch/fp32", "onnxruntime/fp32", "onnxruntime/int8"], calibration_images=4,
                             calibration_size=33)
     return params
+
+
+def run_stage(name: str, params, **paths):
+    """A stage of `deeplab.stages` in this process (its `run`), paths by keyword; the optional
+    paths and options it is not given are None."""
+    from argparse import Namespace
+    from importlib import import_module
+
+    stage = import_module(f"deeplab.stages.{name}")
+    names = (*stage.PATHS, *getattr(stage, "OPTIONAL", ()), *getattr(stage, "OPTIONS", ()))
+    unknown = set(paths) - set(names)
+    assert not unknown, f"stage {name} takes no {unknown}"
+    return stage.run(params, Namespace(**{k: paths.get(k) for k in names}))

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
+from deeplab.core.choices.backbones import BACKBONES, OUTPUT_STRIDES
 from deeplab.model.backbones import BACKBONE_SPECS, backbone_spec, build_backbone
-from deeplab.model.choices import BACKBONES, OUTPUT_STRIDES
 
 
 def test_the_table_holds_exactly_the_configurable_backbones():

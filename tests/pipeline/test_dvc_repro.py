@@ -408,10 +408,10 @@ def test_the_mlflow_ui_in_a_real_browser(finished, tmp_path, chromium):
     """Headless Chromium (Debian's, driven by Playwright) on `mlflow ui`: the experiment opens
     in the model-training view, the runs say their val mIoU, and Compare of finetune and the
     variants lists `ablation` and the params that differ."""
+    from helpers.models import free_port, wait_for_http
     from mlflow import MlflowClient
 
-    from deeplab.ui import compare_url, experiment_url
-    from helpers.models import free_port, wait_for_http
+    from deeplab.tracking.ui import compare_url, experiment_url
 
     work = copy_of(finished, tmp_path)
     client = MlflowClient(f"sqlite:///{work / 'mlflow.db'}")

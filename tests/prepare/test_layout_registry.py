@@ -13,7 +13,6 @@ from helpers.data import CRACKS, OWN_PRE, data_config, processed
 from PIL import Image
 from pycocotools.coco import COCO
 
-from deeplab.core import schema
 from deeplab.core.errors import BadSampleError, ConfigError, MissingFileError
 from deeplab.data.classes import ADE20K_CLASSES
 from deeplab.data.palette import read_label_png
@@ -23,11 +22,16 @@ from deeplab.prepare.preprocess import preprocess
 
 
 def test_the_registry_defines_every_layout_the_schema_accepts():
-    assert set(LAYOUTS) == set(schema.LAYOUTS)
+    from deeplab.prepare.synthetic import WRITERS, generated_root
+
     for name, spec in LAYOUTS.items():
-        assert spec.name == name and spec.required and spec.synthetic_dir
+        assert spec.name == name and spec.required
     with pytest.raises(ConfigError, match="unknown layout 'pascal' .choose one of voc, folder"):
         layout("pascal")
+    with pytest.raises(ConfigError, match="data.layout: the built-in generator does not write the "
+                                          "pascal layout .*use data.source: local"):
+        generated_root("pascal")  # a layout without a writer is refused for synthetic data only
+    assert set(WRITERS) <= set(LAYOUTS)
 
 
 def expected_coco_mask(ann_file: Path, image_id: int, class_of_name: dict[str, int]) -> np.ndarray:

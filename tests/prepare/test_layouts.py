@@ -19,9 +19,9 @@ from helpers.data import (
 from PIL import Image
 
 from deeplab.core.errors import BadSampleError, ConfigError
-from deeplab.prepare.layouts import resolve_classes
 from deeplab.data.palette import colour_table, read_label_png, save_label_png
 from deeplab.prepare.fetch import fetch
+from deeplab.prepare.layouts import resolve_classes
 from deeplab.prepare.preprocess import preprocess
 
 

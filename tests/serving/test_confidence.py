@@ -74,6 +74,6 @@ def test_temperature_is_softmax_of_logits_over_t_and_keeps_the_argmax():
 def test_windowed_confidence_fills_every_row_once():
     probs = torch.rand(4, 30, 12).softmax(0).numpy()
     collect = ConfidenceCollector(30, 12, "entropy")
-    for y in range(0, 30, 7):  # bands of rows as tiles.predict_tiled hands them over
+    for y in range(0, 30, 7):  # bands of rows as windows.predict_tiled hands them over
         collect(y, probs[:, y:y + 7])
     assert np.allclose(collect.map, direct(torch.from_numpy(probs), "entropy"), atol=1e-5)

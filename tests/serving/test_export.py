@@ -5,7 +5,7 @@ import pytest
 import torch
 from helpers.models import tiny_net
 
-from deeplab.evaluation.inference import InferenceStrategy
+from deeplab.model.inference import InferenceStrategy
 from deeplab.serving.export import export_program
 from deeplab.serving.segmenter import Segmenter
 

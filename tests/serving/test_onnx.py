@@ -10,10 +10,10 @@ import pytest
 import torch
 from helpers.data import CRACKS
 
+from deeplab.core.choices.backbones import BACKBONES
 from deeplab.core.errors import ConfigError, InputError, ModelFileError, UnsafeFileError
-from deeplab.prepare.layouts import resolve_classes
 from deeplab.model import DeepLabV3Plus
-from deeplab.model.choices import BACKBONES
+from deeplab.prepare.layouts import resolve_classes
 from deeplab.prepare.synthetic.scene import render_scene
 from deeplab.serving.onnx_files import check_onnx, export_onnx
 from deeplab.serving.runtimes import (
@@ -23,7 +23,7 @@ from deeplab.serving.runtimes import (
     cpu_bf16,
 )
 from deeplab.serving.segmenter import Segmenter
-from deeplab.evaluation.tiles import predict_tiled
+from deeplab.serving.windows import predict_tiled
 
 CLASSES = resolve_classes("folder", CRACKS, None, 255)
 

@@ -7,7 +7,7 @@ from PIL import Image
 
 from deeplab.data.images import read_rgb
 from deeplab.data.palette import read_label_png
-from deeplab.model_files import save_model
+from deeplab.model.files import save_model
 from deeplab.serving.predict import main as predict_main
 
 

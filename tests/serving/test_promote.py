@@ -69,14 +69,13 @@ def test_another_dataset_never_takes_the_champion(tracking):
     the fix; under its own name it is its own champion, and VOC's @champion stays where it was.
     A version validated on another split is never compared: it becomes the challenger."""
     import pytest
+    from helpers.models import tiny_net
     from mlflow import MlflowClient
 
     from deeplab.core.errors import RegistryError
     from deeplab.data.classes import ClassList
-    from deeplab.model_files import save_model
+    from deeplab.model.files import save_model
     from deeplab.serving.registry import register
-
-    from helpers.models import tiny_net
 
     tmp = tracking
     voc = register(*model_and_metrics(tmp, 0, 0.5), params())

@@ -24,8 +24,8 @@ from deeplab.core.config import (
 from deeplab.core.errors import (
     RegistryError,
 )
-from deeplab.evaluation.inference import InferenceStrategy
-from deeplab.model_files import read_model_file, save_model, state_digest
+from deeplab.model.files import read_model_file, save_model, state_digest
+from deeplab.model.inference import InferenceStrategy
 
 PARAMS = register_params()
 
@@ -105,7 +105,7 @@ def test_registry_aliases_noop_and_pyfunc_in_fresh_process(tracking, model_file)
 def test_one_sha256_is_one_version_under_concurrency_and_after_a_crash(tmp_path):
     from mlflow import MlflowClient
 
-    from deeplab.evaluation.inference import InferenceStrategy
+    from deeplab.model.inference import InferenceStrategy
     model, metrics = tmp_path / "m.pt", tmp_path / "metrics.json"
     save_model(model, tiny_net())
     metrics.write_text(json.dumps({"miou": 0.5}))
@@ -227,7 +227,7 @@ def test_register_onto_a_full_disk_names_the_cause_in_one_line(tmp_path, small_d
     env = {**os.environ, "DVC_ROOT": str(full_disk), "MLFLOW_TRACKING_URI":
            f"sqlite:///{full_disk / 'mlflow.db'}", "TQDM_DISABLE": "1"}
     # Create the store while there is room, then fill the disk.
-    script = ("import mlflow; from deeplab.tracking import setup; setup('deeplabv3plus')")
+    script = ("import mlflow; from deeplab.tracking.store import setup; setup('deeplabv3plus')")
     subprocess.run([sys.executable, "-c", script], env=env, check=True, cwd=work,
                    capture_output=True, timeout=300)
     free = os.statvfs(full_disk).f_bavail * os.statvfs(full_disk).f_frsize

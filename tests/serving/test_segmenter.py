@@ -6,7 +6,7 @@ import torch
 from helpers.models import metrics_file, reference_labels, register_params, tiny_net
 
 from deeplab.core.errors import DeeplabError
-from deeplab.evaluation.inference import InferenceStrategy
+from deeplab.model.inference import InferenceStrategy
 from deeplab.serving.export import export_program
 from deeplab.serving.segmenter import Segmenter, load_segmenter
 

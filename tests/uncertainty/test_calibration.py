@@ -10,7 +10,7 @@ from helpers.models import tiny_net
 from PIL import Image
 
 from deeplab.data.dataset import read_list
-from deeplab.evaluation.inference import ModelRunner
+from deeplab.model.inference import ModelRunner
 from deeplab.uncertainty.calibration import (
     PixelSample,
     calibration_of,

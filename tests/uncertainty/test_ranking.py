@@ -12,14 +12,14 @@ import pandas as pd
 import pytest
 import torch
 from helpers.models import reference_logits, tiny_net
+from helpers.repo import run_stage
 from PIL import Image
 
 from deeplab.core.config import load_params
 from deeplab.core.errors import InputError
 from deeplab.data.classes import ClassList
-from deeplab.model_files import save_model
+from deeplab.model.files import save_model
 from deeplab.prepare.pool import write_pool_list
-from deeplab.uncertainty.ranking import run_rank_stage
 
 REPO = Path(__file__).parents[2]
 CLASSES = ClassList(("background", "ellipse", "rectangle", "triangle", "star"),
@@ -65,8 +65,10 @@ def test_scores_and_order_against_a_direct_computation(pool, score):
         threshold = float(torch.cat(tops).median())
     params = load_params(REPO / "params.yaml", sections=("rank",))
     params = params.replace(rank=params.rank.replace(score=score, top_k=2, threshold=threshold))
-    table = run_rank_stage(params, work / "m.pt", work / "pool.csv", work / "calibration.json",
-                           work / "label_next.csv", work / "label_next.png")
+    run_stage("rank", params, model=work / "m.pt", pool=work / "pool.csv",
+              calibration=work / "calibration.json", out=work / "label_next.csv",
+              sheet=work / "label_next.png")
+    table = pd.read_csv(work / "label_next.csv")
     expected = {name: direct_score(net, im, score, 0.02, threshold) for name, im in images.items()}
     if score == "entropy":
         assert (np.diff(sorted(expected.values())) > 1e-5).all()  # a real order to check
@@ -90,8 +92,9 @@ def test_an_unreadable_pool_image_is_named_and_nothing_is_written(pool):
     write_pool_list(work / "pool", work / "pool.csv")
     params = load_params(REPO / "params.yaml", sections=("rank",))
     with pytest.raises(InputError, match="broken.jpg: not a readable image"):
-        run_rank_stage(params, work / "m.pt", work / "pool.csv", work / "calibration.json",
-                       work / "out.csv", work / "out.png")
+        run_stage("rank", params, model=work / "m.pt", pool=work / "pool.csv",
+                  calibration=work / "calibration.json", out=work / "out.csv",
+                  sheet=work / "out.png")
     assert not (work / "out.csv").exists() and not (work / "out.png").exists()
 
 
@@ -149,6 +152,8 @@ def test_rank_orders_a_known_out_of_distribution_image_first(tmp_path, monkeypat
     again.bit_generator.state = scenes[3]  # the fourth training scene, under heavy noise
     save_jpeg(pool / "night.jpg", render_scene(again, 48, len(classes), novel=True)[0])
     write_pool_list(pool, tmp_path / "pool.csv")
-    table = run_rank_stage(params, tmp_path / "m.pt", tmp_path / "pool.csv", tmp_path / "none.json",
-                           tmp_path / "label_next.csv", tmp_path / "label_next.png")
+    run_stage("rank", params, model=tmp_path / "m.pt", pool=tmp_path / "pool.csv",
+              calibration=tmp_path / "none.json", out=tmp_path / "label_next.csv",
+              sheet=tmp_path / "label_next.png")
+    table = pd.read_csv(tmp_path / "label_next.csv")
     assert Path(table["image"][0]).name == "night.jpg", table[["image", "score"]]

@@ -1,9 +1,10 @@
 """The schema of `params.yaml`, the file people edit: one frozen, strict pydantic model per
 section, with the bounds and choices of every key.
 
-The choices the network accepts (backbones, output strides) come from `deeplab.model.choices`,
-the one place they are defined. Loading a file is `deeplab.core.config`; the messages are
-`deeplab.core.validation`.
+The choices of every extension axis come from its own catalogue, the one place each is
+defined (`deeplab.core.choices`: plain data, no torch): backbones and output strides, data sources
+and layouts, losses and their grammar, runtimes, precisions and deployed formats. Loading a file is
+`deeplab.core.config`; the messages are `deeplab.core.validation`.
 """
 
 from __future__ import annotations
@@ -21,17 +22,18 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from ..model.choices import (
+from .choices.backbones import (
     BACKBONE_ALIASES,
     BACKBONES,
     OUTPUT_STRIDES,
     canonical_backbone,
 )
+from .choices.data import LAYOUTS, SOURCES
+from .choices.losses import parse_loss
+from .choices.runtimes import FORMATS, PRECISIONS, RUNTIMES, check_format
 from .errors import ConfigError
 from .validation import validate
 
-SOURCES = ("synthetic", "download", "local")
-LAYOUTS = ("voc", "folder", "cityscapes", "coco", "ade20k")  # prepare/layouts: one Layout each
 INIT_KEYWORDS = ("pretrain", "imagenet", "scratch")
 
 
@@ -81,17 +83,11 @@ def _init(value: str) -> str:
                               "or a models:/ URI")
 
 
-LOSS_NAMES = ("ce", "ohem", "focal", "dice", "lovasz")  # engine/losses.py LOSSES (a test keeps both equal)
-
-
 def _loss(value: str) -> str:
-    for part in value.split("+"):
-        term = part.strip()
-        coef, _, name = term.rpartition("*")
-        if name.strip() not in LOSS_NAMES or (coef and not re.fullmatch(r"\s*(\d+(\.\d*)?|\.\d+)\s*", coef)):
-            raise PydanticCustomError(
-                "loss", "'{term}' is not a loss: expected one of {names}, or a weighted sum such "
-                "as ce+dice or ce+0.5*lovasz", {"term": term, "names": ", ".join(LOSS_NAMES)})
+    try:
+        parse_loss(value)
+    except ValueError as exc:
+        raise PydanticCustomError("loss", "{reason}", {"reason": str(exc)}) from None
     return value
 
 
@@ -375,14 +371,10 @@ class EvaluateConfig(WindowSettings):
     calibration_bins: Annotated[int, Field(ge=2, le=100)] = 15
 
 
-DEPLOY_FORMATS = ("torch/fp32", "torch/bf16", "onnxruntime/fp32", "onnxruntime/int8",
-                  "openvino/fp32", "openvino/bf16", "openvino/int8")
-
-
 class DeployConfig(Section):
     """The deploy stage's files and the formats evaluate measures (`runtime/precision`)."""
 
-    formats: Annotated[list[Literal[DEPLOY_FORMATS]], Field(max_length=len(DEPLOY_FORMATS)),  # type: ignore[valid-type]
+    formats: Annotated[list[Literal[FORMATS]], Field(max_length=len(FORMATS)),  # type: ignore[valid-type]
                        AfterValidator(_unique)]
     calibration_images: Annotated[int, Field(gt=0, le=10_000)]
     calibration_size: Annotated[int, Field(ge=33, le=MAX_SIZE)]
@@ -394,10 +386,18 @@ class ServeConfig(WindowSettings):
     """How the registered model runs when served: its runtime, precision, the largest image
     it takes, and the sliding windows above `whole_pixels`."""
 
-    runtime: Literal["torch", "onnxruntime", "openvino"] = "torch"
-    precision: Literal["fp32", "bf16", "int8"] = "fp32"
+    runtime: Literal[tuple(RUNTIMES)] = "torch"  # type: ignore[valid-type]
+    precision: Literal[PRECISIONS] = "fp32"  # type: ignore[valid-type]
     max_pixels: Annotated[int, Field(gt=0, le=MAX_PIXELS)] = 40_000_000
     threads: Annotated[int, Field(ge=0, le=256)] = 0
+
+    @model_validator(mode="after")
+    def _a_format_that_exists(self) -> Self:
+        try:
+            check_format(self.runtime, self.precision)
+        except ValueError as exc:
+            raise PydanticCustomError("format", "{reason}", {"reason": str(exc)}) from None
+        return self
 
 
 class RegisterConfig(Section):
@@ -447,6 +447,7 @@ class RankConfig(Section):
     score: Literal["entropy", "low_confidence"] = "entropy"
     threshold: Annotated[float, Field(gt=0, le=1)] = 0.5
     top_k: Annotated[int, Field(ge=1, le=200)] = 8
+    max_pixels: Annotated[int, Field(gt=0, le=MAX_PIXELS)] = 40_000_000  # larger: left out
 
 
 class Params(Section):

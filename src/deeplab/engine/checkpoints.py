@@ -22,7 +22,7 @@ import torch
 
 from ..core.errors import ModelFileError, UnsafeFileError
 from ..core.io import remove_stale_temps
-from ..model_files import safe_load
+from ..model.files import safe_load
 
 log = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = 2  # bumped when the checkpoint layout changes: older ones are not resumed

@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from ..core.errors import ConfigError, ModelFileError
+from ..core.hashing import files_hash
 from ..core.schema import ModelConfig, Params
 from ..model import DeepLabV3Plus
-from ..model_files import read_model_file, state_digest
-from ..tracking import files_hash
+from ..model.files import read_model_file, state_digest
 
 log = logging.getLogger(__name__)
 NO_PRETRAINING = "no COCO data to pretrain on"
@@ -36,7 +36,7 @@ def _transfer_source(init: str) -> tuple[dict[str, Any], str]:
     """The checked model-file contents behind `finetune.init` (a file or a models:/ URI), and
     a digest of them."""
     if init.startswith(("models:/", "runs:/")):
-        from ..registered import load_registered  # MLflow: loaded only for a URI
+        from ..tracking.registry import load_registered  # MLflow: loaded only for a URI
 
         state, _ = load_registered(init)
     else:

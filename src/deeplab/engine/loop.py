@@ -30,7 +30,7 @@ from ..core.errors import TrainingDivergedError
 from ..core.io import save_torch
 from ..core.schema import RuntimeConfig, Schedule, TrainConfig
 from ..data.dataset import IterationSampler, SegmentationDataset
-from ..device import select_device, train_precision
+from ..model.device import select_device, train_precision
 from .checkpoints import fingerprint, load_checkpoint, rng_state, set_rng_state
 from .distributed import all_sum, synchronize_batchnorm
 from .losses import Objective

@@ -1,5 +1,6 @@
-"""Training losses: one table (`LOSSES`), and the objective a schedule's `loss` describes
-(one loss, or a weighted sum such as `ce+dice` or `ce+0.5*lovasz`).
+"""Training losses: one table (`LOSSES`, keyed by `core.choices.losses.LOSSES`), and the objective a
+schedule's `loss` describes (one loss, or a weighted sum such as `ce+dice` or `ce+0.5*lovasz`,
+parsed by `core.choices.losses.parse_loss`).
 
 Every loss returns the loss of the *global* batch, the same value on every process: the
 sums it needs (pixel losses, counts, per-class intersections) go through `all_sum`, and
@@ -21,7 +22,6 @@ present). Ignored pixels (255) take part in none of them.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..core.choices import losses as choices
 from ..core.errors import ConfigError
 from ..data.palette import IGNORE
 from .distributed import all_gather, all_sum
@@ -151,19 +152,16 @@ def lovasz(b: Batch) -> torch.Tensor:
 
 LOSSES: dict[str, Callable[[Batch], torch.Tensor]] = {
     "ce": cross_entropy, "ohem": ohem, "focal": focal, "dice": dice, "lovasz": lovasz}
-_TERM = re.compile(r"^(?:(\d+(?:\.\d*)?|\.\d+)\s*\*\s*)?([a-z]+)$")
+if tuple(LOSSES) != choices.LOSSES:  # the catalogue names what this table holds
+    raise ImportError(f"engine.losses.LOSSES {tuple(LOSSES)} differs from core.choices.losses.LOSSES")
 
 
 def parse_loss(expression: str) -> list[tuple[float, str]]:
     """`ce+0.5*dice` -> [(1.0, 'ce'), (0.5, 'dice')]; ConfigError naming an unknown term."""
-    terms = []
-    for part in expression.split("+"):
-        match = _TERM.match(part.strip())
-        if not match or match.group(2) not in LOSSES:
-            raise ConfigError(f"loss: {part.strip()!r} is not a loss (expected one of "
-                              f"{', '.join(LOSSES)}, or a sum such as ce+dice or ce+0.5*lovasz)")
-        terms.append((float(match.group(1)) if match.group(1) else 1.0, match.group(2)))
-    return terms
+    try:
+        return choices.parse_loss(expression)
+    except ValueError as exc:
+        raise ConfigError(f"loss: {exc}") from None
 
 
 class Objective:

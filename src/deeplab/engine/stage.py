@@ -12,27 +12,22 @@ import pandas as pd
 import torch
 
 from ..core.errors import ConfigError, MissingFileError
+from ..core.hashing import files_hash, files_signature
 from ..core.io import make_dirs, write_csv, write_json
 from ..core.schema import Params
 from ..data.classes import ClassList, read_classes
 from ..data.dataset import SegmentationDataset, read_list, repeat_rows
-from ..device import select_device
 from ..evaluation.evaluate import evaluate
 from ..model import DeepLabV3Plus
-from ..model_files import save_model
-from ..metric_spool import MetricSpool, end_run, spool_file
-from ..tracking import (
-    dvc_experiment,
-    files_hash,
-    files_signature,
-    git_commit,
-    start_stage_run,
-)
+from ..model.device import select_device
+from ..model.files import save_model
+from ..tracking.runs import dvc_experiment, git_commit, start_stage_run
+from ..tracking.spool import MetricSpool, end_run, spool_file
 from .checkpoints import code_signature, fingerprint, load_checkpoint
 from .distributed import init_from_env, shutdown
 from .init import NO_PRETRAINING, Start, build_model, initial_model
-from .losses import class_weights
 from .loop import TrainOptions, TrainResult, seed_everything, train
+from .losses import class_weights
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -11,11 +11,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from ..core.schema import WindowSettings
 from ..data.dataset import load_sample
-from .inference import InferenceStrategy, ModelRunner
+from ..model.inference import InferenceStrategy, ModelRunner
 from .metrics import boundary_band, confusion_matrix, image_counts, scores
-from .tiles import segment_image
 
 
 @torch.no_grad()
@@ -23,10 +21,10 @@ def evaluate(model: nn.Module | None, rows: pd.DataFrame, num_classes: int, devi
              strategy: InferenceStrategy = InferenceStrategy(),
              trimap_widths: Sequence[int] = (), desc: str = "eval",
              keep_predictions: int = 0, runner: Any | None = None,
-             windows: WindowSettings | None = None) -> dict[str, object]:
+             predict: Callable[[np.ndarray], np.ndarray] | None = None) -> dict[str, object]:
     """Evaluate every image of a split at its full size (padded to an exact size, see
-    `inference`), whole or in sliding windows (`windows`: a tile for every image, or the
-    default tile above `whole_pixels`; None: always whole).
+    `inference`): the whole image through the model (or `runner`), or `predict` (`H x W x 3`
+    uint8 -> `H x W` labels, e.g. sliding windows: `report.measure.windowed`).
 
     Returns `scores(cm)` plus `cm` (the confusion matrix), `per_image` (`N x 3 x C` true
     positive, false positive and false negative counts, for bootstrap intervals), `trimap`
@@ -34,15 +32,12 @@ def evaluate(model: nn.Module | None, rows: pd.DataFrame, num_classes: int, devi
     the first `keep_predictions` (image, label, prediction). `runner` (uint8 `N x H x W x 3`
     -> `probs` / `labels`, e.g. a deployed ONNX file on its runtime) replaces the model.
     """
-    runner = runner or ModelRunner(model, strategy, device)
-    tile, overlap, whole = (windows.tile, windows.overlap, windows.whole_pixels) if windows \
-        else (None, 0.0, None)
+    if predict is None:
+        runner = runner or ModelRunner(model, strategy, device)
+        predict = lambda pixels: runner.labels(pixels[None])[0]  # noqa: E731
 
-    def predict(image: torch.Tensor) -> torch.Tensor:
-        pixels = np.ascontiguousarray(image.permute(1, 2, 0).numpy())
-        if tile is None and (whole is None or image.shape[1] * image.shape[2] <= whole):
-            return torch.from_numpy(runner.labels(pixels[None])[0]).long()
-        return torch.from_numpy(segment_image(runner, pixels, tile, overlap, whole)).long()
+    def labels_of(image: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(predict(np.ascontiguousarray(image.permute(1, 2, 0).numpy()))).long()
     cm = torch.zeros(num_classes, num_classes, dtype=torch.long)
     band_cms = {w: torch.zeros_like(cm) for w in trimap_widths}
     kept, per_image = [], []
@@ -51,7 +46,7 @@ def evaluate(model: nn.Module | None, rows: pd.DataFrame, num_classes: int, devi
                                       unit="img", leave=False):
         image, label = load_sample(image_path, mask_path)
         start = time.perf_counter()
-        pred = predict(image)
+        pred = labels_of(image)
         seconds += time.perf_counter() - start
         image_cm = confusion_matrix(pred, label, num_classes)
         cm += image_cm

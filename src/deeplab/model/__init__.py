@@ -1,6 +1,6 @@
 """The DeepLabV3+ network: backbones, ASPP, decoder.
 
-`deeplab.model.choices` (backbone names, output strides) is plain data; the torch modules
+`deeplab.core.choices.backbones` (backbone names, output strides) is plain data; the torch modules
 below load on first use, so that reading the choices (params validation in the data stages)
 does not import torch.
 """
@@ -8,7 +8,12 @@ does not import torch.
 from importlib import import_module
 from typing import Any
 
-from .choices import BACKBONE_ALIASES, BACKBONES, OUTPUT_STRIDES, canonical_backbone
+from ..core.choices.backbones import (
+    BACKBONE_ALIASES,
+    BACKBONES,
+    OUTPUT_STRIDES,
+    canonical_backbone,
+)
 
 _LAZY = {"ASPP": ".aspp", "aspp_rates": ".aspp", "build_backbone": ".backbones",
          "DeepLabV3Plus": ".deeplab"}

@@ -29,7 +29,7 @@ import torch
 import torchvision
 from torch import nn
 
-from .choices import canonical_backbone, check_output_stride
+from ..core.choices.backbones import canonical_backbone, check_output_stride
 from .layers import set_dilation
 
 
@@ -239,7 +239,7 @@ BACKBONE_SPECS: dict[str, BackboneSpec] = {
 def backbone_spec(name: str) -> BackboneSpec:
     """The table entry of `name` (or its alias); ValueError naming the choices otherwise."""
     name = canonical_backbone(name)
-    if name not in BACKBONE_SPECS:  # a name in model.choices without an entry here
+    if name not in BACKBONE_SPECS:  # a name in core.choices.backbones without an entry here
         raise ValueError(f"backbone {name!r} has no entry in deeplab.model.backbones.BACKBONE_SPECS")
     return BACKBONE_SPECS[name]
 

@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..core.choices.backbones import canonical_backbone
 from .aspp import ASPP, aspp_rates
 from .backbones import build_backbone
-from .choices import canonical_backbone
 from .decoder import Decoder, PlainHead
 
 

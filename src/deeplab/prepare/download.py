@@ -3,7 +3,6 @@ its target directory."""
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import logging
 import os
@@ -18,6 +17,7 @@ from pathlib import Path, PurePosixPath
 from tqdm import tqdm
 
 from ..core.errors import DownloadError, UnsafeArchiveError
+from ..core.hashing import file_sha256
 from ..core.io import atomic_dir, make_dirs
 
 log = logging.getLogger(__name__)
@@ -26,8 +26,7 @@ __all__ = ["DownloadError", "UnsafeArchiveError", "download", "md5sum", "safe_ex
 
 
 def md5sum(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "md5").hexdigest()
+    return file_sha256(path, "md5")
 
 
 class _IncompleteTransfer(OSError):

@@ -22,14 +22,13 @@ from typing import Any
 
 from ..core.errors import ConfigError, MissingFileError
 from ..core.io import atomic_dir, make_dirs, write_json
-from ..core.repo import check_apart
 from ..core.schema import DataConfig
 from ..data.classes import ClassList
 from .download import download, safe_extract
 from .layouts import LayoutOptions, layout, resolve_classes
-from .pool import write_pool_list
+from .pool import check_apart, write_pool_list
 from .signature import tree_signature
-from .synthetic import GENERATOR_VERSION, POOL_DIR, generate
+from .synthetic import GENERATOR_VERSION, POOL_DIR, generate, generated_root
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +140,7 @@ def fetch_synthetic(data: DataConfig, classes: ClassList, out: Path) -> dict[str
         with atomic_dir(out) as tmp:
             generate(tmp, cfg, data.layout, classes)
             write_json(tmp / "generated.json", stamp)
-    return {"root": str(out / layout(data.layout).synthetic_dir),
+    return {"root": str(out / generated_root(data.layout)),
             "coco_root": str(out / "coco") if cfg.coco_train_images else None,
             "sbd_root": str(out / "SBD") if cfg.sbd_images and data.layout == "voc" else None}
 

@@ -11,13 +11,31 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..core.errors import MissingFileError
+from ..core.errors import ConfigError, MissingFileError
 from ..core.io import write_text
 from ..data.images import IMAGE_SUFFIXES
 from .signature import HashCache, walk_files
 
 log = logging.getLogger(__name__)
 POOL_COLUMNS = ["image", "image_sig"]
+# Folders and files below the repository root that stages write or the tracking store holds.
+OWNED = ("data", "models", "reports", "mlartifacts", "mlflow.db", ".dvc")
+
+
+def check_apart(path: str | Path, key: str) -> Path:
+    """`path` resolved; ConfigError naming `key` when it is, holds or lies inside what the
+    pipeline owns (the repository's data/, models/, reports/, the MLflow store, .dvc/): a
+    folder of the user's read by a stage must not be one that stages write."""
+    folder = Path(path).expanduser().resolve()
+    root = Path(os.environ.get("DVC_ROOT") or Path.cwd()).resolve()  # the stage's repository
+    for name in OWNED:
+        owned = root / name
+        if folder == owned or folder.is_relative_to(owned) or owned.is_relative_to(folder):
+            raise ConfigError(f"{key}: {path} {'is' if folder == owned else 'overlaps'} the "
+                              f"repository's {name}{'/' if not name.endswith('.db') else ''} "
+                              f"({owned}), which the pipeline writes; name a folder of your own "
+                              f"images apart from it")
+    return folder
 
 
 def listable(path: str) -> bool:

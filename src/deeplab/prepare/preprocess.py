@@ -17,7 +17,6 @@ output is identical for any number of workers.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import multiprocessing
 import os
@@ -31,6 +30,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from ..core.errors import ConfigError
+from ..core.hashing import file_sha256
 from ..core.io import atomic_dir, write_json, write_text
 from ..core.schema import PreprocessConfig
 from ..data.classes import (
@@ -66,8 +66,7 @@ def portable(path: Path) -> str:
 
 def image_sig(path: Path) -> str:
     """A hash of the image's bytes: the same in every clone, changed by any edit."""
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()[:20]
+    return file_sha256(path)[:20]
 
 
 @dataclass(frozen=True)

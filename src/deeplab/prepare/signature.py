@@ -19,15 +19,13 @@ from pathlib import Path
 from typing import Iterator
 
 from ..core.errors import MissingFileError
+from ..core.hashing import file_sha256
 
 log = logging.getLogger(__name__)
 CACHE_VERSION = 1
 
 
-def file_digest(path: str | Path) -> str:
-    """sha256 of a file's bytes."""
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+file_digest = file_sha256  # the digest of one file's bytes
 
 
 def walk_files(root: str) -> Iterator[tuple[str, os.stat_result]]:

@@ -134,7 +134,7 @@ def reliability_figure(before: Any, after: Any, temperature: float) -> Figure:
     per confidence bin against the diagonal, with each bin's share of pixels and the ECE."""
     fig = Figure(figsize=(8, 3.8))
     axes = fig.subplots(1, 2, sharey=True)
-    for ax, (title, table) in zip(axes, ((f"before (T = 1)", before),
+    for ax, (title, table) in zip(axes, (("before (T = 1)", before),
                                          (f"after (T = {temperature:.2f})", after))):
         bins = len(table.counts)
         centres = (np.arange(bins) + 0.5) / bins

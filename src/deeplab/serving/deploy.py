@@ -10,30 +10,29 @@ refuses one whose mIoU falls more than `max_drop` below fp32.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from ..core.choices.runtimes import ONNX_FILES
 from ..core.errors import ConfigError, DeeplabError, RegistryError
+from ..core.hashing import file_sha256, value_sha256
 from ..core.io import atomic_dir
 from ..core.schema import DeployConfig, ServeConfig
-from ..evaluation.inference import InferenceStrategy
-from ..model_files import read_model_file, state_digest
+from ..model.files import read_model_file, state_digest
+from ..model.inference import InferenceStrategy
 from .runtimes import INT8_SUFFIX, Runner, open_runner
 
 log = logging.getLogger(__name__)
 MANIFEST = "deploy.json"
 
 
-def sha256(path: Path) -> str:
-    with path.open("rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+sha256 = file_sha256  # a deployed file's digest
 
 
-def run_deploy_stage(cfg: DeployConfig, model_file: Path, calibration_list: Path, out: Path,
+def deploy_model(cfg: DeployConfig, model_file: Path, calibration_list: Path, out: Path,
                      seed: int = 0) -> dict[str, Any]:
     """Write the deployed files of `model_file` into `out` (replaced whole, atomically)."""
     from .onnx_files import export_onnx
@@ -86,7 +85,6 @@ def runners(folder: Path, formats: list[str], threads: int) -> Iterator[tuple[st
             log.warning("deploy format %s skipped: %s", fmt, exc)
 
 
-FORMAT_FILES = {"fp32": "model.onnx", "bf16": "model.onnx", "int8": f"model{INT8_SUFFIX}"}
 
 
 @dataclass(frozen=True)
@@ -117,8 +115,8 @@ def deployment(serve: ServeConfig, max_drop: float, folder: Path | None,
                             "(deploy.max_drop %s)", fmt, row["miou"], row["drop"], max_drop)
                 continue
             formats[fmt] = row["miou"]
-            if runtime != "torch" and FORMAT_FILES[precision] in digests:
-                files[FORMAT_FILES[precision]] = folder / FORMAT_FILES[precision]
+            if runtime != "torch" and ONNX_FILES[precision] in digests:
+                files[ONNX_FILES[precision]] = folder / ONNX_FILES[precision]
     fmt = f"{serve.runtime}/{serve.precision}"
     if fmt != "torch/fp32" and fmt not in formats:
         reason = (f"{deployed[fmt]['drop']:.4f} below fp32, more than deploy.max_drop {max_drop}"
@@ -128,5 +126,5 @@ def deployment(serve: ServeConfig, max_drop: float, folder: Path | None,
     settings = {**serve.model_dump(), "files": {name: digests[name] for name in sorted(files)}}
     if temperature != 1.0:  # (a settings file without it: uncalibrated, as registered before)
         settings["temperature"] = float(temperature)
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
+    digest = value_sha256(settings)
     return Deployment(files, settings, formats, digest)

@@ -25,11 +25,11 @@ from typing import Sequence
 import torch
 from torch.export import Dim
 
+from ..core.choices.backbones import OUTPUT_STRIDES
 from ..core.cli import run_command
 from ..core.errors import InputError
 from ..core.io import check_writable, write_bytes
-from ..evaluation.inference import InferenceStrategy
-from ..model.choices import OUTPUT_STRIDES
+from ..model.inference import InferenceStrategy
 from .segmenter import Segmenter, load_segmenter, segmenter_from_state
 
 FORMATS = ("pt2", "onnx")
@@ -59,7 +59,7 @@ def export(model: str, output: Path, fmt: str, strategy: InferenceStrategy,
            probabilities: bool = False, precision: str = "fp32", calibration: Path | None = None,
            calibration_images: int = 32, calibration_size: int = 97, seed: int = 0) -> list[Path]:
     """Write `model` as `fmt` to `output` (and its int8 twin); the paths written."""
-    from ..model_files import read_model_file, state_digest
+    from ..model.files import read_model_file, state_digest
 
     suffix = "." + fmt
     if output.suffix != suffix:

@@ -26,6 +26,8 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
+from ..core.choices.backbones import OUTPUT_STRIDES
+from ..core.choices.runtimes import PRECISIONS, RUNTIMES
 from ..core.cli import run_command
 from ..core.errors import DiskFullError, InputError, MissingFileError, OutputError
 from ..core.io import make_dirs, save_image
@@ -33,11 +35,15 @@ from ..core.schema import InferenceOverrides, TileOptions
 from ..core.validation import validate_options
 from ..data.images import IMAGE_SUFFIXES, read_rgb
 from ..data.palette import overlay, save_label_png
-from ..device import select_device
-from ..model.choices import OUTPUT_STRIDES
-from .runtimes import PRECISIONS, RUNTIMES, Runner, open_runner
-from ..evaluation.tiles import DEFAULT_OVERLAP, DEFAULT_TILE, WHOLE_PIXELS, segment_image
+from ..model.device import select_device
 from ..uncertainty.confidence import KINDS, ConfidenceCollector, save_confidence_png
+from .runtimes import Runner, open_runner
+from .windows import (
+    DEFAULT_OVERLAP,
+    DEFAULT_TILE,
+    WHOLE_PIXELS,
+    segment_image,
+)
 
 log = logging.getLogger(__name__)
 LABELS_SUFFIX, OVERLAY_SUFFIX, CONFIDENCE_MARK = ".labels.png", ".overlay.jpg", ".confidence-"

@@ -110,7 +110,8 @@ def _client(args: argparse.Namespace) -> tuple[Any, str]:
     import mlflow
 
     from ..core.config import load_params
-    from ..tracking import check_store, end_orphans, tracking_uri
+    from ..tracking.runs import end_orphans
+    from ..tracking.store import check_store, tracking_uri
 
     name = args.name or load_params(args.params, sections=("register",)).registration.model_name
     uri = tracking_uri()

@@ -107,15 +107,16 @@ class SegmenterModel(PythonModel):
     def load_context(self, context) -> None:
         from pathlib import Path
 
+        from deeplab.core.choices.runtimes import ONNX_FILES
         from deeplab.core.schema import ServeConfig
-        from deeplab.model_files import classes_of, model_from_state
-        from deeplab.registered import logged_model_dir, read_logged_model, read_serving
-        from deeplab.serving.runtimes import (
-            OnnxRuntimeRunner,
-            OpenVinoRunner,
-            TorchRunner,
-        )
+        from deeplab.model.files import classes_of, model_from_state
+        from deeplab.serving.runtimes import open_runner
         from deeplab.serving.segmenter import Segmenter
+        from deeplab.tracking.registry import (
+            logged_model_dir,
+            read_logged_model,
+            read_serving,
+        )
 
         # The weights, strategy, serving settings and deployed files are checked against the
         # sha256 digests recorded at registration.
@@ -127,16 +128,12 @@ class SegmenterModel(PythonModel):
         self.device = torch.device((context.model_config or {}).get("device", "cpu"))
         self.classes = classes_of(state)
         runtime, precision = self.serve.runtime, self.serve.precision
-        if runtime == "torch":
-            seg = Segmenter(model_from_state(state), strategy, self.classes).to(self.device).eval()
-            self.runner = TorchRunner(seg, precision, self.device)
-        else:
-            name = "model.int8.onnx" if precision == "int8" else "model.onnx"
-            cls = OnnxRuntimeRunner if runtime == "onnxruntime" else OpenVinoRunner
-            self.runner = cls(files[name], precision, self.serve.threads)
+        source = Segmenter(model_from_state(state), strategy, self.classes).to(self.device).eval() \
+            if runtime == "torch" else files[ONNX_FILES[precision]]
+        self.runner = open_runner(source, runtime, precision, self.serve.threads, self.device)
 
     def _labels(self, images: np.ndarray) -> np.ndarray:
-        from deeplab.evaluation.tiles import segment_image
+        from deeplab.serving.windows import segment_image
 
         serve = self.serve
         if images.shape[1] * images.shape[2] <= serve.whole_pixels and serve.tile is None:
@@ -147,7 +144,7 @@ class SegmenterModel(PythonModel):
     def _probabilities(self, image: np.ndarray, on_probs) -> np.ndarray:
         """Labels of one `H x W x 3` image; its class probabilities go to `on_probs` (in bands
         of rows when windowed), which calibrates them."""
-        from deeplab.evaluation.tiles import segment_image
+        from deeplab.serving.windows import segment_image
 
         serve = self.serve
         return segment_image(self.runner, image, serve.tile, serve.overlap, serve.whole_pixels,

@@ -19,7 +19,6 @@ its alias, and on a local SQLite store registrations take turns under a file loc
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import tempfile
@@ -32,10 +31,11 @@ import torch
 from PIL import Image
 
 from ..core.errors import RegistryError, first_line
+from ..core.hashing import value_sha256
 from ..core.schema import Params
 from ..data.classes import ClassList
-from ..evaluation.inference import InferenceStrategy
-from ..model_files import classes_of, read_model_file, state_digest
+from ..model.files import classes_of, read_model_file, state_digest
+from ..model.inference import InferenceStrategy
 from .deploy import Deployment, deployment
 from .promote import assign_alias
 
@@ -114,7 +114,7 @@ MODEL_IO = "uint8 RGB N x H x W x 3 in, uint8 label maps N x H x W out"
 
 def classes_key(names: Sequence[str]) -> str:
     """A short digest of a class list (names in id order): which versions are comparable."""
-    return hashlib.sha256(json.dumps(list(names)).encode()).hexdigest()[:16]
+    return value_sha256(list(names))[:16]
 
 
 def _classes_of_version(version: Any) -> tuple[str | None, list[str]]:
@@ -190,13 +190,8 @@ def register(model_file: Path, metrics_file: Path, params: Params,
              deployed: Path | None = None) -> dict[str, Any]:
     """Log and register `model_file` (with the files of the deploy folder `deployed` that stay
     within `deploy.max_drop`); return what happened (version, alias, whether new)."""
-    from ..tracking import (
-        check_store,
-        dvc_experiment,
-        finish_pipeline,
-        start_stage_run,
-        tracking_uri,
-    )
+    from ..tracking.runs import dvc_experiment, finish_pipeline, start_stage_run
+    from ..tracking.store import check_store, tracking_uri
 
     cfg = params.registration
     miou = read_miou(metrics_file)

@@ -22,13 +22,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..core.choices import runtimes as choices
+from ..core.choices.runtimes import RUNTIMES
 from ..core.errors import ConfigError, InputError
 from ..data.classes import ClassList
-from ..device import cpu_bf16
+from ..model.device import cpu_bf16
 from .onnx_files import check_onnx, read_metadata
 
-RUNTIMES = ("torch", "onnxruntime", "openvino")
-PRECISIONS = ("fp32", "bf16", "int8")
 INT8_SUFFIX = ".int8.onnx"
 
 
@@ -60,10 +60,21 @@ class Runner:
 class TorchRunner(Runner):
     runtime = "torch"
 
+    @classmethod
+    def open(cls, source: Any, precision: str, threads: int, device: torch.device,
+             **overrides: Any) -> "TorchRunner":
+        """A model file, `models:/` or `runs:/` URI or `.pt2` program (`overrides`: output
+        stride, scales, flip), or a segmenter already built."""
+        if not isinstance(source, (str, Path)):
+            return cls(source, precision, device)
+        spec = str(source)
+        if spec.endswith(".onnx") or Path(spec).is_dir():
+            raise ConfigError(f"{spec}: an ONNX model runs on --runtime onnxruntime or openvino")
+        from .segmenter import load_segmenter
+
+        return cls(load_segmenter(spec, device=device, **overrides), precision, device)
+
     def __init__(self, segment: Any, precision: str, device: torch.device) -> None:
-        if precision == "int8":
-            raise ConfigError("--precision int8 runs on onnxruntime or openvino (a statically "
-                              "quantized ONNX file); use --runtime onnxruntime")
         if precision == "bf16" and device.type == "cpu":
             _require_bf16("torch")
         self.segment, self.precision, self.device = segment, precision, device
@@ -94,6 +105,20 @@ class TorchRunner(Runner):
 class _OnnxRunner(Runner):
     """Common part of the ONNX runtimes: the checked file, its classes and outputs."""
 
+    @classmethod
+    def open(cls, source: Any, precision: str, threads: int, device: torch.device,
+             **overrides: Any) -> "_OnnxRunner":
+        """An `.onnx` file or a deploy folder (its file for `precision`)."""
+        spec = str(source)
+        if any(v is not None for v in overrides.values()):
+            raise InputError(f"{spec}: an exported model has a fixed inference strategy; "
+                             f"re-export it to change output stride, scales or flip")
+        path = Path(spec)
+        if not (path.suffix == ".onnx" or path.is_dir()):
+            raise ConfigError(f"{spec}: --runtime {cls.runtime} runs an ONNX export; write one "
+                              f"with python -m deeplab.serving.export --format onnx")
+        return cls(onnx_file(path, precision), precision, threads or (os.cpu_count() or 1))
+
     def __init__(self, path: Path, precision: str) -> None:
         self.path, self.precision = path, precision
         self.model = check_onnx(path)
@@ -110,9 +135,6 @@ class OnnxRuntimeRunner(_OnnxRunner):
     runtime = "onnxruntime"
 
     def __init__(self, path: Path, precision: str, threads: int) -> None:
-        if precision == "bf16":
-            raise ConfigError("--precision bf16: onnxruntime has no bf16 CPU kernels for this "
-                              "model; use --runtime openvino (bf16) or int8")
         super().__init__(path, precision)
         import onnxruntime as ort
 
@@ -164,9 +186,9 @@ class OpenVinoRunner(_OnnxRunner):
 
 def onnx_file(source: Path, precision: str) -> Path:
     """The ONNX file for `precision`: `source` itself, the `.int8.onnx` beside it for int8,
-    or `model.onnx` / `model.int8.onnx` in a deploy folder."""
+    or the deploy folder's file for it (`core.choices.runtimes.ONNX_FILES`)."""
     if source.is_dir():
-        source = source / "model.onnx"
+        source = source / choices.ONNX_FILES["fp32"]
     if precision == "int8" and not source.name.endswith(INT8_SUFFIX):
         source = source.with_name(source.name.removesuffix(".onnx") + INT8_SUFFIX)
         if not source.is_file():
@@ -175,30 +197,22 @@ def onnx_file(source: Path, precision: str) -> Path:
     return source
 
 
-def open_runner(source: str | Path, runtime: str = "torch", precision: str = "fp32",
+RUNNERS: dict[str, type[Runner]] = {r.runtime: r for r in (TorchRunner, OnnxRuntimeRunner,
+                                                           OpenVinoRunner)}
+if tuple(RUNNERS) != tuple(RUNTIMES):
+    raise ImportError(f"serving.runtimes.RUNNERS {tuple(RUNNERS)} differ from core.choices.runtimes.RUNTIMES")
+
+
+def open_runner(source: Any, runtime: str = "torch", precision: str = "fp32",
                 threads: int = 0, device: str | torch.device = "cpu", **overrides: Any) -> Runner:
-    """`source` on `runtime` at `precision`. torch: a model file, URI or `.pt2` (`overrides`:
-    output_stride, scales, flip); the ONNX runtimes: an `.onnx` file or a deploy folder."""
-    if runtime not in RUNTIMES:
-        raise ConfigError(f"--runtime: expected one of {', '.join(RUNTIMES)}, got {runtime!r}")
-    if precision not in PRECISIONS:
-        raise ConfigError(f"--precision: expected one of {', '.join(PRECISIONS)}, got {precision!r}")
-    spec = str(source)
+    """`source` on `runtime` at `precision`. torch: a model file, URI, `.pt2` or a built
+    segmenter (`overrides`: output_stride, scales, flip); the ONNX runtimes: an `.onnx` file
+    or a deploy folder."""
+    try:
+        choices.check_format(runtime, precision)
+    except ValueError as exc:
+        raise ConfigError(f"--runtime/--precision: {exc}") from None
     device = torch.device(device)
     if threads:
         torch.set_num_threads(threads)
-    if runtime == "torch":
-        if spec.endswith(".onnx") or Path(spec).is_dir():
-            raise ConfigError(f"{spec}: an ONNX model runs on --runtime onnxruntime or openvino")
-        from .segmenter import load_segmenter
-
-        return TorchRunner(load_segmenter(spec, device=device, **overrides), precision, device)
-    if any(v is not None for v in overrides.values()):
-        raise InputError(f"{spec}: an exported model has a fixed inference strategy; re-export "
-                         f"it to change output stride, scales or flip")
-    path = Path(spec)
-    if not (path.suffix == ".onnx" or path.is_dir()):
-        raise ConfigError(f"{spec}: --runtime {runtime} runs an ONNX export; write one with "
-                          f"python -m deeplab.serving.export --format onnx")
-    cls = OnnxRuntimeRunner if runtime == "onnxruntime" else OpenVinoRunner
-    return cls(onnx_file(path, precision), precision, threads or (os.cpu_count() or 1))
+    return RUNNERS[runtime].open(source, precision, threads, device, **overrides)

@@ -16,10 +16,10 @@ from torch import nn
 
 from ..core.errors import InputError
 from ..data.classes import ClassList
-from ..evaluation.inference import InferenceStrategy, predict_probs
 from ..model import DeepLabV3Plus
-from ..model_files import classes_of, model_from_state, read_model_file
-from ..registered import open_registered
+from ..model.files import classes_of, model_from_state, read_model_file
+from ..model.inference import InferenceStrategy, predict_probs
+from ..tracking.registry import open_registered
 from .programs import load_program
 
 

@@ -13,6 +13,7 @@ reason), never NaN.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -21,6 +22,7 @@ import numpy as np
 from .confidence import EPS
 
 T_RANGE = (0.05, 20.0)
+log = logging.getLogger(__name__)
 
 
 def nll(logp: np.ndarray, labels: np.ndarray, temperature: float = 1.0) -> float:
@@ -173,10 +175,10 @@ def sample_split(runner: Any, rows: Any, num_classes: int, pixels: int, windows:
                  seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Log-probabilities and labels of about `pixels` labelled pixels drawn uniformly from the
     images of a split list (`rows`: image, mask), run as evaluation runs them (`windows`)."""
-    from ..data.dataset import load_sample
-    from ..evaluation.tiles import segment_image
-
     from PIL import Image
+
+    from ..data.dataset import load_sample
+    from ..serving.windows import segment_image
 
     total = 0
     for path in rows["mask"]:  # sizes from the headers: nothing decoded twice
@@ -190,3 +192,19 @@ def sample_split(runner: Any, rows: Any, num_classes: int, pixels: int, windows:
         pixels_hw = np.ascontiguousarray(image.permute(1, 2, 0).numpy())
         segment_image(runner, pixels_hw, tile, overlap, whole, sample.visitor(label.numpy()))
     return sample.arrays(num_classes)
+
+
+def calibrate(model: Any, rows: Any, classes: Any, cfg: Any, device: Any) -> Calibration:
+    """Temperature scaling of `model` (its training output stride, single scale, windows as
+    `cfg` = `params.evaluate` says) on about `cfg.calibration_pixels` validation pixels."""
+    from ..model.inference import InferenceStrategy, ModelRunner
+
+    runner = ModelRunner(model, InferenceStrategy(pad_to=cfg.pad_to), device)
+    logp, labels = sample_split(runner, rows, len(classes), cfg.calibration_pixels, cfg)
+    result = calibration_of(logp, labels, classes.names, cfg.calibration_bins)
+    m = result.metrics()
+    log.info("calibration: T %.3f fitted on %d pixels; on %d held-out pixels NLL %s -> %s, "
+             "ECE %s -> %s%s", result.temperature, result.pixels, result.heldout, m["nll"],
+             m["nll_calibrated"], m["ece"], m["ece_calibrated"],
+             f" ({result.reason})" if result.reason else "")
+    return result

@@ -78,7 +78,7 @@ def read_confidence_png(path: Any) -> tuple[np.ndarray, str]:
 
 
 class ConfidenceCollector:
-    """An `on_probs(y, probs)` visitor (`tiles.segment_image`) that fills the confidence map of
+    """An `on_probs(y, probs)` visitor (`serving.windows.segment_image`) that fills the confidence map of
     one `height x width` image, band by band, under a temperature."""
 
     def __init__(self, height: int, width: int, kind: str, temperature: float = 1.0) -> None:

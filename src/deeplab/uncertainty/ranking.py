@@ -22,11 +22,12 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from ..core.hashing import file_sha256
 from ..core.errors import InputError
 from ..data.classes import ClassList
 from ..data.images import read_rgb
 from ..data.palette import overlay
-from ..evaluation.tiles import WHOLE_PIXELS, segment_image
+from ..serving.windows import WHOLE_PIXELS, segment_image
 from .confidence import calibrate, confidence_map
 
 log = logging.getLogger(__name__)
@@ -71,16 +72,27 @@ def score_image(runner: Any, image: np.ndarray, score: str = "entropy", threshol
 
 
 def rank_pool(runner: Any, images: Sequence[str], classes: ClassList, score: str = "entropy",
-              threshold: float = 0.5, temperature: float = 1.0) -> pd.DataFrame:
+              threshold: float = 0.5, temperature: float = 1.0, max_pixels: int | None = None,
+              signatures: Sequence[str] | None = None) -> pd.DataFrame:
     """The pool's images ranked, most uncertain first: `image`, `score`, `rank` and the share
-    predicted as each class (`area_<name>`). Unreadable images stop the ranking with one
-    InputError naming each of them."""
+    predicted as each class (`area_<name>`). An image of more than `max_pixels` pixels is
+    left out with a line, judged from its header (no unbounded work); unreadable images, or
+    images whose bytes no longer match their listed `signatures` (fetch's `image_sig`), stop
+    the ranking with one InputError naming each of them."""
     rows, failed = [], []
-    for path in images:
+    for k, path in enumerate(images):
         try:
-            image = read_rgb(path)
+            if signatures is not None and file_sha256(path)[:len(signatures[k])] != signatures[k]:
+                raise InputError(f"{path}: changed since fetch listed it; rerun dvc repro")
+            image = read_rgb(path, max_pixels=max_pixels)
         except InputError as exc:
-            failed.append(str(exc))
+            if "pixels allowed" in str(exc):
+                log.warning("%s: left out of the ranking (rank.max_pixels)", exc)
+            else:
+                failed.append(str(exc))
+            continue
+        except OSError as exc:
+            failed.append(f"{path}: {exc.strerror or exc}")
             continue
         result = score_image(runner, image, score, threshold, temperature)
         areas = np.bincount(result.labels.ravel(), minlength=len(classes))[:len(classes)]
@@ -134,33 +146,3 @@ def contact_sheet(top: list[tuple[str, np.ndarray, ImageScore]], classes: ClassL
         axes[k, 2].set_title("confidence (white = sure)", fontsize=8)
     fig.tight_layout()
     return fig
-
-
-def run_rank_stage(params: Any, model_file: Path, pool: Path, calibration: Path, out: Path,
-                   sheet: Path) -> pd.DataFrame:
-    """The rank stage: score every image of the pool list with the model (probabilities
-    calibrated with evaluate's temperature), write the ranking and the top `rank.top_k`'s
-    contact sheet."""
-    import json
-
-    from ..core.io import save_figure, write_csv
-    from ..device import select_device
-    from ..evaluation.inference import ModelRunner
-    from ..model_files import classes_of, model_from_state, read_model_file
-
-    from ..core.schema import RankConfig
-
-    cfg = params.rank or RankConfig()
-    info = read_model_file(model_file)
-    classes = classes_of(info)
-    temperature = float(json.loads(calibration.read_text()).get("temperature", 1.0)) \
-        if calibration.is_file() else 1.0
-    runner = ModelRunner(model_from_state(info, str(model_file)), device=select_device("auto"))
-    images = pd.read_csv(pool)["image"].astype(str).tolist()
-    table = rank_pool(runner, images, classes, cfg.score, cfg.threshold, temperature)
-    top = top_images(runner, table, cfg.top_k, cfg.score, cfg.threshold, temperature)
-    write_csv(out, table, index=False)
-    save_figure(sheet, contact_sheet(top, classes, cfg.score), dpi=90)
-    log.info("ranked %d unlabeled images by %s (T %.3f); top: %s", len(table), cfg.score,
-             temperature, ", ".join(Path(p).name for p in table["image"].head(cfg.top_k)))
-    return table

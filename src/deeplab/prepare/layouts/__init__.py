@@ -1,9 +1,10 @@
-"""The target dataset's layouts: one `Layout` description each (`LAYOUTS`), the only place a
-layout is defined; `core.schema.LAYOUTS` names them (a test keeps both equal).
+"""The target dataset's layouts: one `Layout` description each (`LAYOUTS`), keyed by the names
+of `core.choices.data.LAYOUTS` (checked here when it loads).
 
 Adding one: a module here with its `Layout` (required folders, split discovery, default
-classes, label rules, download), its synthetic writer in `prepare/synthetic/`, its entry
-below, and its name in `core/schema.py`.
+classes, label rules, download), its entry below, and its name in `choices/data.py`. A
+writer in the built-in generator is optional (`prepare.synthetic.WRITERS`): without one,
+`data.source: synthetic` refuses the layout in one line.
 """
 
 from __future__ import annotations
@@ -11,19 +12,30 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from ...core.choices import data as choices
 from ...core.errors import ConfigError
 from ...data.classes import VOC_CLASSES, ClassList
 from ..samples import SampleGuard
 from .ade20k import ADE20K
 from .cityscapes import CITYSCAPES
 from .coco import COCO
-from .common import IMAGE_SUFFIXES, Layout, LayoutOptions, Sample, TargetSplits, below, read_id_list
+from .common import (
+    IMAGE_SUFFIXES,
+    Layout,
+    LayoutOptions,
+    Sample,
+    TargetSplits,
+    below,
+    read_id_list,
+)
 from .folder import FOLDER
 from .voc import VOC
 
 __all__ = ["IMAGE_SUFFIXES", "LAYOUTS", "Layout", "LayoutOptions", "Sample", "TargetSplits", "below",
            "layout", "read_id_list", "resolve_classes", "target_splits"]
 LAYOUTS: dict[str, Layout] = {x.name: x for x in (VOC, FOLDER, CITYSCAPES, COCO, ADE20K)}
+if tuple(LAYOUTS) != choices.LAYOUTS:
+    raise ImportError(f"prepare.layouts {tuple(LAYOUTS)} differ from core.choices.data.LAYOUTS")
 
 
 def layout(name: str) -> Layout:

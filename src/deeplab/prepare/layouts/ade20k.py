@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ...data.classes import ADE20K_CLASSES
 from ..samples import SampleGuard
-from .common import Layout, LayoutOptions, TargetSplits, paired, synthetic_writer
+from .common import Layout, LayoutOptions, TargetSplits, paired
 
 ADE20K_URL = "http://data.csail.mit.edu/places/ADEchallenge/ADEChallengeData2016.zip"
 
@@ -20,8 +20,7 @@ def ade20k_splits(root: Path, options: LayoutOptions, guard: SampleGuard) -> Tar
 
 ADE20K = Layout(
     "ade20k", (("images/training", "images/validation", "annotations/training",
-                "annotations/validation"),), ade20k_splits, "ADEChallengeData2016",
-    synthetic_writer("write_ade20k"),
+                "annotations/validation"),), ade20k_splits,
     classes=lambda root, options: list(ADE20K_CLASSES), reduce_zero_label=True,
     download=f"data.source: download {ADE20K_URL}, unzip it, then set data.source: local and "
              f"data.root to the ADEChallengeData2016 folder")

@@ -9,7 +9,7 @@ from pathlib import Path
 from ...core.errors import BadSampleError
 from ...data.classes import cityscapes_classes, cityscapes_lookup
 from ..samples import SampleGuard
-from .common import Layout, LayoutOptions, Sample, TargetSplits, synthetic_writer
+from .common import Layout, LayoutOptions, Sample, TargetSplits
 
 
 def cityscapes_splits(root: Path, options: LayoutOptions, guard: SampleGuard) -> TargetSplits:
@@ -31,7 +31,7 @@ def cityscapes_splits(root: Path, options: LayoutOptions, guard: SampleGuard) ->
 
 CITYSCAPES = Layout(
     "cityscapes", (("leftImg8bit/train", "leftImg8bit/val", "gtFine/train", "gtFine/val"),),
-    cityscapes_splits, "cityscapes", synthetic_writer("write_cityscapes"),
+    cityscapes_splits,
     classes=lambda root, options: cityscapes_classes()[0],
     colours=lambda n: cityscapes_classes()[1], fixed_classes=True, lookup=cityscapes_lookup,
     download="data.source: Cityscapes downloads need an account; download "

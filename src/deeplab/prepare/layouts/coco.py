@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ...core.errors import BadSampleError, MissingFileError
 from ..samples import SampleGuard
-from .common import Layout, LayoutOptions, Sample, TargetSplits, below, synthetic_writer
+from .common import Layout, LayoutOptions, Sample, TargetSplits, below
 
 ARRANGEMENTS = (  # {split: (images folder, annotation file)} below the root
     {"train": ("images/train", "annotations/instances_train.json"),
@@ -102,6 +102,6 @@ def coco_classes(root: Path | None, options: LayoutOptions) -> list[str] | None:
 
 COCO = Layout(
     "coco", tuple(tuple(ann for _, ann in a.values()) for a in ARRANGEMENTS), coco_splits,
-    "roboflow", synthetic_writer("write_roboflow"), classes=coco_classes,
+    classes=coco_classes,
     download="data.source: a COCO-JSON dataset is your own export; set data.source: local and "
              "data.root to the folder holding it")

@@ -55,35 +55,19 @@ class Layout:
     default class names (None: VOC's), `colours(n)`: their default palette; `fixed_classes`:
     the names cannot be changed (an official table maps the labels); `lookup()`: raw label ids
     -> class ids (-1 for ids outside the table); `reduce_zero_label`: the default of
-    `data.reduce_zero_label` (0 = unlabeled, k -> k-1); `synthetic_dir` and `writer`: the
-    built-in generator's folder and writer; `download`: None when `source: download` fetches
-    it, else the one line that says how to get it.
+    `data.reduce_zero_label` (0 = unlabeled, k -> k-1); `download`: None when `source:
+    download` fetches it, else the one line that says how to get it.
     """
 
     name: str
     required: tuple[tuple[str, ...], ...]
     splits: Callable[[Path, LayoutOptions, SampleGuard], TargetSplits]
-    synthetic_dir: str
-    writer: Callable
     classes: Callable[[Path | None, LayoutOptions], list[str] | None] = lambda root, options: None
     colours: Callable[[int], Colours] = voc_palette
     fixed_classes: bool = False
     lookup: Callable[[], Sequence[int]] | None = None
     reduce_zero_label: bool = False
     download: str | None = None
-
-
-def synthetic_writer(name: str) -> Callable:
-    """The generator's writer `prepare.synthetic.<name>`, imported when it writes (so that
-    preprocess, which reads layouts, does not load the generator)."""
-
-    def write(*args, **kwargs):
-        from importlib import import_module
-
-        return getattr(import_module("deeplab.prepare.synthetic"), name)(*args, **kwargs)
-
-    write.__qualname__ = name
-    return write
 
 
 def examples(values: list) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..samples import SampleGuard
-from .common import Layout, LayoutOptions, TargetSplits, paired, synthetic_writer
+from .common import Layout, LayoutOptions, TargetSplits, paired
 
 
 def folder_splits(root: Path, options: LayoutOptions, guard: SampleGuard) -> TargetSplits:
@@ -16,6 +16,6 @@ def folder_splits(root: Path, options: LayoutOptions, guard: SampleGuard) -> Tar
 
 
 FOLDER = Layout("folder", (("images/train", "images/val", "masks/train", "masks/val"),),
-                folder_splits, "folder", synthetic_writer("write_folder"),
+                folder_splits,
                 download="data.source: download fetches the public VOC/COCO archives; a folder "
                          "dataset is your own: set data.source: local and data.root")

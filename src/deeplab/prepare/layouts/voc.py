@@ -16,7 +16,6 @@ from .common import (
     examples,
     image_of,
     read_id_list,
-    synthetic_writer,
 )
 
 log = logging.getLogger(__name__)
@@ -48,5 +47,4 @@ def voc_splits(root: Path, options: LayoutOptions, guard: SampleGuard) -> Target
     return TargetSplits(train, [sample(i) for i in val_ids], len(overlap))
 
 
-VOC = Layout("voc", (("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"),), voc_splits,
-             "VOC2012", synthetic_writer("write_voc"))
+VOC = Layout("voc", (("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"),), voc_splits)

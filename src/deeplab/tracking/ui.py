@@ -1,4 +1,4 @@
-"""`python -m deeplab.ui`: `mlflow ui` on this repository's tracking store, and the address
+"""`python -m deeplab.tracking.ui`: `mlflow ui` on this repository's tracking store, and the address
 that opens the experiment in the model-training view.
 
 Why the plain `mlflow ui` opens in the GenAI view: MLflow 3.17's web app decides the view
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Sequence
 from urllib.parse import quote
 
-from .core.cli import run_command
+from ..core.cli import run_command
 
 TRAINING_VIEW = "workflowType=machine_learning"
 
@@ -37,7 +37,7 @@ def compare_url(base: str, experiment_id: str, run_ids: Sequence[str]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m deeplab.ui", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m deeplab.tracking.ui", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5000)
@@ -49,9 +49,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _serve(args: argparse.Namespace) -> int:
     import mlflow
 
-    from .core.config import load_params
-    from .core.errors import RegistryError
-    from .tracking import check_store, tracking_uri
+    from ..core.config import load_params
+    from ..core.errors import RegistryError
+    from .store import check_store, tracking_uri
 
     uri = tracking_uri()
     check_store(uri)

@@ -16,10 +16,10 @@ from typing import Any, Mapping
 
 import torch
 
-from .core.errors import MissingFileError, ModelFileError, UnsafeFileError
-from .core.io import save_torch
-from .data.classes import ClassList
-from .model import DeepLabV3Plus
+from ..core.errors import MissingFileError, ModelFileError, UnsafeFileError
+from ..core.io import save_torch
+from ..data.classes import ClassList
+from .deeplab import DeepLabV3Plus
 
 MODEL_CONFIG_KEYS = {"num_classes", "backbone", "output_stride", "decoder", "separable",
                      "multi_grid", "aspp_channels", "decoder_channels", "low_level_channels",

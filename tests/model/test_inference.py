@@ -5,7 +5,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.transforms.v2 import functional as TF
 
-from deeplab.evaluation.inference import InferenceStrategy, padded_size, predict_probs
+from deeplab.model.inference import InferenceStrategy, padded_size, predict_probs
 
 
 class Probe(nn.Module):

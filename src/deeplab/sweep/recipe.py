@@ -1,10 +1,10 @@
 """Paper recipes (`recipes/*.yaml`): partial params files with each value's source.
 
-`python -m deeplab.recipe recipes/resnet101_voc_coco.yaml` checks the recipe against the
+`python -m deeplab.sweep.recipe recipes/resnet101_voc_coco.yaml` checks the recipe against the
 params schema (merged onto `params.yaml`) and prints it as `dvc exp run` overrides; with
 `--run` it starts that experiment, passing any further arguments on:
 
-    python -m deeplab.recipe recipes/resnet101_voc_coco.yaml --run -S data.source=local ...
+    python -m deeplab.sweep.recipe recipes/resnet101_voc_coco.yaml --run -S data.source=local ...
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from .core.config import flatten, parse_params
-from .core.errors import ConfigError, DeeplabError
-from .core.safe_yaml import read_yaml
-from .core.schema import Params
+from ..core.config import flatten, parse_params
+from ..core.errors import ConfigError, DeeplabError
+from ..core.safe_yaml import read_yaml
+from ..core.schema import Params
 
 
 def load_recipe(path: str | Path) -> dict[str, Any]:
@@ -65,7 +65,7 @@ def overrides(recipe: dict[str, Any]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m deeplab.recipe", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m deeplab.sweep.recipe", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("recipe", type=Path)
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
@@ -73,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     try:
         recipe = load_recipe(args.recipe)
-        from .core.config import load_params
+        from ..core.config import load_params
 
         apply_recipe(load_params(args.params), recipe, str(args.recipe))
         command = ["dvc", "exp", "run", *overrides(recipe), *extra]

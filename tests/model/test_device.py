@@ -4,8 +4,8 @@
 import pytest
 import torch
 
-from deeplab import device as dev
 from deeplab.core.errors import ConfigError
+from deeplab.model import device as dev
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 AMX = frozenset({"avx512f", "avx512_bf16", "amx_bf16", "amx_tile"})

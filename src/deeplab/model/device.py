@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from .core.errors import ConfigError
+from ..core.errors import ConfigError
 
 
 def select_device(name: str = "auto") -> torch.device:

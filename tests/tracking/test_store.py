@@ -138,7 +138,7 @@ def test_an_unreachable_server_or_unwritable_store_fails_in_seconds(tracking, mo
 def test_data_signature_changes_when_a_file_is_rewritten(tmp_path):
     import os
 
-    from deeplab.tracking import files_signature
+    from deeplab.core.hashing import files_signature
 
     a, b = tmp_path / "a.png", tmp_path / "b.png"
     a.write_bytes(b"1")
@@ -158,8 +158,8 @@ def test_a_moved_or_copied_store_keeps_its_artifacts_linked(tmp_path, monkeypatc
 
     from mlflow import MlflowClient
 
-    from deeplab.registered import load_registered
     from deeplab.serving.registry import register
+    from deeplab.tracking.registry import load_registered
 
     def use(folder: Path) -> None:
         monkeypatch.setenv("DVC_ROOT", str(folder))

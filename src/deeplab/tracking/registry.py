@@ -14,15 +14,16 @@ import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
-from .core.errors import ConfigError, ModelFileError, first_line
-from .evaluation.inference import InferenceStrategy
-from .model_files import read_model_file, verify_digest
+from ..core.errors import ConfigError, ModelFileError, first_line
+from ..core.hashing import file_sha256, value_sha256
+from ..model.files import read_model_file, verify_digest
+from ..model.inference import InferenceStrategy
 
 
 def _strategy_file(path: Path, where: str) -> dict[str, Any]:
     """A logged model's strategy JSON, validated like `register.inference` (+ `pad_to`)."""
-    from .core.schema import StoredStrategy
-    from .core.validation import validate_options
+    from ..core.schema import StoredStrategy
+    from ..core.validation import validate_options
 
     try:
         raw = json.loads(path.read_text())
@@ -82,12 +83,11 @@ def read_serving(model_dir: Path, where: str) -> tuple[dict[str, Any], dict[str,
     of a logged model folder, checked against the `deploy_sha256` and file digests recorded at
     registration; with the `temperature` its probabilities are served under, when evaluate fitted
 one. A model registered before deployments serves on torch fp32."""
-    import hashlib
 
     from mlflow.models import Model
 
-    from .core.schema import ServeConfig
-    from .core.validation import validate_options
+    from ..core.schema import ServeConfig
+    from ..core.validation import validate_options
 
     logged = Model.load(str(model_dir))
     artifacts = logged.flavors.get("python_function", {}).get("artifacts", {})
@@ -105,18 +105,16 @@ one. A model registered before deployments serves on torch fp32."""
     except (OSError, ValueError, KeyError, TypeError, ConfigError) as exc:
         raise ModelFileError(f"{where}: its serve.json is invalid ({first_line(exc)})") from None
     expected = (logged.metadata or {}).get("deploy_sha256")
-    found = hashlib.sha256(json.dumps({**settings, "files": digests}, sort_keys=True)
-                           .encode()).hexdigest()
+    found = value_sha256({**settings, "files": digests})
     if found != expected:
         raise ModelFileError(f"{where}: its serving settings differ from what was registered "
                              f"(deploy_sha256); refusing to load it")
     files = {}
     for name, digest in digests.items():
         path = model_dir / artifacts.get(name.replace(".", "_"), {}).get("path", "missing")
-        with path.open("rb") as f:
-            if hashlib.file_digest(f, "sha256").hexdigest() != digest:
-                raise ModelFileError(f"{where}: its deployed {name} differs from what was "
-                                     f"registered (sha256); refusing to load it")
+        if file_sha256(path) != digest:
+            raise ModelFileError(f"{where}: its deployed {name} differs from what was "
+                                 f"registered (sha256); refusing to load it")
         files[name] = path
     return settings, files
 
@@ -155,7 +153,7 @@ def open_registered(uri: str) -> tuple[dict[str, Any], InferenceStrategy, float]
     for a version registered without one)."""
     import mlflow
 
-    from .tracking import relocate_store, tracking_uri
+    from .store import relocate_store, tracking_uri
 
     relocate_store(tracking_uri())
     mlflow.set_tracking_uri(tracking_uri())

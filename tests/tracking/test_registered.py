@@ -14,7 +14,7 @@ from helpers.models import (
 from deeplab.core.errors import (
     ModelFileError,
 )
-from deeplab.model_files import save_model
+from deeplab.model.files import save_model
 from deeplab.serving.segmenter import load_segmenter
 
 
@@ -63,7 +63,7 @@ def test_weights_changed_after_registration_are_refused(registered, tmp_path):
 
 def test_registry_digest_is_checked_even_if_the_metadata_was_rewritten_too(registered):
     """A tamperer who also rewrites MLmodel's metadata is caught by the registry's tag."""
-    from deeplab.model_files import state_digest
+    from deeplab.model.files import state_digest
 
     weights = _artifact(registered, "model_file")
     state = torch.load(weights, weights_only=True)

@@ -22,7 +22,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any, Iterator
 
-from .core.io import append_text
+from ..core.io import append_text
 
 log = logging.getLogger(__name__)
 
@@ -180,8 +180,8 @@ def end_run(spool: MetricSpool, status: str, kept: str, wait_s: float = 30.0) ->
     kept (`kept`) and how to deliver the rest."""
     import mlflow
 
-    from .core.errors import RegistryError
-    from .tracking import tracking_uri
+    from ..core.errors import RegistryError
+    from .store import tracking_uri
 
     left = spool.close(wait_s)
     if not left:

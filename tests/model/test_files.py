@@ -12,7 +12,7 @@ from deeplab.core.errors import (
     UnsafeFileError,
 )
 from deeplab.engine.checkpoints import load_checkpoint
-from deeplab.model_files import read_model_file
+from deeplab.model.files import read_model_file
 from deeplab.serving.predict import main as predict_main
 
 

@@ -5,7 +5,7 @@ from helpers.repo import REPO
 
 from deeplab.core.config import load_params
 from deeplab.core.errors import ConfigError
-from deeplab.recipe import apply_recipe, load_recipe, overrides
+from deeplab.sweep.recipe import apply_recipe, load_recipe, overrides
 
 RECIPES = sorted((REPO / "recipes").glob("*.yaml"))
 
@@ -37,7 +37,7 @@ def test_recipe_is_valid_and_every_value_cites_its_source(path):
     if "cityscapes" in path.stem:  # 769 crops, full 1024x2048 images padded to 1025x2049
         assert params.data.layout == "cityscapes" and finetune.crop_size == 769
         assert finetune.init == "imagenet" and params.evaluate.pad_to is None
-        from deeplab.evaluation.inference import padded_size
+        from deeplab.model.inference import padded_size
         assert (padded_size(1024, 16), padded_size(2048, 16)) == (1025, 2049)
     else:
         assert finetune.crop_size == 513
