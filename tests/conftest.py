@@ -11,11 +11,25 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers import servers
 
 # Two threads alone; one per worker when pytest-xdist runs two workers on the two cores.
 torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 os.environ.setdefault("TQDM_DISABLE", "1")
 REPO = Path(__file__).resolve().parents[1]
+
+
+# Scheduling (pytest-xdist gives whole files to workers, in this order): the file that builds
+# the shared tiny `dvc repro` first, the long files that copy it last; the rest between.
+FIRST = ("pipeline/test_first_repro.py",)
+LAST = ("pipeline/test_own_data.py", "pipeline/test_reruns.py", "pipeline/test_share.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    def order(item) -> int:
+        path = item.path.as_posix()
+        return 0 if path.endswith(FIRST) else 2 if path.endswith(LAST) else 1
+    items.sort(key=order)  # stable: the order inside each group is kept
 
 
 @pytest.fixture(autouse=True)
@@ -173,3 +187,21 @@ def chromium():
         browser = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
         yield browser
         browser.close()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The run fails when a server a test started outlives it (`helpers.servers`); whatever is
+    left is stopped. Checked once, by the process that ran the session (pytest-xdist's
+    controller, after its workers ended)."""
+    if hasattr(session.config, "workerinput"):
+        return
+    left = servers.marked_alive()
+    if left:
+        for pid, _ in left:
+            try:
+                os.kill(pid, 9)
+            except OSError:
+                pass
+        print("\nprocesses started by tests were still running at the end (stopped now):\n" +
+              "\n".join(f"  {pid}: {cmd}" for pid, cmd in left))
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

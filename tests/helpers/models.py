@@ -113,3 +113,17 @@ def reference_labels(net: DeepLabV3Plus, image: np.ndarray) -> np.ndarray:
 def reference_probs(net: DeepLabV3Plus, image: np.ndarray) -> torch.Tensor:
     """`C x H x W` softmax probabilities in the reference geometry (`reference_logits`)."""
     return reference_logits(net, image).softmax(0)
+
+
+def shallow(net: DeepLabV3Plus, units: int = 2) -> DeepLabV3Plus:
+    """`net` with each ResNet stage cut to its first `units` units: the same kinds of layers,
+    strides, dilations and multi-grid rates in a graph a fraction the size (ResNet-101: 33 units
+    -> 8), for checks (exports, runtimes) whose outcome depth does not change. Other backbones
+    are left whole (MobileNetV2's stages change width inside; Xception-65 runs timm's blocks)."""
+    backbone = net.backbone
+    if type(backbone).__name__ != "ResNetBackbone":
+        return net
+    for i, stage in enumerate(backbone.stages):
+        backbone.stages[i] = stage[:units]
+    backbone.set_output_stride(backbone.output_stride)  # rates of the units kept
+    return net

@@ -65,6 +65,8 @@ def tiny(params: dict) -> dict:
     params["evaluate"].update(scales=[1.0, 1.5], trimap_widths=[2], sample_images=2, madds_size=65)
     params["deploy"].update(formats=["torch/fp32", "onnxruntime/fp32", "onnxruntime/int8"], calibration_images=4,
                             calibration_size=33)
+    # two of the paper's ablations: one of the model (no decoder), one of the start (no COCO)
+    params["ablations"] = {k: v for k, v in params["ablations"].items() if k in ("no_decoder", "no_coco")}
     return params
 
 
@@ -79,3 +81,19 @@ def run_stage(name: str, params, **paths):
     unknown = set(paths) - set(names)
     assert not unknown, f"stage {name} takes no {unknown}"
     return stage.run(params, Namespace(**{k: paths.get(k) for k in names}))
+
+
+GIT = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+       "GIT_COMMITTER_EMAIL": "t@t"}
+
+
+def stages_run(output: str) -> set[str]:
+    """The stages a `dvc repro` / `dvc exp run` output says it ran."""
+    return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
+
+
+def copy_of(finished, tmp_path: Path) -> Path:
+    """A private copy of the finished pipeline (git, DVC cache, MLflow store and all)."""
+    work = tmp_path / "repo"
+    shutil.copytree(finished[0], work, symlinks=True)
+    return work

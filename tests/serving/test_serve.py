@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import servers
 from helpers.models import (
     free_port,
     metrics_file,
@@ -49,7 +50,7 @@ def test_mlflow_models_serve_answers_like_predict(tracking, model_file, tmp_path
     register(model_file, metrics, PARAMS)  # with evaluate's calibration temperature
     port = free_port()
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tracking / 'mlflow.db'}"}
-    server = subprocess.Popen(
+    server = servers.start(
         [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m", "models:/seg@champion",
          "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -70,8 +71,7 @@ def test_mlflow_models_serve_answers_like_predict(tracking, model_file, tmp_path
         probs = np.array(_post(url, {"inputs": image[None].tolist(),
                                      "params": {"output": "probabilities"}})["predictions"])
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        servers.stop(server)
     Image.fromarray(image).save(tmp_path / "a.png")
     assert predict_main(["--model", "models:/seg@champion", "--input", str(tmp_path / "a.png"),
                          "--output", str(tmp_path / "out")]) == 0
@@ -127,7 +127,7 @@ def test_served_limits_refuse_bombs_and_oversize_images_in_one_line_and_tile_the
     register(model_file, metrics_file(tracking, 0.5), params)
     port = free_port()
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tracking / 'mlflow.db'}"}
-    server = subprocess.Popen(
+    server = servers.start(
         [str(Path(sys.executable).parent / "mlflow"), "models", "serve", "-m",
          "models:/limits@champion", "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -151,8 +151,7 @@ def test_served_limits_refuse_bombs_and_oversize_images_in_one_line_and_tile_the
         big_status, big_answer = _post_error(url, big)
         ok, tiled = _post_error(url, json.dumps({"inputs": image[None].tolist()}).encode())
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        servers.stop(server)
     assert len(bomb) < 200_000 and status == 400 and bomb_seconds < 30
     assert bomb_answer["message"] == "image 0: 10000x10000 is more than the 500,000 pixels allowed"
     assert big_status == 400 and big_answer["message"].startswith("image 0: 1000x1000 is more than")

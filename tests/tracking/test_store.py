@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import servers
 from helpers.models import (
     free_port,
     model_and_metrics,
@@ -24,19 +25,13 @@ def params(promote: str = "if_better"):
     return register_params(experiment="team", promote=promote)
 
 
-
-
-
-
-
-
 def start_server(store: Path, port: int) -> subprocess.Popen:
     """`mlflow server --serve-artifacts` on 127.0.0.1:`port` (SQLite backend in `store`, its
     own artifact folder), answering /health."""
     import urllib.request
 
     store.mkdir(exist_ok=True)
-    proc = subprocess.Popen(
+    proc = servers.start(
         [MLFLOW, "server", "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",
          "--serve-artifacts", "--artifacts-destination", str(store / "artifacts"),
          "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
@@ -48,7 +43,7 @@ def start_server(store: Path, port: int) -> subprocess.Popen:
                 return proc
         except OSError:
             if proc.poll() is not None or time.time() > deadline:
-                proc.kill()
+                servers.stop(proc, timeout=5)
                 raise AssertionError(f"mlflow server did not start: {proc.stdout.read()[-3000:]}")
             time.sleep(0.5)
 
@@ -70,8 +65,7 @@ def tracking_server(tmp_path, monkeypatch):
     try:
         yield uri, store
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        servers.stop(proc)
         mlflow.set_tracking_uri(None)
 
 
@@ -242,8 +236,8 @@ def test_training_outlives_its_tracking_server(tmp_path, tiny_train_csv, tiny_va
     params = base.replace(
         model=base.model.replace(aspp_channels=16, decoder_channels=16),
         runtime=base.runtime.replace(workers=0, threads=1, log_every=1),
-        pretrain=base.pretrain.replace(iterations=300, batch_size=4, crop_size=65,
-                                       checkpoint_every=10, val_every=100),
+        pretrain=base.pretrain.replace(iterations=120, batch_size=4, crop_size=65,
+                                       checkpoint_every=10, val_every=40),
         mlflow=base.mlflow.replace(experiment="outage"))
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
            "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1", "TQDM_DISABLE": "1", "DVC_ROOT": str(tmp_path)}
@@ -257,24 +251,23 @@ def test_training_outlives_its_tracking_server(tmp_path, tiny_train_csv, tiny_va
             assert proc.poll() is None and time.time() < deadline, proc.stderr.read()[-3000:]
             time.sleep(0.2)
 
-    servers = []
+    started = []
 
     def serve() -> subprocess.Popen:
-        servers.append(start_server(store, port))
-        return servers[-1]
+        started.append(start_server(store, port))
+        return started[-1]
 
     def stop(server: subprocess.Popen) -> None:
-        server.terminate()
-        server.wait(timeout=60)
+        servers.stop(server, timeout=60)
 
     try:
         server = serve()
         stage = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                  text=True)
-        wait_for(30, stage)
+        wait_for(20, stage)
         stop(server)
         outage = time.time()
-        wait_for(80, stage)  # training goes on while the server is away
+        wait_for(60, stage)  # training goes on while the server is away
         assert time.time() - outage > 3  # well past 1 retry with back-off 1
         server = serve()
         stderr = stage.communicate(timeout=900)[1]
@@ -284,23 +277,23 @@ def test_training_outlives_its_tracking_server(tmp_path, tiny_train_csv, tiny_va
         run = client.search_runs([client.get_experiment_by_name("outage").experiment_id])[0]
         assert run.info.status == "FINISHED"
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "loss")]
-        assert sorted(steps) == list(range(1, 301))  # every point, exactly once
-        assert [m.step for m in client.get_metric_history(run.info.run_id, "coco_val_miou")] == [100, 200, 300]
+        assert sorted(steps) == list(range(1, 121))  # every point, exactly once
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "coco_val_miou")] == [40, 80, 120]
 
         # Away at the end: one line, exit 2, the model file whole; the rerun delivers the rest.
         shutil.rmtree(out)
         env["MLFLOW_HTTP_REQUEST_TIMEOUT"] = "5"
-        args[3] = json.dumps(params.replace(pretrain=params.pretrain.replace(iterations=60)).as_dict())
+        args[3] = json.dumps(params.replace(pretrain=params.pretrain.replace(iterations=40)).as_dict())
         stage = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                  text=True)
-        wait_for(50, stage)
+        wait_for(30, stage)
         stop(server)
         stderr = stage.communicate(timeout=900)[1]
         assert stage.returncode == 2, stderr[-3000:]
         last = stderr.strip().splitlines()[-1]
         assert last.startswith(f"error: tracking server {uri} did not answer at the end: the model "
                                f"file {out / 'm.pt'} is written and whole; ") and "Run the stage again" in last
-        assert torch.load(out / "m.pt", weights_only=True)["info"]["iterations"] == 60
+        assert torch.load(out / "m.pt", weights_only=True)["info"]["iterations"] == 40
         assert (out / "c.ckpt.metrics.jsonl").read_text().splitlines()
         serve()
         rerun = subprocess.run(args, env=env, capture_output=True, text=True, timeout=900)
@@ -310,9 +303,9 @@ def test_training_outlives_its_tracking_server(tmp_path, tiny_train_csv, tiny_va
                                   order_by=["attributes.start_time DESC"])
         assert runs[0].info.status == "FINISHED" and len(runs) == 2
         steps = [m.step for m in client.get_metric_history(runs[0].info.run_id, "loss")]
-        assert sorted(steps) == list(range(1, 61))
+        assert sorted(steps) == list(range(1, 41))
     finally:
-        for server in servers:
-            server.kill()
+        for server in started:
+            servers.stop(server, timeout=5)
         if "stage" in locals():
             stage.kill()
