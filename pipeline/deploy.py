@@ -2,4 +2,5 @@
 
 from deeplab.stages import deploy, main
 
-main(deploy)
+if __name__ == "__main__":
+    main(deploy)

@@ -2,4 +2,5 @@
 
 from deeplab.stages import evaluate, main
 
-main(evaluate)
+if __name__ == "__main__":
+    main(evaluate)

@@ -2,4 +2,5 @@
 
 from deeplab.stages import fetch, main
 
-main(fetch)
+if __name__ == "__main__":
+    main(fetch)

@@ -3,4 +3,5 @@
 
 from deeplab.stages import finetune, main
 
-main(finetune)
+if __name__ == "__main__":
+    main(finetune)

@@ -2,4 +2,5 @@
 
 from deeplab.stages import preprocess, main
 
-main(preprocess)
+if __name__ == "__main__":
+    main(preprocess)

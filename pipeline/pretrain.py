@@ -2,4 +2,5 @@
 
 from deeplab.stages import pretrain, main
 
-main(pretrain)
+if __name__ == "__main__":
+    main(pretrain)

@@ -2,4 +2,5 @@
 
 from deeplab.stages import rank, main
 
-main(rank)
+if __name__ == "__main__":
+    main(rank)

@@ -2,4 +2,5 @@
 
 from deeplab.stages import register, main
 
-main(register)
+if __name__ == "__main__":
+    main(register)

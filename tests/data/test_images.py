@@ -9,11 +9,12 @@ import pytest
 from PIL import Image, ImageOps
 
 from deeplab.core.errors import BadSampleError
+from deeplab.core.schema import ServeConfig
 from deeplab.data.dataset import load_sample
 from deeplab.data.images import read_rgb
 from deeplab.data.palette import save_label_png
 from deeplab.prepare.samples import check_image
-from deeplab.serving.pyfunc_model import _decode
+from deeplab.serving.pyfunc_model import _as_images
 from deeplab.serving.quantize import calibration_crops
 
 
@@ -45,8 +46,9 @@ def test_every_door_reads_the_same_upright_uint8_pixels(tmp_path, make):
     image, _ = load_sample(str(path), str(mask))  # training and evaluation
     assert np.array_equal(image.permute(1, 2, 0).numpy(), expected)
     assert np.array_equal(read_rgb(path), expected)  # predict
-    served = _decode(base64.b64encode(path.read_bytes()).decode(), 0, 10**8)  # the served model
-    assert np.array_equal(served, expected)
+    served, _ = _as_images(pd.DataFrame({"image": [base64.b64encode(path.read_bytes()).decode()]}),
+                           ServeConfig(), "labels")  # the served model
+    assert np.array_equal(served[0], expected)
     pd.DataFrame({"image": [str(path)]}).to_csv(tmp_path / "list.csv", index=False)
     crop = calibration_crops(tmp_path / "list.csv", 1, 10**4, 0)[0][0]  # int8 calibration:
     s = crop.shape[0]  # a square crop of the upright image

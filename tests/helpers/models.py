@@ -116,14 +116,20 @@ def reference_probs(net: DeepLabV3Plus, image: np.ndarray) -> torch.Tensor:
 
 
 def shallow(net: DeepLabV3Plus, units: int = 2) -> DeepLabV3Plus:
-    """`net` with each ResNet stage cut to its first `units` units: the same kinds of layers,
-    strides, dilations and multi-grid rates in a graph a fraction the size (ResNet-101: 33 units
-    -> 8), for checks (exports, runtimes) whose outcome depth does not change. Other backbones
-    are left whole (MobileNetV2's stages change width inside; Xception-65 runs timm's blocks)."""
+    """`net` with its backbone's repeated units cut: each ResNet stage to its first `units`
+    units, MobileNetV2's stages to the units that change the width or the stride (its identity
+    residual blocks left out). The same kinds of layers, strides, dilations and multi-grid rates
+    in a graph a fraction the size (ResNet-101: 33 units -> 8; MobileNetV2: 13 -> 5), for
+    checks (exports, runtimes) whose outcome depth does not change. Xception-65 runs timm's
+    own blocks: left whole."""
+    import torch.nn as nn
+
     backbone = net.backbone
-    if type(backbone).__name__ != "ResNetBackbone":
-        return net
+    kind = type(backbone).__name__
     for i, stage in enumerate(backbone.stages):
-        backbone.stages[i] = stage[:units]
+        if kind == "ResNetBackbone":
+            backbone.stages[i] = stage[:units]
+        elif kind == "MobileNetV2Backbone":
+            backbone.stages[i] = nn.Sequential(*[u for u in stage if not u.use_res_connect])
     backbone.set_output_stride(backbone.output_stride)  # rates of the units kept
     return net

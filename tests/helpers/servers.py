@@ -8,6 +8,7 @@ its parent is stopped."""
 import os
 import signal
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -47,6 +48,24 @@ def group_alive(pgid: int) -> bool:
         return False
 
 
+def peak_rss(pgid: int) -> int:
+    """The largest peak resident memory (VmHWM, bytes) of the processes of group `pgid`."""
+    peak = 0
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(stat[2]) != pgid:  # the process group, after state and ppid
+                continue
+            for line in (entry / "status").read_text().splitlines():
+                if line.startswith("VmHWM:"):
+                    peak = max(peak, int(line.split()[1]) * 1024)
+        except (OSError, ValueError, IndexError):
+            continue
+    return peak
+
+
 def marked_alive() -> list[tuple[int, str]]:
     """(pid, command line) of every live process this run started as a server."""
     needle = f"{MARK}={TOKEN}".encode()
@@ -63,3 +82,26 @@ def marked_alive() -> list[tuple[int, str]]:
         except OSError:
             continue
     return found
+
+
+def mlflow_server(store: Path, port: int) -> subprocess.Popen:
+    """`mlflow server --serve-artifacts` on 127.0.0.1:`port` (SQLite backend in `store`, its
+    own artifact folder), answering /health."""
+    import urllib.request
+
+    store.mkdir(exist_ok=True)
+    proc = start(
+        [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",
+         "--serve-artifacts", "--artifacts-destination", str(store / "artifacts"),
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 180
+    while True:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
+                return proc
+        except OSError:
+            if proc.poll() is not None or time.time() > deadline:
+                stop(proc, timeout=5)
+                raise AssertionError(f"mlflow server did not start: {proc.stdout.read()[-3000:]}")
+            time.sleep(0.5)

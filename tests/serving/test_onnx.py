@@ -78,7 +78,7 @@ def test_onnx_equals_pytorch_on_every_backbone(tmp_path, backbone, output_stride
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    seg = tiny_segmenter("mobilenet_v2", 16)
+    seg = tiny_segmenter("mobilenet_v2", 16, depth=2)
     path = tmp_path_factory.mktemp("onnx") / "model.onnx"
     export_onnx(seg, path, probabilities=True)
     return seg, path
@@ -108,8 +108,35 @@ def test_crafted_onnx_files_are_refused_before_a_runtime_reads_them(exported, tm
 
     with pytest.raises(UnsafeFileError, match="external data '../../../etc/passwd' outside"):
         OnnxRuntimeRunner(_rewrite(path, tmp_path / "a.onnx", external), "fp32", 1)
-    with pytest.raises(UnsafeFileError, match="domain\\(s\\) evil.ops"):
+    def function_and_another_op(model):  # defines evil.ops.F, uses evil.ops.Run
+        custom_op(model)
+        model.functions.append(onnx.helper.make_function(
+            "evil.ops", "F", ["a"], ["b"], [onnx.helper.make_node("Identity", ["a"], ["b"])],
+            [onnx.helper.make_opsetid("", 18)]))
+
+    def constant_of_shape(model):  # a 10^6 x 10^6 constant: ORT out of memory, OpenVINO bad_alloc
+        shape = onnx.helper.make_tensor("big", onnx.TensorProto.INT64, [2], [10**6, 10**6])
+        model.graph.node.insert(0, onnx.helper.make_node("ConstantOfShape", ["big_shape"], ["huge"]))
+        model.graph.node.insert(0, onnx.helper.make_node("Constant", [], ["big_shape"], value=shape))
+        model.graph.output.append(onnx.helper.make_tensor_value_info("huge", onnx.TensorProto.FLOAT,
+                                                                        ["rows", "cols"]))
+
+    def three_channels_named_two(model):
+        props = {p.key: p for p in model.metadata_props}
+        classes = json.loads(props["classes"].value)
+        classes["names"], classes["palette"] = classes["names"][:2], classes["palette"][:2]
+        props["classes"].value = json.dumps(classes)
+
+    with pytest.raises(UnsafeFileError, match=r"operator\(s\) evil.ops.Run"):
         OpenVinoRunner(_rewrite(path, tmp_path / "b.onnx", custom_op), "fp32", 1)
+    with pytest.raises(UnsafeFileError, match=r"operator\(s\) evil.ops.Run, which"):
+        OpenVinoRunner(_rewrite(path, tmp_path / "f.onnx", function_and_another_op), "fp32", 1)
+    big = _rewrite(path, tmp_path / "big.onnx", constant_of_shape)
+    for runner in (OnnxRuntimeRunner, OpenVinoRunner):
+        with pytest.raises(ModelFileError, match=r"big.onnx: \w+ cannot \w+ it \(out of memory\)"):
+            runner(big, "fp32", 1).labels(scenes(1, 65))
+    with pytest.raises(ModelFileError, match="names 2 classes but its probabilities have 3 channels"):
+        OnnxRuntimeRunner(_rewrite(path, tmp_path / "m.onnx", three_channels_named_two), "fp32", 1)
     (tmp_path / "c.onnx").write_bytes(b"\x08\x07garbage" * 10)
     with pytest.raises(ModelFileError, match="c.onnx: not a"):
         check_onnx(tmp_path / "c.onnx")
@@ -167,10 +194,13 @@ def test_bf16_runs_where_the_cpu_has_it_and_is_one_line_elsewhere(exported, monk
     monkeypatch.setattr(runtimes, "cpu_bf16", lambda: False)
     with pytest.raises(ConfigError, match="neither AVX512_BF16 nor AMX"):
         OpenVinoRunner(path, "bf16", 1)
-    with pytest.raises(ConfigError, match="onnxruntime has no bf16"):
-        OnnxRuntimeRunner(path, "bf16", 1)
-    with pytest.raises(ConfigError, match="int8 runs on onnxruntime or openvino"):
-        TorchRunner(seg, "int8", torch.device("cpu"))
+    from deeplab.serving.runtimes import open_runner
+
+    with pytest.raises(ConfigError, match=r"onnxruntime has no bf16 \(it runs fp32, int8\); "
+                                          r"bf16 runs on torch, openvino"):
+        open_runner(path, "onnxruntime", "bf16")
+    with pytest.raises(ConfigError, match="torch has no int8 .*int8 runs on onnxruntime, openvino"):
+        open_runner(seg, "torch", "int8")
 
 
 def test_an_int8_request_without_an_int8_file_names_the_fix(tmp_path):

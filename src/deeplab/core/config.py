@@ -13,7 +13,7 @@ from typing import Any
 
 from .errors import ConfigError
 from .safe_yaml import read_yaml
-from .schema import SECTIONS, Params
+from .schema import OPTIONAL, SECTIONS, Params
 from .validation import validate
 
 
@@ -23,7 +23,7 @@ def parse_params(raw: Any, sections: tuple[str, ...] | None = None) -> Params:
     if not isinstance(raw, dict):
         raise ConfigError("params: expected a mapping of sections at the top level")
     wanted = SECTIONS if sections is None else tuple(sections)
-    missing = [name for name in ("seed", *wanted) if name not in raw]
+    missing = [name for name in ("seed", *wanted) if name not in raw and name not in OPTIONAL]
     if missing:
         raise ConfigError("\n".join(f"{name}: missing key" for name in missing))
     # Sections a stage does not read are left out; unknown top-level keys stay in, so a

@@ -383,16 +383,26 @@ class DeployConfig(Section):
 
 
 class ServeConfig(WindowSettings):
-    """How the registered model runs when served: its runtime, precision, the largest image
-    it takes, and the sliding windows above `whole_pixels`."""
+    """How the registered model runs when served: its runtime and precision (`auto`: the
+    fastest deployed format evaluate measured within `deploy.max_drop`), the largest image it
+    takes, the sliding windows above `whole_pixels`, and what one request may cost."""
 
-    runtime: Literal[tuple(RUNTIMES)] = "torch"  # type: ignore[valid-type]
-    precision: Literal[PRECISIONS] = "fp32"  # type: ignore[valid-type]
+    runtime: Literal[("auto", *RUNTIMES)] = "torch"  # type: ignore[valid-type]
+    precision: Literal[("auto", *PRECISIONS)] = "fp32"  # type: ignore[valid-type]
     max_pixels: Annotated[int, Field(gt=0, le=MAX_PIXELS)] = 40_000_000
+    max_output_pixels: Annotated[int, Field(gt=0, le=MAX_PIXELS)] = 16_000_000
+    max_request_pixels: Annotated[int, Field(gt=0, le=10 * MAX_PIXELS)] = 100_000_000
+    concurrency: Annotated[int, Field(gt=0, le=64)] = 1
+    timeout_s: Annotated[float, Field(gt=0, le=3600)] = 55.0
     threads: Annotated[int, Field(ge=0, le=256)] = 0
 
     @model_validator(mode="after")
     def _a_format_that_exists(self) -> Self:
+        if "auto" in (self.runtime, self.precision):
+            if self.runtime != self.precision:
+                raise PydanticCustomError("format", "runtime and precision are both auto (the "
+                                          "fastest measured format) or neither")
+            return self
         try:
             check_format(self.runtime, self.precision)
         except ValueError as exc:
@@ -450,6 +460,75 @@ class RankConfig(Section):
     max_pixels: Annotated[int, Field(gt=0, le=MAX_PIXELS)] = 40_000_000  # larger: left out
 
 
+class SearchRange(Section):
+    """A sweep's range for one params key: floats `{low, high}` (`log: true` for a log scale),
+    integers `{low, high, step}`."""
+
+    low: float | int
+    high: float | int
+    log: bool = False
+    step: Optional[Annotated[int, Field(gt=0)]] = None
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if not self.low < self.high:
+            raise PydanticCustomError("range", "expected low < high")
+        if self.step is not None and not (isinstance(self.low, int) and isinstance(self.high, int)):
+            raise PydanticCustomError("range", "step is for integer ranges (low and high integers)")
+        if self.log and self.low <= 0:
+            raise PydanticCustomError("range", "a log range needs low > 0")
+        return self
+
+
+Choice = bool | int | float | Annotated[str, Field(min_length=1, max_length=200)]
+
+
+def _space_value(value: Any) -> Any:
+    """A space entry: a mapping is a range, a list the choices; anything else is refused."""
+    if isinstance(value, dict):
+        try:
+            return validate(SearchRange, value)
+        except ConfigError as exc:
+            reasons = [line.removeprefix("params: ").split(", got ")[0].split("; allowed")[0]
+                       for line in str(exc).splitlines()]
+            raise PydanticCustomError("range", "{reason}", {"reason": "; ".join(reasons)}) from None
+    if isinstance(value, list) and value and all(
+            isinstance(v, (bool, int, float, str)) for v in value):
+        return value
+    raise PydanticCustomError("space", "expected {low, high[, log | step]} or a non-empty list "
+                              "of values")
+
+
+class SweepConfig(Section):
+    """A sweep: an Optuna study of DVC experiments, one per trial (`python -m deeplab.sweep`);
+    no stage reads this section. `storage` null: an SQLite file beside the repository (one
+    machine); `postgresql://...` for many (docs/sweeps.md)."""
+
+    study: Annotated[str, AfterValidator(_model_name)]
+    storage: Optional[Name] = None
+    metric: Annotated[str, Field(min_length=1, max_length=100)] = "miou"
+    direction: Literal["maximize", "minimize"] = "maximize"
+    trials: Annotated[int, Field(gt=0, le=100_000)]
+    sampler: Literal["tpe", "random", "grid"] = "tpe"
+    pruner: Literal["none", "median", "hyperband"] = "median"
+    seed: Seed = 0
+    retries: Annotated[int, Field(ge=0, le=100)] = 1
+    heartbeat_s: Annotated[int, Field(gt=0, le=3600)] = 20
+    grace_s: Annotated[int, Field(gt=0, le=86_400)] = 60
+    storage_wait_s: Annotated[float, Field(ge=0, le=3600)] = 60.0
+    space: Annotated[dict[Annotated[str, Field(min_length=3, max_length=200)],
+                          Annotated[Any, BeforeValidator(_space_value)]], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _grid_is_finite(self) -> Self:
+        if self.sampler == "grid":
+            ranges = [k for k, v in self.space.items() if isinstance(v, SearchRange) and v.step is None]
+            if ranges:
+                raise PydanticCustomError("grid", "sampler grid needs lists or integer ranges with "
+                                          "a step; {key} is a continuous range", {"key": ranges[0]})
+        return self
+
+
 class Params(Section):
     """The whole params file; sections a stage does not read are `None`. The `register`
     section is the attribute `registration` (`register` would shadow pydantic's own)."""
@@ -466,6 +545,7 @@ class Params(Section):
     registration: Optional[RegisterConfig] = Field(default=None, alias="register")
     deploy: Optional[DeployConfig] = None
     rank: Optional[RankConfig] = None
+    sweep: Optional[SweepConfig] = None
     ablations: Annotated[Optional[Variants], BeforeValidator(lambda v: {} if v is None else v)] = None
     mlflow: Optional[MlflowConfig] = None
 
@@ -490,3 +570,4 @@ class Params(Section):
 
 
 SECTIONS = tuple(field.alias or name for name, field in Params.model_fields.items() if name != "seed")
+OPTIONAL = ("sweep",)  # a params file may leave these out

@@ -26,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ..core.errors import TrainingDivergedError
+from ..core.errors import DeeplabError, TrainingDivergedError
 from ..core.io import save_torch
 from ..core.schema import RuntimeConfig, Schedule, TrainConfig
 from ..data.dataset import IterationSampler, SegmentationDataset
@@ -275,7 +275,12 @@ def train(model: nn.Module, dataset: SegmentationDataset, sched: Schedule, setti
                 on_log(it, record)
         if on_validate and sched.val_every and it % sched.val_every == 0 and it < total:
             if rank == 0:
-                val_history.append({"iteration": it, **on_validate(unwrap(model), it)})
+                try:
+                    val_history.append({"iteration": it, **on_validate(unwrap(model), it)})
+                except DeeplabError:  # e.g. a sweep's pruner: stopped here, this state kept
+                    save(it)
+                    bar.close()
+                    raise
                 selection.observe(val_history[-1]["val_miou"], it, unwrap(model))
                 set_train_mode(model, freeze_bn)
             if world_size > 1:  # every process stops where rank 0 decided to

@@ -21,6 +21,7 @@ from ..evaluation.evaluate import evaluate
 from ..model import DeepLabV3Plus
 from ..model.device import select_device
 from ..model.files import save_model
+from ..sweep.pruning import TrialPruned, reporter
 from ..tracking.runs import dvc_experiment, git_commit, start_stage_run
 from ..tracking.spool import MetricSpool, end_run, spool_file
 from .checkpoints import code_signature, fingerprint, load_checkpoint
@@ -234,15 +235,20 @@ def run_training_stage(stage: TrainingStage, params: Params, files: StageFiles) 
         if spool:
             spool.log(record, it)
 
+    sweep = reporter(stage.name) if info.is_main else None  # a sweep's trial: report, prune
+
     def validate(m: torch.nn.Module, it: int) -> dict[str, float]:
         miou = evaluate(m, val_rows, len(classes), device, desc="val")["miou"]
         log_metrics({f"{stage.metric_prefix}val_miou": miou}, it)
+        if sweep:
+            sweep.report(miou, it)
         return {"val_miou": miou}
 
     status = "FAILED"
     try:
         if run:
-            mlflow.set_tags({"init": origin, "processes": str(info.world_size)})
+            mlflow.set_tags({"init": origin, "processes": str(info.world_size),
+                             **(sweep.tags() if sweep else {})})
             if weights is not None:
                 mlflow.log_dict(dict(zip(classes.names, weights)), "class_weights.json")
         options = TrainOptions(files.checkpoint, params.seed, fp, device, info.rank,
@@ -260,6 +266,11 @@ def run_training_stage(stage: TrainingStage, params: Params, files: StageFiles) 
         spool.set_tags({"mlflow.runName": f"{stage.name} · {'coco ' if stage.metric_prefix else ''}"
                                           f"{metrics['val_miou']:.3f}"})
         status = "FINISHED"
+    except TrialPruned:
+        status = "KILLED"
+        if spool:
+            spool.set_tags({"sweep.state": "PRUNED"})
+        raise
     finally:
         try:
             if spool:

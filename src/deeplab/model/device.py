@@ -32,6 +32,24 @@ def cpu_flags() -> frozenset[str]:
     return frozenset(line.partition(":")[2].split())
 
 
+def cpu_name() -> str:
+    """The CPU's model name and its vector extensions that matter for inference speed (what a
+    timing was measured on), e.g. `Intel(R) Xeon(R) Processor (AVX512_BF16, AMX)`."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        name = next(line.partition(":")[2].strip() for line in text.splitlines()
+                    if line.startswith("model name"))
+    except (OSError, StopIteration):
+        import platform
+
+        name = platform.processor() or platform.machine()
+    flags = cpu_flags()
+    kinds = [label for flag, label in (("avx512_bf16", "AVX512_BF16"), ("amx_bf16", "AMX"),
+                                       ("avx512_vnni", "VNNI"), ("avx512f", "AVX-512"),
+                                       ("avx2", "AVX2")) if flag in flags]
+    return f"{name} ({', '.join(kinds[:3]) or 'no AVX2'})"
+
+
 def cpu_bf16() -> bool:
     """Whether this CPU computes bf16 natively (AVX512_BF16 or AMX)."""
     flags = cpu_flags()

@@ -73,6 +73,33 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     return manifest
 
 
+def check_belongs(folder: Path, digest: str, classes: Any) -> dict[str, Any]:
+    """The deploy folder's manifest, refused in one line (RegistryError) unless it and every
+    ONNX file in it were written from the model of `digest` (`state_digest(state, {})`) with
+    its class list: a stale folder (the model retrained, deploy not rerun) or another model's
+    file copied in with its sha256 fixed in the manifest is not registered."""
+    from .onnx_files import check_onnx, read_metadata
+
+    manifest = read_manifest(folder)
+    if manifest.get("source_sha256") != digest:
+        raise RegistryError(f"{folder / MANIFEST}: written for another model (source_sha256 "
+                            f"{str(manifest.get('source_sha256'))[:12]}..., this one is "
+                            f"{digest[:12]}...); rerun the deploy stage (dvc repro deploy)")
+    for name in manifest["files"]:
+        path = folder / name
+        if not name.endswith(".onnx"):
+            continue
+        try:
+            found, _, props = read_metadata(check_onnx(path), path)
+        except DeeplabError as exc:
+            raise RegistryError(str(exc)) from None
+        if props.get("source_sha256") != digest or tuple(found.names) != tuple(classes.names):
+            raise RegistryError(f"{path}: exported from another model (its source_sha256 or its "
+                                f"{len(found)} classes differ from this model's {len(classes)}); "
+                                f"rerun the deploy stage (dvc repro deploy)")
+    return manifest
+
+
 def runners(folder: Path, formats: list[str], threads: int) -> Iterator[tuple[str, Runner]]:
     """(format, runner) for each deployed format this machine can run; a format it cannot
     (bf16 without AVX512_BF16/AMX) is skipped with one log line."""
@@ -98,11 +125,22 @@ class Deployment:
     digest: str
 
 
+def fastest(deployed: dict[str, dict[str, float]], kept: dict[str, float]) -> list[str]:
+    """The kept formats, fastest first by evaluate's ms per image (torch fp32 last when it was
+    not measured: the format that runs everywhere)."""
+    order = sorted(kept, key=lambda fmt: (deployed[fmt]["ms_per_image"], fmt))
+    return order + (["torch/fp32"] if "torch/fp32" not in order else [])
+
+
 def deployment(serve: ServeConfig, max_drop: float, folder: Path | None,
                deployed: dict[str, dict[str, float]], temperature: float = 1.0) -> Deployment:
     """The files and serving settings a version registers (with the calibration
     `temperature` its probabilities are served under); RegistryError (one line) when the
-    serving format is not deployed or falls more than `max_drop` below fp32."""
+    serving format is not deployed or falls more than `max_drop` below fp32. `auto` serves the
+    fastest format within `max_drop` that evaluate measured on this machine, and records why
+    (`auto`: the order to fall back along, each format's mIoU and ms, the CPU measured on)."""
+    from ..model.device import cpu_name
+
     files: dict[str, Path] = {}
     formats: dict[str, float] = {}
     digests: dict[str, str] = {}
@@ -117,13 +155,22 @@ def deployment(serve: ServeConfig, max_drop: float, folder: Path | None,
             formats[fmt] = row["miou"]
             if runtime != "torch" and ONNX_FILES[precision] in digests:
                 files[ONNX_FILES[precision]] = folder / ONNX_FILES[precision]
-    fmt = f"{serve.runtime}/{serve.precision}"
+    settings = serve.model_dump()
+    if serve.runtime == "auto":
+        order = fastest(deployed, formats)
+        settings["runtime"], settings["precision"] = order[0].split("/")
+        settings["auto"] = {"order": order, "cpu": cpu_name(), "measured": {
+            fmt: {k: deployed[fmt][k] for k in ("miou", "ms_per_image")} for fmt in order
+            if fmt in deployed}}
+        log.info("register.serve auto: %s (%s)", order[0], ", ".join(
+            f"{fmt} {deployed[fmt]['ms_per_image']:.1f} ms" for fmt in order if fmt in deployed))
+    fmt = f"{settings['runtime']}/{settings['precision']}"
     if fmt != "torch/fp32" and fmt not in formats:
         reason = (f"{deployed[fmt]['drop']:.4f} below fp32, more than deploy.max_drop {max_drop}"
                   if fmt in deployed else "not among the measured deploy.formats")
         raise RegistryError(f"register.serve: {fmt} is {reason}; serve another format or "
                             f"raise deploy.max_drop")
-    settings = {**serve.model_dump(), "files": {name: digests[name] for name in sorted(files)}}
+    settings["files"] = {name: digests[name] for name in sorted(files)}
     if temperature != 1.0:  # (a settings file without it: uncalibrated, as registered before)
         settings["temperature"] = float(temperature)
     digest = value_sha256(settings)

@@ -15,7 +15,6 @@ operator domain must be one a plain export or a static quantization writes, and
 
 from __future__ import annotations
 
-import io
 import json
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -103,13 +102,18 @@ def check_onnx(path: str | Path) -> Any:
             if where.is_absolute() or ".." in where.parts or not target.is_relative_to(folder):
                 raise UnsafeFileError(f"{path}: refused: tensor {tensor.name!r} names external data "
                                       f"{entry.value!r} outside the model's folder")
-    local = {f.domain for f in model.functions}  # functions the file defines itself
-    used = {op.domain for op in model.opset_import} | {n.domain for n in model.graph.node} | {
-        n.domain for f in model.functions for n in f.node}
-    odd = sorted(used - ALLOWED_DOMAINS - local)
+    # An operator of another domain is allowed only when the file defines it as a function
+    # itself (the dynamo exporter writes some); any other would be looked up in a library.
+    defined = {(f.domain, f.name) for f in model.functions}
+    nodes = [*model.graph.node, *(n for f in model.functions for n in f.node)]
+    odd = sorted({f"{n.domain}.{n.op_type}" for n in nodes
+                  if n.domain not in ALLOWED_DOMAINS and (n.domain, n.op_type) not in defined})
+    odd += sorted({op.domain for op in model.opset_import} - ALLOWED_DOMAINS
+                  - {domain for domain, _ in defined})
     if odd:
-        raise UnsafeFileError(f"{path}: refused: operators of domain(s) {', '.join(odd)}, which a "
-                              f"plain export does not write (a custom operator library would run)")
+        raise UnsafeFileError(f"{path}: refused: operator(s) {', '.join(odd)}, which a plain export "
+                              f"does not write and the file does not define (a custom operator "
+                              f"library would run)")
     try:
         onnx.checker.check_model(model)
     except Exception as exc:  # noqa: BLE001 - onnx's ValidationError and friends
@@ -118,8 +122,18 @@ def check_onnx(path: str | Path) -> Any:
     return model
 
 
+def output_channels(model: Any) -> int | None:
+    """The class count of a model's `probabilities` output (`N x C x H x W`), when static."""
+    for out in model.graph.output:
+        if out.name == "probabilities":
+            dims = out.type.tensor_type.shape.dim
+            return dims[1].dim_value if len(dims) == 4 and dims[1].HasField("dim_value") else None
+    return None
+
+
 def read_metadata(model: Any, path: Path) -> tuple[ClassList, dict[str, Any], dict[str, str]]:
-    """The class list, strategy and raw metadata of a checked ONNX model."""
+    """The class list, strategy and raw metadata of a checked ONNX model; ModelFileError when
+    the class list disagrees with the probabilities' channels (labels outside the list)."""
     props = {p.key: p.value for p in model.metadata_props}
     try:
         classes = ClassList.from_dict(json.loads(props["classes"]))
@@ -127,9 +141,9 @@ def read_metadata(model: Any, path: Path) -> tuple[ClassList, dict[str, Any], di
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelFileError(f"{path}: no readable class list in its metadata ({exc}); export it "
                              f"with python -m deeplab.serving.export") from None
+    channels = output_channels(model)
+    if channels is not None and channels != len(classes):
+        raise ModelFileError(f"{path}: its metadata names {len(classes)} classes but its "
+                             f"probabilities have {channels} channels; refusing it (labels would "
+                             f"fall outside the class list)")
     return classes, strategy, props
-
-
-def model_bytes(model: Any) -> io.BytesIO:
-    """A checked model's bytes (what a runtime is given: nothing is read from disk again)."""
-    return io.BytesIO(model.SerializeToString())

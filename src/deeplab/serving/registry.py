@@ -36,7 +36,7 @@ from ..core.schema import Params
 from ..data.classes import ClassList
 from ..model.files import classes_of, read_model_file, state_digest
 from ..model.inference import InferenceStrategy
-from .deploy import Deployment, deployment
+from .deploy import Deployment, check_belongs, deployment
 from .promote import assign_alias
 
 log = logging.getLogger(__name__)
@@ -198,9 +198,11 @@ def register(model_file: Path, metrics_file: Path, params: Params,
     evaluated = json.loads(metrics_file.read_text())
     rows = evaluated.get("deployed", {}) if deployed else {}
     max_drop = params.deploy.max_drop if params.deploy is not None else 0.01
+    state = read_model_file(model_file)
+    if deployed is not None:
+        check_belongs(deployed, state_digest(state, {}), classes_of(state))
     kept = deployment(cfg.serve, max_drop, deployed, rows, float(evaluated.get("temperature", 1.0)))
     strategy = InferenceStrategy.from_dict(cfg.inference.model_dump()).as_dict()
-    state = read_model_file(model_file)
     reg = Registration(cfg.model_name, model_file, strategy, state_digest(state, strategy),
                        {**_training_lineage(state["info"]), "dvc.exp": dvc_experiment()},
                        miou, cfg.min_miou, cfg.promote, classes_of(state), kept)

@@ -24,7 +24,7 @@ import torch
 
 from ..core.choices import runtimes as choices
 from ..core.choices.runtimes import RUNTIMES
-from ..core.errors import ConfigError, InputError
+from ..core.errors import ConfigError, DeeplabError, InputError, ModelFileError
 from ..data.classes import ClassList
 from ..model.device import cpu_bf16
 from .onnx_files import check_onnx, read_metadata
@@ -125,6 +125,22 @@ class _OnnxRunner(Runner):
         self.classes, self.strategy, self.metadata = read_metadata(self.model, path)
         self.outputs = [o.name for o in self.model.graph.output]
 
+    def _checked(self, labels: np.ndarray) -> np.ndarray:
+        """`labels`, refused when one falls outside the metadata's class list."""
+        if labels.size and int(labels.max()) >= len(self.classes):
+            raise ModelFileError(f"{self.path}: gives label {int(labels.max())}, outside its "
+                                 f"{len(self.classes)}-class list; refusing its output")
+        return labels
+
+    def _failed(self, what: str, exc: Exception) -> DeeplabError:
+        """One line for a runtime's own failure (OpenVINO's `std::bad_alloc` traceback, ONNX
+        Runtime's out-of-memory), naming the file."""
+        text = str(exc).strip().splitlines()
+        line = next((t for t in text if "bad_alloc" in t or "memory" in t.lower()), text[0] if text else "")
+        if "bad_alloc" in line or "memory" in line.lower():
+            line = "out of memory"
+        return ModelFileError(f"{self.path}: {self.runtime} cannot {what} it ({line[:300]})")
+
     def _need_probs(self) -> None:
         if "probabilities" not in self.outputs:
             raise InputError(f"{self.path}: exported without probabilities (tiles and confidence "
@@ -142,15 +158,24 @@ class OnnxRuntimeRunner(_OnnxRunner):
         if threads:
             opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
         opts.log_severity_level = 3
-        self.session = ort.InferenceSession(self.model.SerializeToString(), opts,
-                                            providers=["CPUExecutionProvider"])
+        try:
+            self.session = ort.InferenceSession(self.model.SerializeToString(), opts,
+                                                providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001 - ORT's own error types
+            raise self._failed("load", exc) from None
+
+    def _run(self, name: str, images: np.ndarray) -> np.ndarray:
+        try:
+            return self.session.run([name], {"images": images})[0]
+        except Exception as exc:  # noqa: BLE001 - ORT's own error types
+            raise self._failed("run", exc) from None
 
     def probs(self, images: np.ndarray) -> np.ndarray:
         self._need_probs()
-        return self.session.run(["probabilities"], {"images": images})[0]
+        return self._run("probabilities", images)
 
     def labels(self, images: np.ndarray) -> np.ndarray:
-        return self.session.run(["labels"], {"images": images})[0]
+        return self._checked(self._run("labels", images))
 
 
 class OpenVinoRunner(_OnnxRunner):
@@ -167,13 +192,19 @@ class OpenVinoRunner(_OnnxRunner):
                                   "PERFORMANCE_HINT": "LATENCY"}
         if threads:
             config["INFERENCE_NUM_THREADS"] = threads
-        model = core.read_model(self.model.SerializeToString(), b"")
-        self.compiled = core.compile_model(model, "CPU", config)
+        try:
+            model = core.read_model(self.model.SerializeToString(), b"")
+            self.compiled = core.compile_model(model, "CPU", config)
+        except Exception as exc:  # noqa: BLE001 - OpenVINO raises RuntimeError, bad_alloc, ...
+            raise self._failed("compile", exc) from None
         self.names = [o.get_any_name() for o in self.compiled.outputs]
 
     def _run(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        request = self.compiled.create_infer_request()
-        result = request.infer({0: images})
+        try:
+            request = self.compiled.create_infer_request()
+            result = request.infer({0: images})
+        except Exception as exc:  # noqa: BLE001 - OpenVINO's own error types
+            raise self._failed("run", exc) from None
         return {name: result[out] for name, out in zip(self.names, self.compiled.outputs)}
 
     def probs(self, images: np.ndarray) -> np.ndarray:
@@ -181,7 +212,7 @@ class OpenVinoRunner(_OnnxRunner):
         return np.asarray(self._run(images)["probabilities"], dtype=np.float32)
 
     def labels(self, images: np.ndarray) -> np.ndarray:
-        return np.asarray(self._run(images)["labels"], dtype=np.uint8)
+        return self._checked(np.asarray(self._run(images)["labels"], dtype=np.uint8))
 
 
 def onnx_file(source: Path, precision: str) -> Path:

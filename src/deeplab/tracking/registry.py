@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..core.choices.runtimes import check_format
 from ..core.errors import ConfigError, ModelFileError, first_line
 from ..core.hashing import file_sha256, value_sha256
 from ..model.files import read_model_file, verify_digest
@@ -97,7 +98,12 @@ one. A model registered before deployments serves on torch fp32."""
         settings = json.loads((model_dir / artifacts["serve"]["path"]).read_text())
         digests = dict(settings.pop("files"))
         temperature = settings.pop("temperature", None)
+        auto = settings.pop("auto", None)
         validate_options(ServeConfig, settings, option_prefix="")
+        if auto is not None:  # register.serve auto: the formats to fall back along
+            for fmt in auto["order"]:
+                check_format(*fmt.split("/"))
+            settings["auto"] = auto
         if temperature is not None:
             if not isinstance(temperature, (int, float)) or not 0.01 <= temperature <= 100:
                 raise ValueError(f"temperature {temperature!r} is not a number in [0.01, 100]")

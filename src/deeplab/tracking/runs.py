@@ -12,6 +12,7 @@ from pathlib import Path
 from ..core.config import flatten
 from ..core.hashing import files_hash
 from ..core.schema import Params
+from ..sweep.study import in_sweep
 from .store import repo_root, setup
 
 
@@ -121,10 +122,16 @@ def pipeline_parent(client, experiment_id: str) -> str | None:
             return runs[0].info.run_id
         exp = dvc_experiment()
         name = f"dvc exp {exp}" if exp != "workspace" else "dvc repro " + time.strftime("%m-%d %H:%M")
-        run = client.create_run(experiment_id, run_name=name, tags={
-            PARENT_TAG: key, "dvc.exp": exp, "dvc.command": cmdline[:500],
-            "process.host": socket.gethostname(), "process.pid": str(pid),
-            "git.commit": git_commit(), "pipeline.parent": "true"})
+        tags = {PARENT_TAG: key, "dvc.exp": exp, "dvc.command": cmdline[:500],
+                "process.host": socket.gethostname(), "process.pid": str(pid),
+                "git.commit": git_commit(), "pipeline.parent": "true"}
+        sweep = in_sweep()
+        if sweep:  # a sweep's trial: nested under the study's run
+            tags.update({"sweep.study": sweep["DEEPLAB_SWEEP_STUDY"],
+                         "sweep.trial": sweep["DEEPLAB_SWEEP_NUMBER"], "sweep.state": "RUNNING"})
+            if sweep["DEEPLAB_SWEEP_RUN"]:
+                tags["mlflow.parentRunId"] = sweep["DEEPLAB_SWEEP_RUN"]
+        run = client.create_run(experiment_id, run_name=name, tags=tags)
         return run.info.run_id
 
 

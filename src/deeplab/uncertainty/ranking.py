@@ -22,8 +22,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from ..core.hashing import file_sha256
 from ..core.errors import InputError
+from ..core.hashing import file_sha256
 from ..data.classes import ClassList
 from ..data.images import read_rgb
 from ..data.palette import overlay

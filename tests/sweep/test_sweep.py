@@ -1,0 +1,196 @@
+"""Sweeps across machines: an Optuna study of DVC experiments on a real PostgreSQL server,
+workers in their own clones of one bare git repository with one DVC directory remote (two
+machines on one), a worker killed with `kill -9`, pruning, and the search space checked
+against the params schema."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from helpers import postgres, servers
+from helpers.repo import BIN, GIT, REPO, copy_of, run
+
+from deeplab.core.config import parse_params
+from deeplab.core.errors import ConfigError
+from deeplab.core.safe_yaml import read_yaml
+from deeplab.sweep.space import check_space, main_only, overrides
+
+
+def _sweep(space, **settings):
+    raw = read_yaml(REPO / "params.yaml")
+    raw["sweep"] = {**raw["sweep"], **settings, "space": space}
+    return raw, parse_params(raw).sweep
+
+
+def test_the_space_is_checked_against_the_params_schema_before_any_trial():
+    raw, cfg = _sweep({"finetune.lrr": [0.1], "finetune.lr": {"low": 0.01, "high": 50, "log": True},
+                       "finetune.loss": ["ce", "dyce"], "model.backbone": ["resnet101"]})
+    with pytest.raises(ConfigError) as err:
+        check_space(raw, cfg)
+    lines = str(err.value).splitlines()
+    assert lines[0].startswith("sweep.space.finetune.lrr: not a key of params.yaml (finetune.lrr: "
+                               "unknown key (did you mean 'lr'?)")
+    assert lines[1:] == [
+                     "sweep.space.finetune.lr: 50 is refused (finetune.lr: Input should be less "
+                     "than or equal to 10, got 50)",
+                     "sweep.space.finetune.loss: 'dyce' is refused (finetune.loss: 'dyce' is not a "
+                     "loss: expected one of ce, ohem, focal, dice, lovasz, or a weighted sum such "
+                     "as ce+dice or ce+0.5*lovasz, got \"dyce\")"]
+    with pytest.raises(ConfigError, match="sweep.space.seed: expected low < high"):
+        parse_params({**raw, "sweep": {**raw["sweep"], "space": {"seed": {"low": 3, "high": 1}}}})
+    with pytest.raises(ConfigError, match="sampler grid needs lists or integer ranges"):
+        _sweep({"finetune.lr": {"low": 0.01, "high": 0.1}}, sampler="grid")
+
+
+def test_a_trial_trains_the_main_model_alone_unless_the_space_names_an_ablation():
+    raw, cfg = _sweep({"finetune.lr": {"low": 0.01, "high": 0.2, "log": True}})
+    dropped = main_only(raw, cfg)
+    assert dropped == sorted(raw["ablations"]) and dropped
+    assert overrides({"finetune.lr": 0.05}, dropped) == [
+        "-S", "finetune.lr=0.05", *[a for name in dropped for a in ("-S", f"~ablations.{name}")]]
+    raw, cfg = _sweep({"ablations.no_sc.output_stride": [8, 16]})
+    assert main_only(raw, cfg) == []
+    check_space(raw, cfg)
+
+
+# ---- the real thing: PostgreSQL, an MLflow server, clones of one bare repository ----------
+
+def _clone(origin: Path, remote: Path, folder: Path, sweep: dict, tracking: str) -> Path:
+    run(["git", "clone", "-q", str(origin), str(folder)], folder.parent)
+    run(["dvc", "pull", "-q"], folder)
+    params = yaml.safe_load((folder / "params.yaml").read_text())
+    params["sweep"] = sweep
+    (folder / "params.yaml").write_text(yaml.safe_dump(params))
+    run(["git", "commit", "-qam", "sweep settings"], folder, env=GIT)
+    return folder
+
+
+def _worker(clone: Path, tracking: str, trials: int | None = None) -> subprocess.Popen:
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "PYTHONPATH": str(clone / "src"),
+           "MLFLOW_TRACKING_URI": tracking, "TQDM_DISABLE": "1"}
+    args = [sys.executable, "-m", "deeplab.sweep", "run"] + (["--trials", str(trials)] if trials else [])
+    return servers.start(args, env=env, cwd=clone, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)
+
+
+@pytest.fixture
+def machines(finished, tmp_path):
+    from helpers.models import free_port
+
+    work = copy_of(finished, tmp_path)
+    remote, origin = tmp_path / "dvc-remote", tmp_path / "origin.git"
+    run(["dvc", "remote", "add", "-d", "team", str(remote)], work)
+    run(["dvc", "push", "-q"], work)
+    run(["git", "add", "-A"], work)
+    run(["git", "commit", "-qm", "team remote"], work, env=GIT)
+    run(["git", "clone", "-q", "--bare", str(work), str(origin)], tmp_path)
+    url, stop_db = postgres.start()
+    port = free_port()
+    server = servers.mlflow_server(tmp_path / "mlflow", port)
+    try:
+        yield work, origin, remote, url, f"http://127.0.0.1:{port}"
+    finally:
+        servers.stop(server)
+        stop_db()
+
+
+SPACE = {"rank.threshold": [0.3, 0.5, 0.7, 0.9]}  # cheap trials: rank alone reruns
+
+
+@pytest.mark.slow
+def test_two_machines_share_a_study_then_any_clone_pulls_the_best(machines, tmp_path):
+    """Two workers in two clones finish 4 trials between them with none run twice; every
+    trial is a DVC experiment pushed to the shared remotes; a third clone `dvc exp pull`s the
+    best and its metric is the study's; MLflow nests the trials under the study's run."""
+    import optuna
+    from mlflow import MlflowClient
+
+    work, origin, remote, url, tracking = machines
+    sweep = {"study": "team", "storage": url, "metric": "miou", "trials": 4, "sampler": "grid",
+             "pruner": "none", "seed": 0, "heartbeat_s": 2, "grace_s": 8, "space": SPACE}
+    clones = [_clone(origin, remote, tmp_path / name, sweep, tracking) for name in ("a", "b")]
+    workers = [_worker(clone, tracking) for clone in clones]
+    outputs = [w.communicate(timeout=1800)[0] for w in workers]
+    for w, out in zip(workers, outputs):
+        assert w.returncode == 0, out[-4000:]
+    study = optuna.load_study(study_name="team", storage=url)
+    trials = study.get_trials()
+    done = [t for t in trials if t.state.name == "COMPLETE"]
+    assert len(done) == 4 and len(trials) == 4
+    assert sorted(t.params["rank.threshold"] for t in done) == [0.3, 0.5, 0.7, 0.9]  # none twice
+    hosts = {t.user_attrs["host"] for t in done}
+    assert hosts and all(t.user_attrs["experiment"] == f"team-{t.number}" for t in done)
+    assert sum("this worker ran" in out for out in outputs) == 2
+
+    # A third clone sees every trial's experiment and pulls the best.
+    third = tmp_path / "c"
+    run(["git", "clone", "-q", str(origin), str(third)], tmp_path)
+    listed = run(["dvc", "exp", "list", "origin", "--name-only"], third).stdout.split()
+    assert sorted(listed) == sorted(f"team-{t.number}" for t in done)
+    best = study.best_trial
+    run(["dvc", "exp", "pull", "origin", f"team-{best.number}"], third)
+    run(["dvc", "exp", "apply", f"team-{best.number}"], third)
+    metrics = json.loads((third / "reports/metrics.json").read_text())
+    assert metrics["miou"] == best.value
+    assert yaml.safe_load((third / "params.yaml").read_text())["rank"]["threshold"] == \
+        best.params["rank.threshold"]
+
+    client = MlflowClient(tracking)
+    experiment = client.get_experiment_by_name("deeplabv3plus").experiment_id
+    parent = client.search_runs([experiment], filter_string="tags.`sweep.parent` = 'true'")
+    assert len(parent) == 1 and parent[0].data.tags["sweep.study"] == "team"
+    pipelines = client.search_runs([experiment], filter_string=(
+        "tags.`sweep.study` = 'team' and tags.`pipeline.parent` = 'true'"))
+    assert sorted(int(r.data.tags["sweep.trial"]) for r in pipelines) == sorted(t.number for t in done)
+    assert {r.data.tags["sweep.state"] for r in pipelines} == {"COMPLETE"}
+    assert {r.data.tags["mlflow.parentRunId"] for r in pipelines} == {parent[0].info.run_id}
+    artifacts = {a.path for a in client.list_artifacts(parent[0].info.run_id)}
+    assert "optimization_history.png" in artifacts
+
+    shown = run([sys.executable, "-m", "deeplab.sweep", "show"], clones[0],
+                env={"MLFLOW_TRACKING_URI": tracking}).stdout
+    assert shown.splitlines()[0].split("\t") == ["trial", "rank.threshold", "miou", "state",
+                                                 "seconds", "host"]
+    assert f"best: trial {best.number}" in shown
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_trial_has_its_trial_run_again_by_another(machines, tmp_path):
+    """`kill -9` of a worker (and its experiment) mid-trial: after the grace period its trial
+    is failed and run again by the other worker, which finishes the study; nothing finished
+    is run again."""
+    import optuna
+
+    work, origin, remote, url, tracking = machines
+    sweep = {"study": "dies", "storage": url, "trials": 2, "sampler": "grid", "pruner": "none",
+             "seed": 0, "heartbeat_s": 1, "grace_s": 4, "retries": 1, "space": SPACE}
+    a, b = (_clone(origin, remote, tmp_path / name, sweep, tracking) for name in ("a", "b"))
+    doomed = _worker(a, tracking)
+    deadline = time.time() + 600
+    while time.time() < deadline:  # until its first trial runs
+        try:
+            study = optuna.load_study(study_name="dies", storage=url)
+            if any(t.state.name == "RUNNING" for t in study.get_trials()):
+                break
+        except Exception:  # noqa: BLE001 - the study does not exist yet
+            pass
+        assert doomed.poll() is None, doomed.stdout.read()
+        time.sleep(0.5)
+    os.killpg(doomed.pid, signal.SIGKILL)
+    doomed.wait()
+    survivor = _worker(b, tracking)
+    out = survivor.communicate(timeout=1800)[0]
+    assert survivor.returncode == 0, out[-4000:]
+    trials = optuna.load_study(study_name="dies", storage=url).get_trials()
+    states = sorted(t.state.name for t in trials)
+    assert states == ["COMPLETE", "COMPLETE", "FAIL"], [(t.number, t.state, t.params) for t in trials]
+    dead = next(t for t in trials if t.state.name == "FAIL")
+    retry = next(t for t in trials if t.system_attrs.get("failed_trial") == dead.number)
+    assert retry.state.name == "COMPLETE" and retry.params == dead.params  # the same trial, again
+    assert len({t.params["rank.threshold"] for t in trials if t.state.name == "COMPLETE"}) == 2
