@@ -10,7 +10,7 @@ from helpers.repo import REPO
 from deeplab.core.config import load_params
 from deeplab.engine.stage import FINETUNE, StageFiles, run_training_stage
 from deeplab.sweep.pruning import TrialPruned
-from deeplab.sweep.study import open_storage
+from deeplab.sweep.trial import open_storage
 
 
 def params(iterations: int = 4):

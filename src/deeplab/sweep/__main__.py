@@ -28,7 +28,8 @@ def show(path: str) -> int:
     import optuna
     from optuna.trial import TrialState
 
-    from .study import open_storage, storage_url
+    from .study import storage_url
+    from .trial import open_storage
 
     cfg, _ = _params(path)
     study = optuna.load_study(study_name=cfg.study, storage=open_storage(storage_url(cfg)))

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..core.errors import DeeplabError
-from .study import in_sweep, open_storage, pruner
+from .trial import in_sweep, open_storage, pruner
 
 
 class TrialPruned(DeeplabError):

@@ -5,19 +5,21 @@ and the study's parent run in MLflow."""
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 from ..core.schema import SweepConfig
+from .trial import (
+    ENV_NUMBER,
+    ENV_PRUNER,
+    ENV_RUN,
+    ENV_STORAGE,
+    ENV_STUDY,
+    ENV_TRIAL,
+    pruner,
+)
 
 log = logging.getLogger(__name__)
 LOCAL_STORE = "optuna.db"  # beside the repository (like mlflow.db), for one machine
-
-# What a trial's stages read from their environment (never a DVC dependency: no stage's
-# outputs depend on whether it ran under a sweep).
-ENV_STORAGE, ENV_STUDY, ENV_TRIAL, ENV_PRUNER = ("DEEPLAB_SWEEP_STORAGE", "DEEPLAB_SWEEP_STUDY",
-                                                 "DEEPLAB_SWEEP_TRIAL", "DEEPLAB_SWEEP_PRUNER")
-ENV_NUMBER, ENV_RUN = "DEEPLAB_SWEEP_NUMBER", "DEEPLAB_SWEEP_RUN"  # the trial's number, the study's run
 
 
 def storage_url(cfg: SweepConfig) -> str:
@@ -27,23 +29,6 @@ def storage_url(cfg: SweepConfig) -> str:
     from ..tracking.store import repo_root
 
     return f"sqlite:///{repo_root() / LOCAL_STORE}"
-
-
-def open_storage(url: str, cfg: SweepConfig | None = None) -> Any:
-    """Optuna's RDB storage at `url`; with `cfg`, heartbeats every `heartbeat_s` and a trial
-    whose worker stopped beating for `grace_s` failed and retried `retries` times."""
-    import optuna
-    from optuna.storages import RDBStorage, RetryFailedTrialCallback
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    options: dict[str, Any] = {}
-    if cfg is not None:
-        options = {"heartbeat_interval": cfg.heartbeat_s, "grace_period": cfg.grace_s,
-                   "failed_trial_callback": RetryFailedTrialCallback(max_retry=cfg.retries)}
-    engine = {"pool_pre_ping": True}
-    if url.startswith("sqlite"):
-        engine["connect_args"] = {"timeout": 60}
-    return RDBStorage(url, engine_kwargs=engine, **options)
 
 
 def sampler(cfg: SweepConfig) -> Any:
@@ -56,18 +41,6 @@ def sampler(cfg: SweepConfig) -> Any:
     if cfg.sampler == "random":
         return optuna.samplers.RandomSampler(seed=cfg.seed)
     return optuna.samplers.TPESampler(seed=cfg.seed)
-
-
-def pruner(name: str) -> Any:
-    """`none`, `median` (a trial below the median of the others at the same step, after the
-    first finished trial) or `hyperband`."""
-    import optuna
-
-    if name == "median":
-        return optuna.pruners.MedianPruner(n_startup_trials=1, n_warmup_steps=0)
-    if name == "hyperband":
-        return optuna.pruners.HyperbandPruner()
-    return optuna.pruners.NopPruner()
 
 
 def open_study(cfg: SweepConfig, storage: Any) -> Any:
@@ -104,11 +77,3 @@ def trial_env(url: str, cfg: SweepConfig, trial: Any, study_run: str | None) -> 
     pipeline run under the study's run in MLflow."""
     return {ENV_STORAGE: url, ENV_STUDY: cfg.study, ENV_TRIAL: str(trial._trial_id),
             ENV_NUMBER: str(trial.number), ENV_PRUNER: cfg.pruner, ENV_RUN: study_run or ""}
-
-
-def in_sweep() -> dict[str, str] | None:
-    """The sweep context of this process (set by the worker), or None outside a sweep."""
-    if not os.environ.get(ENV_STUDY):
-        return None
-    return {k: os.environ.get(k, "") for k in (ENV_STORAGE, ENV_STUDY, ENV_TRIAL, ENV_PRUNER,
-                                               ENV_NUMBER, ENV_RUN)}

@@ -24,7 +24,8 @@ from typing import Any
 from ..core.errors import ConfigError, DeeplabError
 from ..core.schema import SweepConfig
 from .space import main_only, overrides, suggest
-from .study import finished, open_storage, open_study, running, storage_url, trial_env
+from .study import finished, open_study, running, storage_url, trial_env
+from .trial import open_storage
 
 log = logging.getLogger(__name__)
 

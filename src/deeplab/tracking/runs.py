@@ -12,7 +12,7 @@ from pathlib import Path
 from ..core.config import flatten
 from ..core.hashing import files_hash
 from ..core.schema import Params
-from ..sweep.study import in_sweep
+from ..sweep.trial import in_sweep
 from .store import repo_root, setup
 
 
