@@ -1,9 +1,14 @@
 """What README, docs/, bench/README.md and params.yaml quote still exists: every repository path,
-every `deeplab.*` module or name, every params key path, every `docs/x.md "Heading"` pointer."""
+every `deeplab.*` module or name, every params key path (of every section), every
+`docs/x.md "Heading"` pointer; and every number they quote from a committed report equals it."""
 
 import ast
+import json
+import math
 import re
+from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 from helpers.repo import REPO
@@ -19,8 +24,9 @@ PATH = re.compile(r"(?<![\w./-])((?:src|pipeline|tests|docs|bench|recipes|\.gith
                   r"[\w./{}*<>-]*[\w/])")
 MODULE = re.compile(r"(?<![\w./])(deeplab(?:\.\w+)+)(?!\w)")
 FILE_SUFFIXES = ("pt", "pt2", "onnx", "db", "yaml", "json")  # `deeplab.pt2` is a file name
-KEY = re.compile(r"`((?:data|preprocess|model|train|runtime|pretrain|finetune|evaluate|register"
-                 r"|mlflow)(?:\.\w+)+)(?!: unknown key)`?")  # not the quoted typo of an error
+SECTIONS = ("seed", "data", "preprocess", "model", "train", "runtime", "pretrain", "finetune",
+            "evaluate", "rank", "ablations", "deploy", "register", "mlflow", "sweep")
+KEY = re.compile(rf"`((?:{'|'.join(SECTIONS)})(?:\.\w+)+)(?!: unknown key)`?")  # not the quoted typo of an error
 HEADING = re.compile(r"(docs/\w+\.md) \"([^\"]+)\"")
 
 
@@ -125,3 +131,82 @@ def test_the_path_and_module_checks_can_fail():
     assert not _resolves("deeplab.serving.registry.model_digest")
     assert not _resolves("deeplab.data.synthetic")
     assert yaml.safe_load((REPO / "params.yaml").read_text())["register"]["promote"]
+
+
+def test_every_params_section_is_covered_by_the_key_check():
+    assert set(SECTIONS) == set(yaml.safe_load((REPO / "params.yaml").read_text()))
+
+
+# Tables whose first column is `row` quote reports/ablations.csv; a paragraph after
+# `<!-- reports/<name>.json -->` quotes that report. Each quoted number equals the report's,
+# rounded to the digits quoted.
+TABLE_COLUMNS = {"mIoU": ("miou",), "val mIoU": ("miou",), "95% interval": ("miou_low", "miou_high"),
+                 "multiply-adds (B)": ("madds_b",), "ms / image": ("ms_per_image",)}
+NUMBER = re.compile(r"(?<![\w.])-?\d[\d,]*\.\d+|(?<![\w.,])\d{1,3}(?:,\d{3})+(?![\d.])")
+REPORT_NOTE = re.compile(r"<!-- (reports/\w+\.json) -->\n(.+?)(?:\n\n|\Z)", re.S)
+
+
+def _equal(quoted: str, value: float) -> bool:
+    digits = len(quoted.split(".")[1]) if "." in quoted else 0
+    return math.isclose(round(value, digits), float(quoted.replace(",", "")), abs_tol=1e-9)
+
+
+def _report_tables(text: str) -> list[tuple[list[str], list[list[str]]]]:
+    tables, lines = [], text.splitlines()
+    for i, line in enumerate(lines):
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("| row |") and i + 1 < len(lines) and lines[i + 1].startswith("|---"):
+            rows = []
+            for body in lines[i + 2:]:
+                if not body.startswith("|"):
+                    break
+                rows.append([c.strip() for c in body.strip().strip("|").split("|")])
+            tables.append((cells, rows))
+    return tables
+
+
+def quoted_report_numbers(doc: Path) -> list[str]:
+    """Each number `doc` quotes from a committed report that differs from it, as a line."""
+    text, wrong = doc.read_text(), []
+    table = pd.read_csv(REPO / "reports" / "ablations.csv").set_index("row")
+    for header, rows in _report_tables(text):
+        for cells in rows:
+            row = cells[0].strip("`")
+            if row not in table.index:
+                wrong.append(f"{doc.name}: row {row} is not in reports/ablations.csv")
+                continue
+            for name, cell in zip(header[1:], cells[1:]):
+                columns = TABLE_COLUMNS.get(name)
+                numbers = NUMBER.findall(cell)
+                if columns is None or len(numbers) != len(columns):
+                    wrong.append(f"{doc.name}: {row}, column {name!r}: cannot check {cell!r}")
+                    continue
+                wrong += [f"{doc.name}: {row} {c} quoted {n}, the report has {table.loc[row, c]}"
+                          for n, c in zip(numbers, columns) if not _equal(n, table.loc[row, c])]
+    for report, paragraph in REPORT_NOTE.findall(text):
+        values = [v for v in json.loads((REPO / report).read_text()).values()
+                  if isinstance(v, (int, float))]
+        wrong += [f"{doc.name}: {n} is not a value of {report}" for n in NUMBER.findall(paragraph)
+                  if not any(_equal(n, v) for v in values)]
+    return wrong
+
+
+def test_numbers_quoted_from_committed_reports_equal_them():
+    checked = [doc for doc in DOCS if _report_tables(doc.read_text()) or REPORT_NOTE.search(doc.read_text())]
+    assert REPO / "README.md" in checked  # the README's results are among them
+    wrong = [line for doc in checked for line in quoted_report_numbers(doc)]
+    assert not wrong, "numbers that differ from the committed reports:\n" + "\n".join(wrong)
+
+
+def test_the_report_number_check_can_fail(tmp_path):
+    table = pd.read_csv(REPO / "reports" / "ablations.csv").set_index("row")
+    miou = table.loc["main_os16", "miou"]
+    calibration = json.loads((REPO / "reports" / "calibration.json").read_text())
+    doc = tmp_path / "doc.md"
+    doc.write_text(f"| row | mIoU |\n|---|---|\n| `main_os16` | {miou + 0.01:.3f} |\n| `nope` | 0.5 |\n\n"
+                   f"<!-- reports/calibration.json -->\nT = {calibration['temperature'] + 0.1:.3f}.\n")
+    wrong = quoted_report_numbers(doc)
+    assert len(wrong) == 3 and "main_os16 miou" in wrong[0] and "nope" in wrong[1], wrong
+    doc.write_text(f"| row | mIoU |\n|---|---|\n| `main_os16` | {miou:.3f} |\n\n"
+                   f"<!-- reports/calibration.json -->\nT = {calibration['temperature']:.3f}.\n")
+    assert quoted_report_numbers(doc) == []

@@ -28,6 +28,39 @@ def test_confusion_and_miou_match_sklearn():
     assert np.isclose(s["fwiou"], (freq * iou).sum())
 
 
+@pytest.mark.parametrize("never", ["predicted", "labelled", "neither"])
+def test_dice_precision_recall_match_sklearn(never):
+    """Per class and averaged over the classes the mIoU averages (those in the labels or the
+    predictions): scikit-learn's precision_recall_fscore_support on the labelled pixels."""
+    from sklearn.metrics import precision_recall_fscore_support
+
+    rng = np.random.default_rng(1)
+    target = rng.integers(0, 5, size=(3, 25, 25))
+    target[rng.random(target.shape) < 0.1] = 255
+    pred = np.where(rng.random(target.shape) < 0.7, target, rng.integers(0, 5, target.shape)) % 5
+    if never in ("predicted", "neither"):
+        pred[pred == 3] = 0  # class 3 is labelled but never predicted
+    if never in ("labelled", "neither"):
+        target[target == 4] = 1  # class 4 is predicted but never labelled
+    if never == "neither":
+        pred[pred == 4] = 2
+    cm = confusion_matrix(torch.from_numpy(pred), torch.from_numpy(target), 6)  # class 5: absent
+    keep = target != 255
+    labels = sorted(set(target[keep].tolist()) | set(pred[keep].tolist()))
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        target[keep], pred[keep], labels=labels, average=None, zero_division=0)
+    s = scores(cm)
+    np.testing.assert_allclose(np.array(s["dice"])[labels], f1, rtol=1e-12)
+    np.testing.assert_allclose(np.array(s["precision"])[labels], precision, rtol=1e-12)
+    np.testing.assert_allclose(np.array(s["recall"])[labels], recall, rtol=1e-12)
+    assert np.isnan(s["dice"][5])
+    macro = precision_recall_fscore_support(target[keep], pred[keep], labels=labels,
+                                            average="macro", zero_division=0)
+    assert s["mprecision"] == pytest.approx(macro[0], rel=1e-12)
+    assert s["mrecall"] == pytest.approx(macro[1], rel=1e-12)
+    assert s["mdice"] == pytest.approx(np.mean(f1), rel=1e-12)
+
+
 def test_absent_class_is_not_averaged():
     cm = np.array([[5, 0, 0], [0, 5, 0], [0, 0, 0]])
     assert scores(cm)["miou"] == 1.0

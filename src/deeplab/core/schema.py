@@ -270,6 +270,22 @@ class EarlyStop(Section):
     min_delta: Annotated[float, Field(ge=0, le=1)] = 0.0
 
 
+class Warmup(Section):
+    """A linear warmup from `start_factor` x lr to lr over `iterations`, then the poly decay
+    over the iterations that remain (torch's SequentialLR of LinearLR and PolynomialLR)."""
+
+    iterations: Annotated[int, Field(gt=0, le=MAX_ITERATIONS)]
+    start_factor: Annotated[float, Field(gt=0, le=1)] = 0.001
+
+
+class Ema(Section):
+    """An exponential moving average of the weights and BN buffers, updated every `every`
+    optimizer steps: ema = decay * ema + (1 - decay) * weights (the first update copies)."""
+
+    decay: Annotated[float, Field(gt=0, lt=1)]
+    every: Annotated[int, Field(gt=0, le=MAX_ITERATIONS)] = 1
+
+
 class Schedule(Section):
     """One training schedule (pretrain; finetune adds its init and bootstrapping)."""
 
@@ -292,14 +308,31 @@ class Schedule(Section):
                                       Field(min_length=2, max_length=255)]] = None
     top_k_percent_pixels: Annotated[float, Field(gt=0, le=1)] = 1.0   # ohem: the TF original's names
     hard_example_mining_step: Annotated[int, Field(ge=0, le=MAX_ITERATIONS)] = 0
-    keep: Literal["last", "best"] = "last"
+    keep: Literal["last", "best", "ema"] = "last"
     early_stop: Optional[EarlyStop] = None
+    warmup: Optional[Warmup] = None
+    ema: Optional[Ema] = None
+    accumulate: Annotated[int, Field(ge=1, le=1024)] = 1   # micro-batches of batch_size per step
+    clip_grad_norm: Optional[Annotated[float, Field(gt=0, le=1e6)]] = None
 
     @model_validator(mode="after")
     def _validated_selection(self) -> Self:
         if (self.keep == "best" or self.early_stop) and not self.val_every:
             raise PydanticCustomError("selection", "keep: best and early_stop choose by the "
                                       "validation mIoU every val_every iterations; set val_every > 0")
+        if self.keep == "ema" and self.ema is None:
+            raise PydanticCustomError("selection", "keep: ema keeps the averaged weights; set ema: "
+                                      "{decay: 0.999} too")
+        if self.ema is not None and self.keep == "last":
+            raise PydanticCustomError("selection", "ema is set but keep: last keeps the raw "
+                                      "weights; set keep: ema (the average) or best (the best "
+                                      "validation of the average)")
+        if self.ema is not None and self.ema.every > self.iterations:
+            raise PydanticCustomError("ema", "ema.every must be at most iterations (the average "
+                                      "needs an update)")
+        if self.warmup is not None and self.warmup.iterations >= self.iterations:
+            raise PydanticCustomError("warmup", "warmup.iterations must be below iterations (the "
+                                      "poly decay runs over the rest)")
         return self
 
     @property

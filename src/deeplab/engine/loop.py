@@ -10,6 +10,7 @@ restarted with the same settings resumes from its checkpoint and ends with the s
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 import time
@@ -33,6 +34,7 @@ from ..data.dataset import IterationSampler, SegmentationDataset
 from ..model.device import select_device, train_precision
 from .checkpoints import fingerprint, load_checkpoint, rng_state, set_rng_state
 from .distributed import all_sum, synchronize_batchnorm
+from .ema import WeightAverage
 from .losses import Objective
 from .optim import sgd_with_poly_schedule
 
@@ -106,6 +108,18 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
     val_history: list[dict[str, float]] = field(default_factory=list)
     selection: Selection = field(default_factory=Selection)
+    ema: WeightAverage | None = None  # the weight average (`ema`), when the schedule keeps one
+
+
+def averaged(model: nn.Module, ema: WeightAverage | None) -> nn.Module:
+    """`model` itself, or with a weight average a copy of it holding the averaged weights."""
+    if ema is None or ema.state is None:
+        return model
+    import copy
+
+    copied = copy.deepcopy(model)
+    copied.load_state_dict(ema.state)
+    return copied
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -133,14 +147,20 @@ def global_batch_loss(model: Callable[[torch.Tensor], torch.Tensor], images: tor
         return loss, loss.detach()
 
 
-def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer,
-                   scaler: torch.amp.GradScaler, scheduler: Any) -> None:
-    """Backward (scaled for fp16), SGD step, scaler and LR schedule updates."""
-    optimizer.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
+def optimizer_step(optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
+                   scheduler: Any, clip_grad_norm: float | None = None) -> float | None:
+    """After the backward passes: gradient clipping (unscaled first under fp16), SGD step,
+    scaler and LR schedule updates. Returns the gradients' norm before clipping (None when
+    there is no clipping)."""
+    norm = None
+    if clip_grad_norm is not None:
+        scaler.unscale_(optimizer)
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        norm = float(torch.nn.utils.clip_grad_norm_(params, clip_grad_norm))
     scaler.step(optimizer)
     scaler.update()
     scheduler.step()
+    return norm
 
 
 FROM_FILE: Any = object()  # TrainOptions.resume default: read the checkpoint file
@@ -212,6 +232,7 @@ def train(model: nn.Module, dataset: SegmentationDataset, sched: Schedule, setti
     history: list[dict[str, float]] = []
     val_history: list[dict[str, float]] = []
     selection = Selection.of(sched)
+    ema = WeightAverage(sched.ema.decay, sched.ema.every) if sched.ema else None
     if resume is not None:
         unwrap(model).load_state_dict(resume["model"])
         optimizer.load_state_dict(resume["optimizer"])
@@ -222,6 +243,8 @@ def train(model: nn.Module, dataset: SegmentationDataset, sched: Schedule, setti
         history = list(resume.get("history", []))
         val_history = list(resume.get("val_history", []))
         selection.restore(resume.get("selection"))
+        if ema is not None:
+            ema.restore(resume.get("ema"))
         log.info("resuming from %s at iteration %d", checkpoint, start)
     saved = start
 
@@ -233,11 +256,13 @@ def train(model: nn.Module, dataset: SegmentationDataset, sched: Schedule, setti
                  "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                  "rng": rng_state(), "iteration": iteration, "fingerprint": key,
                  "history": history, "val_history": val_history, "run_id": run_id,
-                 "selection": selection.state()}
+                 "selection": selection.state(), "ema": ema.checkpoint() if ema else None}
         save_torch(checkpoint, state)
         saved = iteration
 
-    sampler = IterationSampler(len(dataset), sched.batch_size, total, seed, start, rank, world_size)
+    k = sched.accumulate  # micro-batches of batch_size per optimizer step
+    sampler = IterationSampler(len(dataset), sched.batch_size, total * k, seed, start * k, rank,
+                               world_size)
     # Its own generator: the loader must not draw from the global RNG that checkpoints restore.
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=runtime.workers,
                         pin_memory=device.type == "cuda",
@@ -249,24 +274,42 @@ def train(model: nn.Module, dataset: SegmentationDataset, sched: Schedule, setti
     bar = tqdm(total=total, initial=start, desc="train", unit="it", disable=rank != 0,
                dynamic_ncols=True)
     it = start
+    micro: list[tuple[torch.Tensor, torch.Tensor]] = []
     for images, labels in ([] if selection.stopped else loader):
-        images = images.to(device, non_blocking=True).to(param_dtype).div_(255)
-        labels = labels.to(device, non_blocking=True)
-        if channels_last:
-            images = images.contiguous(memory_format=torch.channels_last)
-        loss, global_loss = global_batch_loss(step_fn, images, labels, amp_dtype, objective, it)
-        if not torch.isfinite(global_loss):
-            bar.close()
-            raise TrainingDivergedError(
-                f"loss is {global_loss.item()} at iteration {it + 1}; the last good checkpoint "
-                f"({checkpoint}, iteration {saved}) is kept. Lower the learning rate or check "
-                f"the data")
-        optimizer_step(loss, optimizer, scaler, scheduler)
+        micro.append((images, labels))
+        if len(micro) < k:
+            continue
+        steps, micro = micro, []
+        shares = objective.shares([y for _, y in steps]) if k > 1 else [1.0]
+        optimizer.zero_grad(set_to_none=True)
+        global_loss = torch.zeros((), device=device, dtype=torch.float64)
+        for m, (images, labels) in enumerate(steps):
+            images = images.to(device, non_blocking=True).to(param_dtype).div_(255)
+            labels = labels.to(device, non_blocking=True)
+            if channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            # DDP all-reduces the gradients once per step: after the last micro-batch
+            sync = model.no_sync() if world_size > 1 and m < k - 1 else contextlib.nullcontext()
+            with sync:
+                loss, value = global_batch_loss(step_fn, images, labels, amp_dtype, objective, it)
+                if not torch.isfinite(value):
+                    bar.close()
+                    raise TrainingDivergedError(
+                        f"loss is {value.item()} at iteration {it + 1}; the last good checkpoint "
+                        f"({checkpoint}, iteration {saved}) is kept. Lower the learning rate or "
+                        f"check the data")
+                scaler.scale(loss if k == 1 else loss * shares[m]).backward()
+            global_loss += value.double() * shares[m] if k > 1 else value.double()
+            seen += images.shape[0] * world_size
+        grad_norm = optimizer_step(optimizer, scaler, scheduler, sched.clip_grad_norm)
+        if ema is not None:
+            ema.update(unwrap(model), it + 1)
         it += 1
-        seen += images.shape[0] * world_size
         speed = seen / (time.perf_counter() - t0)
         record = {"loss": float(global_loss), "lr": optimizer.param_groups[0]["lr"],
                   "images_per_s": speed}
+        if grad_norm is not None:
+            record["grad_norm"] = grad_norm  # before clipping
         bar.set_postfix(loss=f"{record['loss']:.3f}", lr=f"{record['lr']:.2e}", img_s=f"{speed:.1f}")
         bar.update(1)
         if it % runtime.log_every == 0 or it == total:
@@ -275,13 +318,14 @@ def train(model: nn.Module, dataset: SegmentationDataset, sched: Schedule, setti
                 on_log(it, record)
         if on_validate and sched.val_every and it % sched.val_every == 0 and it < total:
             if rank == 0:
+                validated = averaged(unwrap(model), ema)  # with ema: the average is validated
                 try:
-                    val_history.append({"iteration": it, **on_validate(unwrap(model), it)})
+                    val_history.append({"iteration": it, **on_validate(validated, it)})
                 except DeeplabError:  # e.g. a sweep's pruner: stopped here, this state kept
                     save(it)
                     bar.close()
                     raise
-                selection.observe(val_history[-1]["val_miou"], it, unwrap(model))
+                selection.observe(val_history[-1]["val_miou"], it, validated)
                 set_train_mode(model, freeze_bn)
             if world_size > 1:  # every process stops where rank 0 decided to
                 selection.stopped = bool(all_sum(torch.tensor(float(selection.stopped),
@@ -297,4 +341,4 @@ def train(model: nn.Module, dataset: SegmentationDataset, sched: Schedule, setti
     bar.close()
     seconds = time.perf_counter() - t0
     return TrainResult(it, start, seconds, seen / seconds if seconds else 0.0, history, val_history,
-                       selection)
+                       selection, ema)

@@ -183,6 +183,23 @@ class Objective:
             return LOSSES[self.terms[0][1]](batch)
         return sum(coef * LOSSES[name](batch) for coef, name in self.terms)
 
+    def shares(self, labels: Sequence[torch.Tensor]) -> list[float]:
+        """What each of the micro-batches of one accumulated step weighs in its loss: for `ce`
+        its share of the step's labelled pixels (class-weighted), so that the accumulated
+        gradient equals the gradient of one batch of them all; for the other losses, which do
+        not split into pixel sums (Dice, Lovász, OHEM's top-k), 1/k each: the mean of the
+        micro-batch losses, as mmengine's and smp's trainers accumulate."""
+        if [name for _, name in self.terms] != ["ce"]:
+            return [1.0 / len(labels)] * len(labels)
+        if self.weights is None:
+            mass = torch.stack([(y != IGNORE).sum().double() for y in labels])
+        else:
+            w = self.weights.to(labels[0].device, torch.float64)
+            mass = torch.stack([w[y[y != IGNORE].long()].sum() for y in labels])
+        mass = all_sum(mass)
+        total = float(mass.sum())
+        return [float(m) / total if total > 0 else 1.0 / len(labels) for m in mass]
+
 
 def class_weights(setting: str | Sequence[float] | None, pixels: Sequence[int]) -> list[float] | None:
     """Per-class weights from the training split's pixel counts (preprocess's class_stats):

@@ -189,7 +189,10 @@ def kept_model(model: DeepLabV3Plus, result: TrainResult, keep: str,
                validate: Any) -> dict[str, Any]:
     """The validation of the weights the stage keeps, with `iteration` (whose weights they are)
     and `last_miou` (the last iteration's): the last iteration's, or with `keep: best` the best
-    validation's (loaded into `model`) when it beats the last."""
+    validation's (loaded into `model`) when it beats the last; with `ema`, of the averaged
+    weights."""
+    if result.ema is not None:  # keep: ema, or best of the average's validations
+        model.load_state_dict(result.ema.weights())
     final = validate()
     final.update(iteration=result.iterations, last_miou=final["miou"])
     chosen = result.selection

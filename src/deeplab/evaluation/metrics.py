@@ -17,26 +17,39 @@ def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int)
 
 
 def scores(cm: torch.Tensor | np.ndarray) -> dict[str, object]:
-    """mIoU, per-class IoU, pixel accuracy, mean class accuracy and frequency-weighted IoU.
+    """mIoU, per-class IoU, pixel accuracy, mean class accuracy, frequency-weighted IoU, and
+    Dice (F1), precision and recall per class and averaged.
 
     Classes absent from both ground truth and predictions have no IoU (NaN) and are left
-    out of the mean, as in the reference evaluation.
+    out of the mean, as in the reference evaluation; the Dice, precision and recall means are
+    over the same classes (a class never predicted has precision 0, one never labelled recall
+    0: scikit-learn's `zero_division=0`).
     """
     cm = np.asarray(cm, dtype=np.float64)
     tp = np.diag(cm)
     gt, pr = cm.sum(1), cm.sum(0)
     union = gt + pr - tp
+    present = union > 0
     with np.errstate(divide="ignore", invalid="ignore"):
-        iou = np.where(union > 0, tp / union, np.nan)
+        iou = np.where(present, tp / union, np.nan)
         acc = np.where(gt > 0, tp / gt, np.nan)
+        dice = np.where(present, 2 * tp / (gt + pr), np.nan)
+        precision = np.where(present, np.where(pr > 0, tp / pr, 0.0), np.nan)
+        recall = np.where(present, np.where(gt > 0, tp / gt, 0.0), np.nan)
     total = cm.sum()
     freq = gt / total if total else gt
+
+    def mean(values: np.ndarray) -> float:
+        return float(np.nanmean(values)) if present.any() else 0.0
+
     return {
-        "miou": float(np.nanmean(iou)) if np.isfinite(iou).any() else 0.0,
+        "miou": mean(iou),
         "pixel_acc": float(tp.sum() / total) if total else 0.0,
         "mean_acc": float(np.nanmean(acc)) if np.isfinite(acc).any() else 0.0,
         "fwiou": float(np.nansum(freq * np.nan_to_num(iou))),
-        "iou": iou.tolist(),
+        "mdice": mean(dice), "mprecision": mean(precision), "mrecall": mean(recall),
+        "iou": iou.tolist(), "dice": dice.tolist(), "precision": precision.tolist(),
+        "recall": recall.tolist(),
     }
 
 

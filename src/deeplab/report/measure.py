@@ -60,7 +60,8 @@ def table_row(variant: str, info: dict[str, Any], strategy: InferenceStrategy, r
             "ms": strategy.multi_scale, "flip": strategy.flip,
             "decoder": mcfg["decoder"], "sc": mcfg["separable"],
             "coco": str(info["info"].get("init", "")).startswith("pretrain"),
-            "miou": round(result["miou"], 4), "madds_b": round(madds / 1e9, 2),
+            "miou": round(result["miou"], 4), "mdice": round(result["mdice"], 4),
+            "madds_b": round(madds / 1e9, 2),
             "miou_low": round(low, 4), "miou_high": round(high, 4),
             "ms_per_image": round(1000 * result["seconds_per_image"], 2)}
 

@@ -58,6 +58,7 @@ def main_metrics(measured: Measured, calibration: Any) -> dict[str, Any]:
     return {"miou": round(main["miou"], 4), "miou_low": float(main_row["miou_low"]),
             "miou_high": float(main_row["miou_high"]), "pixel_acc": round(main["pixel_acc"], 4),
             "mean_acc": round(main["mean_acc"], 4), "fwiou": round(main["fwiou"], 4),
+            **{k: round(main[k], 4) for k in ("mdice", "mprecision", "mrecall")},
             "best_strategy_miou": float(best["miou"]), "best_strategy": best["row"],
             "madds_b": float(main_row["madds_b"]),
             "trimap": {str(k): round(v, 4) for k, v in main["trimap"].items()},
@@ -79,8 +80,9 @@ def write_reports(reports: Path, measured: Measured, calibration: Any,
     write_csv(reports / "ablations.csv", df, index=False)
     write_text(reports / "ablations.md", df.to_markdown(index=False) + "\n")
     iou = np.nan_to_num(main["iou"])
-    write_csv(reports / "per_class_iou.csv", pd.DataFrame({"class": classes.names, "iou": iou}),
-              index=False)
+    per_class = {k: np.nan_to_num(np.round(main[k], 4)) for k in ("dice", "precision", "recall")}
+    write_csv(reports / "per_class_iou.csv",
+              pd.DataFrame({"class": classes.names, "iou": iou, **per_class}), index=False)
     write_csv(reports / "trimap.csv", pd.DataFrame({"band_width": list(main["trimap"]),
                                                     "miou": list(main["trimap"].values())}),
               index=False)
@@ -124,7 +126,7 @@ def log_reports(reports: Path, df: pd.DataFrame, metrics: dict[str, Any], calibr
                         if isinstance(v, (int, float)) and not isinstance(v, bool)})
     mlflow.set_tag("best_strategy", metrics["best_strategy"])
     mlflow.log_metrics({f"{r['row']}/{key}": float(r[key]) for _, r in df.iterrows()
-                        for key in ("miou", "miou_low", "miou_high")})
+                        for key in ("miou", "miou_low", "miou_high", "mdice")})
     mlflow.log_metrics({f"{r['row']}/ms_per_image": float(r["ms_per_image"])
                         for _, r in df.iterrows() if r["row"].startswith("deployed_")})
     mlflow.log_metrics({f"trimap_{k}": v for k, v in metrics["trimap"].items()})
