@@ -13,8 +13,12 @@ import pytest
 import torch
 from helpers import servers
 
-# Two threads alone; one per worker when pytest-xdist runs two workers on the two cores.
-torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
+# The cores shared among pytest-xdist's workers, and among the processes each starts (DVC
+# stages, servers: torch, OpenMP and MKL read OMP_NUM_THREADS): more threads than cores makes
+# OpenMP's spinning threads wait on each other, many times slower than one thread each.
+THREADS = max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+torch.set_num_threads(THREADS)
+os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
 os.environ.setdefault("TQDM_DISABLE", "1")
 REPO = Path(__file__).resolve().parents[1]
 

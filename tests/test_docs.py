@@ -4,7 +4,6 @@ every `deeplab.*` module or name, every params key path (of every section), ever
 
 import ast
 import json
-import math
 import re
 from pathlib import Path
 
@@ -23,14 +22,14 @@ OUTPUT_TOP = ("reports/", "models/", "data/", "mlartifacts/")  # written by the 
 PATH = re.compile(r"(?<![\w./-])((?:src|pipeline|tests|docs|bench|recipes|\.githooks|\.ci)/"
                   r"[\w./{}*<>-]*[\w/])")
 MODULE = re.compile(r"(?<![\w./])(deeplab(?:\.\w+)+)(?!\w)")
-FILE_SUFFIXES = ("pt", "pt2", "onnx", "db", "yaml", "json")  # `deeplab.pt2` is a file name
+FILE_SUFFIXES = ("pt", "pt2", "onnx", "db", "yaml", "json", "csv", "md", "png")  # `deeplab.pt2` is a file name
 SECTIONS = ("seed", "data", "preprocess", "model", "train", "runtime", "pretrain", "finetune",
             "evaluate", "rank", "ablations", "deploy", "register", "mlflow", "sweep")
 KEY = re.compile(rf"`((?:{'|'.join(SECTIONS)})(?:\.\w+)+)(?!: unknown key)`?")  # not the quoted typo of an error
 HEADING = re.compile(r"(docs/\w+\.md) \"([^\"]+)\"")
 
 
-NOT_KEYS = {"data.hash"}  # a run tag, not a params key
+NOT_KEYS = {"data.hash", "sweep.parent", "sweep.state", "sweep.trial", "sweep.value"}  # run tags
 OUTPUT_OPTIONS = ("--out", "--output")  # what follows is written, not read
 
 
@@ -147,15 +146,17 @@ REPORT_NOTE = re.compile(r"<!-- (reports/\w+\.json) -->\n(.+?)(?:\n\n|\Z)", re.S
 
 
 def _equal(quoted: str, value: float) -> bool:
+    """`quoted` is `value` rounded to the digits quoted (either way at a tie: 0.7735 -> 0.773)."""
     digits = len(quoted.split(".")[1]) if "." in quoted else 0
-    return math.isclose(round(value, digits), float(quoted.replace(",", "")), abs_tol=1e-9)
+    return abs(float(quoted.replace(",", "")) - value) <= 0.5 * 10 ** -digits + 1e-9
 
 
 def _report_tables(text: str) -> list[tuple[list[str], list[list[str]]]]:
     tables, lines = [], text.splitlines()
     for i, line in enumerate(lines):
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if line.startswith("| row |") and i + 1 < len(lines) and lines[i + 1].startswith("|---"):
+        if line.startswith("| row |") and i + 2 < len(lines) and lines[i + 1].startswith("|---") \
+                and lines[i + 2].startswith("| `"):  # rows named as the report names them
             rows = []
             for body in lines[i + 2:]:
                 if not body.startswith("|"):

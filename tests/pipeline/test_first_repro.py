@@ -22,7 +22,7 @@ def test_a_tiny_dvc_repro_runs_every_stage_and_records_what_it_did(finished, tmp
     assert 0.0 <= metrics["miou"] <= 1.0 and "2" in metrics["trimap"]
     table = (work / "reports/ablations.csv").read_text().splitlines()
     assert table[0] == ("row,variant,runtime,precision,train_os,eval_os,ms,flip,decoder,sc,coco,"
-                        "miou,madds_b,miou_low,miou_high,ms_per_image")
+                        "miou,mdice,madds_b,miou_low,miou_high,ms_per_image")
     assert metrics["miou_low"] <= metrics["miou"] <= metrics["miou_high"]
     # OS 16/8 x MS x flip, one per variant, one per deployed format
     assert len(table) == 1 + 2 * 2 * 2 + len(variants) + 3

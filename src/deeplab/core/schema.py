@@ -286,6 +286,32 @@ class Ema(Section):
     every: Annotated[int, Field(gt=0, le=MAX_ITERATIONS)] = 1
 
 
+class ColorJitter(Section):
+    """Brightness, contrast and saturation factors drawn from [1 - x, 1 + x] and a hue shift
+    from [-hue, hue], applied in a random order (torchvision's ColorJitter), image only."""
+
+    brightness: Annotated[float, Field(ge=0, le=1)] = 0.0
+    contrast: Annotated[float, Field(ge=0, le=1)] = 0.0
+    saturation: Annotated[float, Field(ge=0, le=1)] = 0.0
+    hue: Annotated[float, Field(ge=0, le=0.5)] = 0.0
+    p: Annotated[float, Field(ge=0, le=1)] = 1.0
+
+
+class GaussianBlur(Section):
+    """A Gaussian blur with a sigma drawn from `sigma`, with probability `p`, image only."""
+
+    kernel: Annotated[int, Field(ge=3, le=99)] = 5
+    sigma: Annotated[list[Annotated[float, Field(gt=0, le=50)]], Field(min_length=2, max_length=2),
+                     AfterValidator(_ordered)] = [0.1, 2.0]
+    p: Annotated[float, Field(ge=0, le=1)] = 0.5
+
+    @model_validator(mode="after")
+    def _odd(self) -> Self:
+        if self.kernel % 2 == 0:
+            raise PydanticCustomError("kernel", "gaussian_blur.kernel must be odd")
+        return self
+
+
 class Schedule(Section):
     """One training schedule (pretrain; finetune adds its init and bootstrapping)."""
 
@@ -314,6 +340,8 @@ class Schedule(Section):
     ema: Optional[Ema] = None
     accumulate: Annotated[int, Field(ge=1, le=1024)] = 1   # micro-batches of batch_size per step
     clip_grad_norm: Optional[Annotated[float, Field(gt=0, le=1e6)]] = None
+    color_jitter: Optional[ColorJitter] = None
+    gaussian_blur: Optional[GaussianBlur] = None
 
     @model_validator(mode="after")
     def _validated_selection(self) -> Self:

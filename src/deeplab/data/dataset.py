@@ -19,6 +19,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 from ..core.errors import BadSampleError, ConfigError, MissingFileError
+from ..core.schema import ColorJitter, GaussianBlur
 from .images import read_rgb
 from .palette import IGNORE, read_label_png
 
@@ -54,11 +55,37 @@ def load_sample(image_path: str, mask_path: str) -> tuple[torch.Tensor, torch.Te
     return image, label
 
 
+def photometric(image: torch.Tensor, rng: np.random.Generator, jitter: ColorJitter | None,
+                blur: GaussianBlur | None) -> torch.Tensor:
+    """Colour jitter and Gaussian blur of a uint8 `3 x H x W` image (torchvision's transforms.v2
+    functions), their random values drawn from `rng`."""
+    if jitter is not None and rng.random() < jitter.p:
+        factors = {name: rng.uniform(max(0.0, 1 - amount), 1 + amount)
+                   for name, amount in (("brightness", jitter.brightness),
+                                        ("contrast", jitter.contrast),
+                                        ("saturation", jitter.saturation))}
+        hue = rng.uniform(-jitter.hue, jitter.hue)
+        for op in rng.permutation(4):
+            if op == 0 and jitter.brightness:
+                image = TF.adjust_brightness(image, factors["brightness"])
+            elif op == 1 and jitter.contrast:
+                image = TF.adjust_contrast(image, factors["contrast"])
+            elif op == 2 and jitter.saturation:
+                image = TF.adjust_saturation(image, factors["saturation"])
+            elif op == 3 and jitter.hue:
+                image = TF.adjust_hue(image, hue)
+    if blur is not None and rng.random() < blur.p:
+        sigma = float(rng.uniform(*blur.sigma))
+        image = TF.gaussian_blur(image, [blur.kernel, blur.kernel], [sigma, sigma])
+    return image
+
+
 def augment(image: torch.Tensor, label: torch.Tensor, rng: np.random.Generator, crop: int,
-            scale_range: Sequence[float], flip: bool, fill: Sequence[int] = MEAN_PIXEL
+            scale_range: Sequence[float], flip: bool, fill: Sequence[int] = MEAN_PIXEL,
+            jitter: ColorJitter | None = None, blur: GaussianBlur | None = None
             ) -> tuple[torch.Tensor, torch.Tensor]:
     """Random scale, pad (image with the mean pixel `fill`, label with 255), random crop,
-    horizontal flip."""
+    horizontal flip; then colour jitter and blur of the image alone (`photometric`)."""
     img, lab = tv_tensors.Image(image), tv_tensors.Mask(label.unsqueeze(0))
     s = rng.uniform(*scale_range)
     h, w = img.shape[-2:]
@@ -74,7 +101,10 @@ def augment(image: torch.Tensor, label: torch.Tensor, rng: np.random.Generator, 
     img, lab = TF.crop(img, top, left, crop, crop), TF.crop(lab, top, left, crop, crop)
     if flip and rng.random() < 0.5:
         img, lab = TF.horizontal_flip(img), TF.horizontal_flip(lab)
-    return img.as_subclass(torch.Tensor).contiguous(), lab[0].as_subclass(torch.Tensor).contiguous()
+    img = img.as_subclass(torch.Tensor)
+    if jitter is not None or blur is not None:
+        img = photometric(img, rng, jitter, blur)
+    return img.contiguous(), lab[0].as_subclass(torch.Tensor).contiguous()
 
 
 class SegmentationDataset(Dataset):
@@ -82,12 +112,14 @@ class SegmentationDataset(Dataset):
 
     def __init__(self, rows: pd.DataFrame, crop: int | None = None,
                  scale_range: Sequence[float] = (0.5, 2.0), flip: bool = True,
-                 fill: Sequence[int] = MEAN_PIXEL) -> None:
+                 fill: Sequence[int] = MEAN_PIXEL, jitter: ColorJitter | None = None,
+                 blur: GaussianBlur | None = None) -> None:
         self.images = rows["image"].tolist()
         self.masks = rows["mask"].tolist()
         self.ids = rows["id"].tolist()
         self.crop, self.scale_range, self.flip = crop, tuple(scale_range), flip
         self.fill = tuple(int(v) for v in fill)
+        self.jitter, self.blur = jitter, blur
 
     def __len__(self) -> int:
         return len(self.images)
@@ -97,7 +129,7 @@ class SegmentationDataset(Dataset):
         image, label = load_sample(self.images[index], self.masks[index])
         if self.crop is not None and seed is not None:
             image, label = augment(image, label, np.random.default_rng(seed), self.crop,
-                                   self.scale_range, self.flip, self.fill)
+                                   self.scale_range, self.flip, self.fill, self.jitter, self.blur)
         return image, label
 
 

@@ -115,7 +115,8 @@ def training_data(stage: TrainingStage, params: Params, files: StageFiles,
     hard_ids = files.hard_list.read_text().split() if files.hard_list is not None else []
     rows = repeat_rows(base, hard_ids, sched.repeat_hard)
     fill = tuple(int(round(255 * float(m))) for m in mean.flatten())
-    dataset = SegmentationDataset(rows, sched.crop_size, sched.scale_range, sched.flip, fill=fill)
+    dataset = SegmentationDataset(rows, sched.crop_size, sched.scale_range, sched.flip, fill=fill,
+                                  jitter=sched.color_jitter, blur=sched.gaussian_blur)
     return dataset, read_list(files.val_list), len(rows) - len(base)
 
 
