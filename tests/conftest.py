@@ -26,8 +26,8 @@ REPO = Path(__file__).resolve().parents[1]
 # Scheduling (pytest-xdist gives whole files to workers, in this order): the file that builds
 # the shared tiny `dvc repro` first, the long files that copy it last; the rest between.
 FIRST = ("pipeline/test_first_repro.py",)
-LAST = ("pipeline/test_own_data.py", "pipeline/test_reruns.py", "pipeline/test_share.py",
-        "pipeline/test_sweep.py")
+LAST = ("pipeline/test_share.py", "pipeline/test_own_data.py", "pipeline/test_reruns.py",
+        "pipeline/test_sweep.py")  # the longest first: the worker that ends first takes the next
 
 
 def pytest_collection_modifyitems(config, items):

@@ -4,6 +4,7 @@ the YAML reader (duplicate keys, alias bombs) and the git hooks that guard DVC."
 import copy
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -150,11 +151,25 @@ def test_the_schema_takes_its_choices_from_the_model():
     """Backbones and output strides are defined once (`deeplab.core.choices.backbones`)."""
     fields = ModelConfig.model_fields
     assert set(get_args(fields["output_stride"].annotation)) == set(OUTPUT_STRIDES)
-    assert set(get_args(fields["backbone"].annotation)) == set(BACKBONES) | set(BACKBONE_ALIASES)
-    for name in BACKBONES:
+    for name in BACKBONES + ("timm:convnext_atto", "timm:resnet18.a1_in1k"):
         raw = copy.deepcopy(RAW)
         raw["model"]["backbone"] = name
         assert parse_params(raw, sections=("model",)).model.backbone == name
+    for alias, name in BACKBONE_ALIASES.items():
+        raw = copy.deepcopy(RAW)
+        raw["model"]["backbone"] = alias
+        assert parse_params(raw, sections=("model",)).model.backbone == name
+    for name, message in [("resnet18", "model.backbone: Value error, unknown backbone 'resnet18'; "
+                                       "choose one of resnet50, resnet101, xception65, mobilenet_v2 "
+                                       "or timm:<name>"),
+                          ("timm:convnext_nope", "model.backbone: Value error, backbone "
+                                                 "timm:convnext_nope: timm 1.0.31 has no model "
+                                                 "'convnext_nope'; timm has e.g. convnext_atto"),
+                          ("timm:../x", "backbone timm:../x: not a timm model name")]:
+        raw = copy.deepcopy(RAW)
+        raw["model"]["backbone"] = name
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            parse_params(raw, sections=("model",))
 
 
 def test_model_settings_build_the_network(repo_root):

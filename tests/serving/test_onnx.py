@@ -52,7 +52,8 @@ def tiny_segmenter(backbone: str, output_stride: int, seed: int = 0, depth: int 
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("backbone", BACKBONES)
+# ResNet-101 cut to two units per stage (`depth=2`) is ResNet-50's graph: one of them stands for both.
+@pytest.mark.parametrize("backbone", [b for b in BACKBONES if b != "resnet101"])
 @pytest.mark.parametrize("output_stride", [16, 8])
 def test_onnx_equals_pytorch_on_every_backbone(tmp_path, backbone, output_stride):
     seg = tiny_segmenter(backbone, output_stride, depth=2)  # depth adds nothing to the check

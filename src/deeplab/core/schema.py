@@ -22,12 +22,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from .choices.backbones import (
-    BACKBONE_ALIASES,
-    BACKBONES,
-    OUTPUT_STRIDES,
-    canonical_backbone,
-)
+from .choices.backbones import OUTPUT_STRIDES, canonical_backbone
 from .choices.data import LAYOUTS, SOURCES
 from .choices.losses import parse_loss
 from .choices.runtimes import FORMATS, PRECISIONS, RUNTIMES, check_format
@@ -126,8 +121,8 @@ Scale = Annotated[float, Field(ge=MIN_SCALE, le=MAX_SCALE)]
 Channels = Annotated[int, Field(gt=0, le=4096)]
 Name = Annotated[str, Field(min_length=1, max_length=4096)]
 OutputStride = Literal[OUTPUT_STRIDES]  # type: ignore[valid-type]
-Backbone = Annotated[Literal[BACKBONES + tuple(BACKBONE_ALIASES)],  # type: ignore[valid-type]
-                     AfterValidator(canonical_backbone)]
+# one of BACKBONES (or an alias), or `timm:<name>` (any timm encoder)
+Backbone = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(canonical_backbone)]
 Init = Annotated[str, Field(min_length=1, max_length=4096), AfterValidator(_init)]
 ClassName = Annotated[str, Field(min_length=1, max_length=100), AfterValidator(_class_name)]
 Colour = Annotated[list[Annotated[int, Field(ge=0, le=255)]], Field(min_length=3, max_length=3)]

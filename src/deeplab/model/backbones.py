@@ -29,7 +29,7 @@ import torch
 import torchvision
 from torch import nn
 
-from ..core.choices.backbones import canonical_backbone, check_output_stride
+from ..core.choices.backbones import TIMM_PREFIX, canonical_backbone, check_output_stride
 from .layers import set_dilation
 
 
@@ -153,7 +153,8 @@ class XceptionBackbone(Backbone):
         return low, high
 
 
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    """A weights file's state dict (also inside a `state_dict` or `model` key); one-line errors."""
     if not path.is_file():
         raise FileNotFoundError(f"pretrained backbone file not found: {path}")
     try:
@@ -171,7 +172,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 def load_library_weights(net: nn.Module, path: str | Path, ignore_prefixes: tuple[str, ...]) -> None:
     """Load a local file of the library network's ImageNet weights (classifier keys ignored)."""
     path = Path(path)
-    state = {k: v for k, v in _read_state_dict(path).items() if not k.startswith(ignore_prefixes)}
+    state = {k: v for k, v in read_state_dict(path).items() if not k.startswith(ignore_prefixes)}
     own = {k: v for k, v in net.state_dict().items() if not k.startswith(ignore_prefixes)}
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
@@ -245,15 +246,20 @@ def backbone_spec(name: str) -> BackboneSpec:
 
 
 def build_backbone(name: str, output_stride: int = 16, multi_grid: Sequence[int] | None = (1, 2, 4),
-                   pretrained: str | None = None) -> Backbone:
+                   pretrained: str | None = None) -> nn.Module:
     """Build a backbone at `output_stride`.
 
     `pretrained`: None (random init), "imagenet" (the library's own weight API; needs the
     internet or a warm cache) or the path of a local weights file in the library's format.
     `multi_grid` applies to ResNet only (None: the plain atrous convention, as torchvision).
+    `timm:<name>`: any timm encoder (`timm_encoder.TimmBackbone`).
     The input normalisation is the one of the library's ImageNet weights for that backbone,
     also with random initialisation, so a model keeps one convention whatever its init.
     """
+    if canonical_backbone(name).startswith(TIMM_PREFIX):
+        from .timm_encoder import TimmBackbone
+
+        return TimmBackbone(name, output_stride, pretrained)
     spec = backbone_spec(name)
     online = pretrained == "imagenet"
     net, norm = spec.library(online)
