@@ -5,7 +5,15 @@ import pytest
 import torch
 from sklearn.metrics import confusion_matrix as sk_confusion
 
-from deeplab.evaluation.metrics import boundary_band, confusion_matrix, scores
+from deeplab.evaluation.metrics import (
+    boundary_band,
+    bootstrap_miou,
+    confusion_matrix,
+    image_counts,
+    mdice_of_counts,
+    miou_of_counts,
+    scores,
+)
 from deeplab.model.inference import InferenceStrategy, predict_probs
 
 
@@ -114,3 +122,19 @@ def test_bootstrap_interval_against_a_direct_resampling():
     direct = [miou_of_counts(per_image[draws.integers(0, 40, 40)].sum(0)) for _ in range(2000)]
     assert low < miou_of_counts(total) < high
     assert abs(low - np.percentile(direct, 2.5)) < 0.01 and abs(high - np.percentile(direct, 97.5)) < 0.01
+
+
+def test_the_summed_counts_give_the_splits_means_and_their_intervals_hold_them():
+    """What the bootstrap resamples (`miou_of_counts`, `mdice_of_counts` of per-image counts)
+    equals `scores` of the split's confusion matrix, a class never seen left out of both."""
+    rng = np.random.default_rng(0)
+    cms = rng.integers(0, 50, (12, 5, 5))
+    cms[:, 4, :] = 0
+    cms[:, :, 4] = 0  # class 4: neither labelled nor predicted
+    per_image = np.stack([image_counts(cm) for cm in cms])
+    whole = scores(cms.sum(0))
+    assert miou_of_counts(per_image.sum(0)) == pytest.approx(whole["miou"], abs=1e-12)
+    assert mdice_of_counts(per_image.sum(0)) == pytest.approx(whole["mdice"], abs=1e-12)
+    for score, value in ((miou_of_counts, whole["miou"]), (mdice_of_counts, whole["mdice"])):
+        low, high = bootstrap_miou(per_image, score=score)
+        assert low < value < high

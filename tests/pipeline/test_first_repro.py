@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from helpers import servers
 from helpers.repo import BIN, copy_of, run, stages_run
 
@@ -36,6 +37,19 @@ def test_a_tiny_dvc_repro_runs_every_stage_and_records_what_it_did(finished, tmp
     client = MlflowClient(tracking_uri=f"sqlite:///{work / 'mlflow.db'}")
     champion = client.get_model_version_by_alias("deeplabv3plus", "champion")
     assert int(champion.version) == 1
+    # The model card: written beside the reports, its text the version's description, logged
+    # with the version; its numbers are the reports' (tests/serving/test_model_card.py).
+    card = (work / "reports/MODEL_CARD.md").read_text()
+    front, body = card.removeprefix("---\n").split("\n---\n", 1)
+    assert yaml.safe_load(front)["model-index"][0]["results"][0]["metrics"][0]["value"] == metrics["miou"]
+    assert champion.description == body.lstrip()
+    assert f"mIoU {metrics['miou']:.4f}" in body and "synthetic data" in body
+    import mlflow
+
+    mlflow.set_tracking_uri(f"sqlite:///{work / 'mlflow.db'}")
+    local = mlflow.artifacts.download_artifacts(f"models:/deeplabv3plus/{champion.version}",
+                                                dst_path=str(tmp_path / "model"))
+    assert (Path(local) / "artifacts/MODEL_CARD.md").read_text() == card
     runs = client.search_runs([client.get_experiment_by_name("deeplabv3plus").experiment_id])
     runs = [r for r in runs if "dvc.stage" in r.data.tags]  # the stage runs (not their parent)
     assert {r.data.tags["dvc.stage"] for r in runs} >= {"pretrain", "finetune", "evaluate",

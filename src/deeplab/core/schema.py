@@ -470,6 +470,7 @@ class RegisterConfig(Section):
     model_name: Annotated[str, AfterValidator(_model_name)]
     min_miou: Annotated[float, Field(ge=0, le=1)]
     promote: Literal["if_better", "never", "always"] = "if_better"
+    license: Annotated[str, Field(min_length=1, max_length=100, pattern=r"^[a-z0-9.+-]+$")] = "other"
     inference: InferenceConfig
     serve: ServeConfig = ServeConfig()
 

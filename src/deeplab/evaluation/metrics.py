@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 import scipy.ndimage as ndi
 import torch
@@ -84,17 +86,28 @@ def miou_of_counts(counts: np.ndarray) -> float:
     return float(np.mean(tp[union > 0] / union[union > 0]))
 
 
+def mdice_of_counts(counts: np.ndarray) -> float:
+    """Mean Dice (F1) of summed `3 x C` counts, over the classes `miou_of_counts` averages."""
+    tp, fp, fn = counts
+    union = tp + fp + fn
+    if not (union > 0).any():
+        return 0.0
+    return float(np.mean(2 * tp[union > 0] / (union[union > 0] + tp[union > 0])))
+
+
 def bootstrap_miou(per_image: np.ndarray, resamples: int = 1000, level: float = 0.95,
-                   seed: int = 0) -> tuple[float, float]:
-    """A `level` interval of the split's mIoU from resampling its images with replacement
-    (`per_image`: `N x 3 x C` counts from `image_counts`; scipy's percentile bootstrap)."""
+                   seed: int = 0, score: Callable[[np.ndarray], float] = miou_of_counts
+                   ) -> tuple[float, float]:
+    """A `level` interval of the split's mIoU (or another `score` of summed counts, e.g.
+    `mdice_of_counts`) from resampling its images with replacement (`per_image`: `N x 3 x C`
+    counts from `image_counts`; scipy's percentile bootstrap)."""
     from scipy.stats import bootstrap
 
     if len(per_image) < 2:
-        value = miou_of_counts(per_image.sum(0))
+        value = score(per_image.sum(0))
         return value, value
     result = bootstrap((np.arange(len(per_image)),),
-                       lambda idx: miou_of_counts(per_image[idx.astype(int)].sum(0)),
+                       lambda idx: score(per_image[idx.astype(int)].sum(0)),
                        vectorized=False, n_resamples=resamples, confidence_level=level,
                        method="percentile", random_state=np.random.default_rng(seed))
     return float(result.confidence_interval.low), float(result.confidence_interval.high)

@@ -13,6 +13,8 @@ import pandas as pd
 
 from ..core.io import make_dirs, save_figure, write_csv, write_json, write_text
 from ..data.classes import ClassList
+from ..evaluation.metrics import bootstrap_miou, mdice_of_counts
+from ..model.device import cpu_name
 from .figures import (
     confusion_figure,
     curves_figure,
@@ -59,6 +61,10 @@ def main_metrics(measured: Measured, calibration: Any) -> dict[str, Any]:
             "miou_high": float(main_row["miou_high"]), "pixel_acc": round(main["pixel_acc"], 4),
             "mean_acc": round(main["mean_acc"], 4), "fwiou": round(main["fwiou"], 4),
             **{k: round(main[k], 4) for k in ("mdice", "mprecision", "mrecall")},
+            **dict(zip(("mdice_low", "mdice_high"),
+                       (round(v, 4) for v in bootstrap_miou(main["per_image"],
+                                                            score=mdice_of_counts)))),
+            "machine": cpu_name(),  # where ms_per_image was measured
             "best_strategy_miou": float(best["miou"]), "best_strategy": best["row"],
             "madds_b": float(main_row["madds_b"]),
             "trimap": {str(k): round(v, 4) for k, v in main["trimap"].items()},

@@ -32,15 +32,19 @@ from PIL import Image
 
 from ..core.errors import RegistryError, first_line
 from ..core.hashing import value_sha256
+from ..core.io import write_text
 from ..core.schema import Params
 from ..data.classes import ClassList
 from ..model.files import classes_of, read_model_file, state_digest
 from ..model.inference import InferenceStrategy
 from .deploy import Deployment, check_belongs, deployment
+from .model_card import CardInputs, model_card
 from .promote import assign_alias
 
 log = logging.getLogger(__name__)
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
+CARD_NAME = "MODEL_CARD.md"
+DESCRIPTION_LIMIT = 5000  # MLflow's column for a version's description
 
 
 def signature():
@@ -170,6 +174,7 @@ class Registration:
     promote: str
     classes: ClassList
     deployment: Deployment     # the deployed files kept, the serving settings
+    card: str = ""             # MODEL_CARD.md
 
     @property
     def experiment(self) -> str:
@@ -187,9 +192,12 @@ def pipeline_result(metrics_file: Path) -> str:
 
 
 def register(model_file: Path, metrics_file: Path, params: Params,
-             deployed: Path | None = None) -> dict[str, Any]:
+             deployed: Path | None = None, per_class: Path | None = None,
+             data_summary: Path | None = None, card: Path | None = None) -> dict[str, Any]:
     """Log and register `model_file` (with the files of the deploy folder `deployed` that stay
-    within `deploy.max_drop`); return what happened (version, alias, whether new)."""
+    within `deploy.max_drop`) and its model card (written to `card` too, from `metrics_file`,
+    the `per_class` IoU table and the preprocess stage's `data_summary`); return what
+    happened (version, alias, whether new)."""
     from ..tracking.runs import dvc_experiment, finish_pipeline, start_stage_run
     from ..tracking.store import check_store, tracking_uri
 
@@ -205,7 +213,14 @@ def register(model_file: Path, metrics_file: Path, params: Params,
     strategy = InferenceStrategy.from_dict(cfg.inference.model_dump()).as_dict()
     reg = Registration(cfg.model_name, model_file, strategy, state_digest(state, strategy),
                        {**_training_lineage(state["info"]), "dvc.exp": dvc_experiment()},
-                       miou, cfg.min_miou, cfg.promote, classes_of(state), kept)
+                       miou, cfg.min_miou, cfg.promote, classes_of(state), kept,
+                       model_card(CardInputs(
+                           cfg.model_name, classes_of(state), evaluated, _read_rows(per_class),
+                           _read_json(data_summary), state["info"],
+                           params.data.source if params.data is not None else "unknown",
+                           cfg.license, kept.formats, MODEL_IO)))
+    if card is not None:
+        write_text(card, reg.card)
     uri = tracking_uri()
     check_store(uri)  # an unwritable or unreachable store: one line, before taking its lock
     try:
@@ -262,12 +277,14 @@ def _log_and_create_version(client, reg: Registration, run_id: str) -> int:
         strategy_file.write_text(json.dumps(reg.strategy, indent=2))
         serve_file = Path(tmp) / "serve.json"
         serve_file.write_text(json.dumps(reg.deployment.serve, indent=2))
+        card_file = Path(tmp) / CARD_NAME
+        card_file.write_text(reg.card)
         deployed = {name.replace(".", "_"): str(path) for name, path in reg.deployment.files.items()}
         example = np.random.default_rng(0).integers(0, 256, (1, 64, 64, 3), dtype=np.uint8)
         info = mlflow.pyfunc.log_model(
             name="model", python_model=str(PYFUNC_CODE),
             artifacts={"model_file": str(reg.model_file), "strategy": str(strategy_file),
-                       "serve": str(serve_file), **deployed},
+                       "serve": str(serve_file), "model_card": str(card_file), **deployed},
             code_paths=[str(Path(__file__).parents[1])], signature=signature(),
             input_example=example,
             metadata={"model_sha256": reg.digest, "deploy_sha256": reg.deployment.digest,
@@ -282,8 +299,43 @@ def _log_and_create_version(client, reg: Registration, run_id: str) -> int:
         tags={"model_sha256": reg.digest, "deploy_sha256": reg.deployment.digest,
               "val_miou": f"{reg.miou:.6f}", "classes.sha256": classes_key(reg.classes.names),
               "classes.names": json.dumps(list(reg.classes.names))[:5000], **reg.tags},
-        description=describe(reg.classes))
+        description=description(reg))
     return int(version.version)
+
+
+def description(reg: Registration) -> str:
+    """The version's description in the registry: the model card's text (without its front
+    matter), or the one-line description where there is no card or it is too long for the
+    store (MLflow keeps 5000 characters; the whole card is the version's `model_card`
+    artifact)."""
+    body = reg.card.split("\n---\n", 1)[-1].lstrip() if reg.card.startswith("---\n") else reg.card
+    if not body:
+        return describe(reg.classes)
+    if len(body) > DESCRIPTION_LIMIT:
+        note = f"\n\n(The card continues in the version's artifacts: {CARD_NAME}.)\n"
+        body = body[:DESCRIPTION_LIMIT - len(note)].rsplit("\n", 1)[0] + note
+    return body
+
+
+def _read_json(path: Path | None) -> dict[str, Any]:
+    if path is None:
+        return {}
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise RegistryError(f"{path}: {first_line(exc)}") from None
+
+
+def _read_rows(path: Path | None) -> list[dict[str, Any]]:
+    """The rows of a CSV table (the per-class IoU), or none."""
+    if path is None:
+        return []
+    import pandas as pd
+
+    try:
+        return pd.read_csv(path).to_dict("records")
+    except (OSError, ValueError) as exc:
+        raise RegistryError(f"{path}: {first_line(exc)}") from None
 
 
 def _runtime_requirements(reg: Registration) -> list[str]:
