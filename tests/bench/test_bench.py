@@ -92,6 +92,25 @@ def test_imbalance_mode(tmp_path):
 
 
 @pytest.mark.slow
+def test_trainer_mode(tmp_path):
+    """bench/trainer.py: plain, warmup, EMA and a timm encoder at every seed, each model's
+    speed and multiply-adds, and the verdicts against plain."""
+    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    out = tmp_path / "trainer"
+    proc = subprocess.run([sys.executable, str(REPO / "bench" / "trainer.py"), "--seeds", "0", "1",
+                           "--iterations", "2", "--size", "48", "--train-images", "6",
+                           "--val-images", "3", "--threads", "1", "--out", str(out)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    result = json.loads(out.with_suffix(".json").read_text())
+    settings = ("plain", "warmup", "ema", "timm:mobilenetv3_large_100")
+    assert {(r["setting"], r["seed"]) for r in result["runs"]} == {(s, k) for s in settings for k in (0, 1)}
+    madds = {line["setting"]: line["madds_b"] for line in result["summary"]}
+    assert madds["plain"] == madds["ema"] == 2.88 and madds["timm:mobilenetv3_large_100"] == 2.51
+    assert "| timm:mobilenetv3_large_100 |" in out.with_suffix(".md").read_text()
+
+
+@pytest.mark.slow
 def test_label_next_mode(tmp_path):
     """bench/label_next.py: both arms at every seed, the precision of each score's top K, and
     the gains with their verdicts."""
