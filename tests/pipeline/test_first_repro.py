@@ -50,6 +50,16 @@ def test_a_tiny_dvc_repro_runs_every_stage_and_records_what_it_did(finished, tmp
     local = mlflow.artifacts.download_artifacts(f"models:/deeplabv3plus/{champion.version}",
                                                 dst_path=str(tmp_path / "model"))
     assert (Path(local) / "artifacts/MODEL_CARD.md").read_text() == card
+    # predict on the registered model runs what the version serves: the fastest format that
+    # evaluate measured within deploy.max_drop (register.serve.runtime: auto).
+    served = json.loads((Path(local) / "artifacts/serve.json").read_text())["auto"]["order"][0]
+    image = sorted((work / "data/raw/synthetic/VOC2012/JPEGImages").glob("*.jpg"))[0]
+    said = run([sys.executable, "-m", "deeplab.serving.predict", "--model",
+                "models:/deeplabv3plus@champion", "--input", str(image), "--output",
+                str(tmp_path / "predicted")], work,
+               env={"MLFLOW_TRACKING_URI": f"sqlite:///{work / 'mlflow.db'}"}).stdout
+    assert said.strip().splitlines()[-1].endswith(f"({served.replace('/', ' ')})"), said
+    assert (tmp_path / "predicted" / f"{image.name}.labels.png").is_file()
     runs = client.search_runs([client.get_experiment_by_name("deeplabv3plus").experiment_id])
     runs = [r for r in runs if "dvc.stage" in r.data.tags]  # the stage runs (not their parent)
     assert {r.data.tags["dvc.stage"] for r in runs} >= {"pretrain", "finetune", "evaluate",

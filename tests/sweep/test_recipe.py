@@ -48,5 +48,5 @@ def test_recipe_is_valid_and_every_value_cites_its_source(path):
 def test_a_bad_recipe_names_the_key(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("model:\n  backbone: resnet152\n")
-    with pytest.raises(ConfigError, match="bad.yaml: model.backbone: Input should be 'resnet50', 'resnet101'"):
+    with pytest.raises(ConfigError, match="bad.yaml: model.backbone: Value error, unknown backbone 'resnet152'; choose one of resnet50, resnet101"):
         apply_recipe(load_params(REPO / "params.yaml"), load_recipe(bad), str(bad))

@@ -9,7 +9,10 @@ model's own colours, and `<name>.<ext>.overlay.jpg`: the extension stays in the 
 `<name>.<ext>.confidence-<KIND>.png`: per-pixel confidence as 8-bit grey (255 = sure) of the
 kind named (`maxprob`, `margin` or `entropy`, also in the PNG's text), from probabilities
 calibrated with a registered model's temperature. The log names the classes found in each image;
-`--list-classes` prints the model's class list. An output that would overwrite an input is refused before anything is
+`--list-classes` prints the model's class list. By default (`--runtime auto --precision auto`)
+a registered model runs on what its version serves (the fastest deployed format evaluate
+measured within `deploy.max_drop`, the next where this CPU cannot), an `.onnx` file on OpenVINO
+fp32 and a model file on torch fp32; the last line names the runtime used. An output that would overwrite an input is refused before anything is
 written; files named like our outputs are not taken as inputs. Unreadable images (and
 decompression bombs) are reported by name and the command exits with status 2 after
 processing the rest.
@@ -21,15 +24,16 @@ import argparse
 import logging
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
+import torch
 from PIL import Image
 
 from ..core.choices.backbones import OUTPUT_STRIDES
-from ..core.choices.runtimes import PRECISIONS, RUNTIMES
+from ..core.choices.runtimes import FORMATS, PRECISIONS, RUNTIMES
 from ..core.cli import run_command
-from ..core.errors import DiskFullError, InputError, MissingFileError, OutputError
+from ..core.errors import ConfigError, DiskFullError, InputError, MissingFileError, OutputError
 from ..core.io import make_dirs, save_image
 from ..core.schema import InferenceOverrides, TileOptions
 from ..core.validation import validate_options
@@ -37,7 +41,7 @@ from ..data.images import IMAGE_SUFFIXES, read_rgb
 from ..data.palette import overlay, save_label_png
 from ..model.device import select_device
 from ..uncertainty.confidence import KINDS, ConfidenceCollector, save_confidence_png
-from .runtimes import Runner, open_runner
+from .runtimes import Runner, open_first, open_runner
 from .windows import (
     DEFAULT_OVERLAP,
     DEFAULT_TILE,
@@ -147,6 +151,56 @@ def predict_files(runner: Runner, inputs: list[Path], output: Path, tile: int | 
     return errors
 
 
+def _matches(fmt: str, runtime: str, precision: str) -> bool:
+    r, p = fmt.split("/")
+    return runtime in ("auto", r) and precision in ("auto", p)
+
+
+def open_auto(model: str | Path, runtime: str, precision: str, threads: int,
+              device: torch.device, overrides: dict[str, Any]) -> Runner:
+    """`--runtime`/`--precision auto`: for a registered model (`models:/`, `runs:/`) with its
+    own strategy, the formats its version serves on, the fastest first, falling back where this
+    machine cannot; an `.onnx` file on OpenVINO (else ONNX Runtime), fp32; anything else on
+    torch fp32. A runtime or precision given alongside narrows the choice."""
+    spec = str(model)
+    if spec.startswith(("models:/", "runs:/")) and not any(v is not None for v in overrides.values()):
+        from ..model.files import classes_of
+        from ..tracking.registry import registered_files
+        from .segmenter import segmenter_from_state
+
+        with registered_files(spec) as (state, strategy, settings, files):
+            served = (settings.get("auto") or {}).get("order") or \
+                [f"{settings['runtime']}/{settings['precision']}"]
+            order = [f for f in served if _matches(f, runtime, precision)]
+            if not order:
+                order = [f for f in FORMATS if f.startswith("torch/") and _matches(f, runtime, precision)]
+            if not order:
+                raise ConfigError(f"--runtime {runtime} --precision {precision}: {spec} serves on "
+                                  f"{', '.join(served)}; choose one of those or torch")
+            runner = open_first(order, files,
+                                lambda: segmenter_from_state(state, strategy, spec).to(device),
+                                threads, device)
+            runner.temperature = float(settings.get("temperature", 1.0))
+            runner.classes = classes_of(state)
+            return runner
+    onnx = spec.endswith(".onnx")
+    order = [f for f in (("openvino/fp32", "onnxruntime/fp32") if onnx else ("torch/fp32",))
+             if _matches(f, runtime, "fp32" if precision == "auto" else precision)]
+    if not order:  # an explicit precision with runtime auto
+        chosen = ("openvino" if onnx else "torch") if runtime == "auto" else runtime
+        order = [f"{chosen}/{'fp32' if precision == 'auto' else precision}"]
+    for k, fmt in enumerate(order):
+        r, p = fmt.split("/")
+        try:
+            return open_runner(model, r, p, threads, device,
+                               **({} if r != "torch" else overrides))
+        except ConfigError as exc:
+            if k + 1 == len(order):
+                raise
+            log.warning("running %s instead of %s: %s", order[k + 1], fmt, exc)
+    raise ConfigError("no runtime")  # unreachable: order is never empty
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m deeplab.serving.predict", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -161,10 +215,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="average with the left-right flipped image")
     parser.add_argument("--list-classes", action="store_true",
                         help="print the model's classes (id, name, colour) before predicting")
-    parser.add_argument("--runtime", choices=RUNTIMES, default="torch",
-                        help="torch (model file, URI, .pt2) | onnxruntime | openvino (.onnx)")
-    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                        help="fp32 | bf16 (AVX512_BF16/AMX CPUs, GPUs) | int8 (ONNX runtimes)")
+    parser.add_argument("--runtime", choices=("auto", *RUNTIMES), default="auto",
+                        help="auto: a registered model's serving choice (the fastest format "
+                             "evaluate measured within deploy.max_drop), else torch for a model "
+                             "file or .pt2 and openvino for .onnx | torch | onnxruntime | openvino")
+    parser.add_argument("--precision", choices=("auto", *PRECISIONS), default="auto",
+                        help="auto (as --runtime auto; fp32 outside a registered model) | fp32 | "
+                             "bf16 (AVX512_BF16/AMX CPUs, GPUs) | int8 (ONNX runtimes)")
     parser.add_argument("--tile", type=int, default=None,
                         help=f"sliding windows of this size (default: {DEFAULT_TILE} for images "
                              f"over {WHOLE_PIXELS:,} pixels, else the whole image)")
@@ -187,10 +244,14 @@ def _predict(args: argparse.Namespace) -> int:
     device = select_device(args.device)
     inputs = list_inputs(args.input)
     output_paths(inputs, args.output, args.confidence)  # refuse clobbering before loading
-    runner = open_runner(args.model, args.runtime, args.precision, args.threads, device,
-                         output_stride=options.output_stride,
-                         scales=tuple(options.scales) if options.scales else None,
-                         flip=options.flip)
+    overrides = {"output_stride": options.output_stride,
+                 "scales": tuple(options.scales) if options.scales else None, "flip": options.flip}
+    if "auto" in (args.runtime, args.precision):
+        runner = open_auto(args.model, args.runtime, args.precision, args.threads, device,
+                           overrides)
+    else:
+        runner = open_runner(args.model, args.runtime, args.precision, args.threads, device,
+                             **overrides)
     if args.list_classes:
         for k, name in enumerate(runner.classes.names):
             print(f"{k}\t{name}\t{'#%02x%02x%02x' % tuple(runner.classes.palette[k])}")

@@ -194,11 +194,9 @@ class SegmenterModel(PythonModel):
     def load_context(self, context) -> None:
         from pathlib import Path
 
-        from deeplab.core.choices.runtimes import ONNX_FILES
-        from deeplab.core.errors import ConfigError
         from deeplab.core.schema import ServeConfig
         from deeplab.model.files import classes_of, model_from_state
-        from deeplab.serving.runtimes import open_runner
+        from deeplab.serving.runtimes import open_first
         from deeplab.serving.segmenter import Segmenter
         from deeplab.tracking.registry import (
             logged_model_dir,
@@ -218,18 +216,10 @@ class SegmenterModel(PythonModel):
         self.classes = classes_of(state)
         order = (auto or {}).get("order") or \
             [f"{self.serve.runtime}/{self.serve.precision}"]
-        for k, fmt in enumerate(order):  # auto: the fastest first; where this CPU cannot, the next
-            runtime, precision = fmt.split("/")
-            source = Segmenter(model_from_state(state), strategy, self.classes).to(self.device).eval() \
-                if runtime == "torch" else files[ONNX_FILES[precision]]
-            try:
-                self.runner = open_runner(source, runtime, precision, self.serve.threads, self.device)
-                break
-            except ConfigError as exc:
-                if k + 1 == len(order):
-                    raise
-                logging.getLogger(__name__).warning("serving %s instead of %s: %s", order[k + 1],
-                                                    fmt, exc)
+        self.runner = open_first(  # auto: the fastest first; where this CPU cannot, the next
+            order, files,
+            lambda: Segmenter(model_from_state(state), strategy, self.classes).to(self.device).eval(),
+            self.serve.threads, self.device)
 
         self.turns = threading.BoundedSemaphore(self.serve.concurrency)
         _one_line_param_errors()

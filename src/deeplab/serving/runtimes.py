@@ -15,9 +15,10 @@ line rather than emulated slowly. An ONNX file is checked before a runtime reads
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -28,6 +29,8 @@ from ..core.errors import ConfigError, DeeplabError, InputError, ModelFileError
 from ..data.classes import ClassList
 from ..model.device import cpu_bf16
 from .onnx_files import check_onnx, read_metadata
+
+log = logging.getLogger(__name__)
 
 INT8_SUFFIX = ".int8.onnx"
 
@@ -232,6 +235,23 @@ RUNNERS: dict[str, type[Runner]] = {r.runtime: r for r in (TorchRunner, OnnxRunt
                                                            OpenVinoRunner)}
 if tuple(RUNNERS) != tuple(RUNTIMES):
     raise ImportError(f"serving.runtimes.RUNNERS {tuple(RUNNERS)} differ from core.choices.runtimes.RUNTIMES")
+
+
+def open_first(order: Sequence[str], files: Mapping[str, Path], segmenter: Callable[[], Any],
+               threads: int = 0, device: str | torch.device = "cpu") -> Runner:
+    """The first format of `order` (`runtime/precision`, the fastest first) that this machine
+    opens: torch runs `segmenter()`, the ONNX runtimes the deployed file of that precision in
+    `files`; one warning line for each format passed over (a CPU without bf16, say)."""
+    for k, fmt in enumerate(order):
+        runtime, precision = fmt.split("/")
+        source = segmenter() if runtime == "torch" else files[choices.ONNX_FILES[precision]]
+        try:
+            return open_runner(source, runtime, precision, threads, device)
+        except ConfigError as exc:
+            if k + 1 == len(order):
+                raise
+            log.warning("serving %s instead of %s: %s", order[k + 1], fmt, exc)
+    raise ConfigError("no runtime to serve on (an empty order)")
 
 
 def open_runner(source: Any, runtime: str = "torch", precision: str = "fp32",

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -59,6 +60,11 @@ def read_metric(ref: str, metric: str, cwd: Path) -> float:
         raise ExperimentFailed(f"experiment {ref}: reports/metrics.json has no number {metric!r} "
                                f"(sweep.metric)")
     return float(value)
+
+
+def stages_run(output: str) -> list[str]:
+    """The stages a `dvc exp run` ran, in order (its "Running stage 'x':" lines)."""
+    return re.findall(r"^Running stage '([^']+)':", output, re.M)
 
 
 def last_error(output: str) -> str:
@@ -117,6 +123,10 @@ class Worker:
         started = time.time()
         proc = subprocess.run(args, cwd=self.repo, env=env, capture_output=True, text=True)
         trial.set_user_attr("seconds", round(time.time() - started, 1))
+        stages = stages_run(proc.stdout + proc.stderr)
+        trial.set_user_attr("stages", stages)
+        log.info("trial %d: dvc exp run exited %d after %.0f s; stages run: %s", trial.number,
+                 proc.returncode, time.time() - started, ", ".join(stages) or "none")
         if proc.returncode:
             frozen = self.storage.get_trial(trial._trial_id)
             if "pruned_at" in frozen.user_attrs:

@@ -9,10 +9,11 @@ strategy against every digest there is, and refuses a model with none.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from ..core.choices.runtimes import check_format
 from ..core.errors import ConfigError, ModelFileError, first_line
@@ -154,9 +155,12 @@ def load_registered(uri: str) -> tuple[dict[str, Any], InferenceStrategy]:
     return state, strategy
 
 
-def open_registered(uri: str) -> tuple[dict[str, Any], InferenceStrategy, float]:
-    """`load_registered`, and the calibration temperature registered with the version (1.0
-    for a version registered without one)."""
+@contextlib.contextmanager
+def registered_files(uri: str) -> Iterator[tuple[dict[str, Any], InferenceStrategy,
+                                                 dict[str, Any], dict[str, Path]]]:
+    """The verified model-file contents, strategy, serving settings and deployed files of a
+    registered (or logged) model URI, downloaded to a folder that lasts as long as the
+    context."""
     import mlflow
 
     from .store import relocate_store, tracking_uri
@@ -172,5 +176,12 @@ def open_registered(uri: str) -> tuple[dict[str, Any], InferenceStrategy, float]
         except Exception as exc:  # noqa: BLE001 - MLflow raises many kinds
             raise ModelFileError(f"{uri}: cannot load the model ({first_line(exc)})") from None
         state, strategy = read_logged_model(local, uri, expected)
-        settings, _ = read_serving(local, uri)
+        settings, files = read_serving(local, uri)
+        yield state, strategy, settings, files
+
+
+def open_registered(uri: str) -> tuple[dict[str, Any], InferenceStrategy, float]:
+    """`load_registered`, and the calibration temperature registered with the version (1.0
+    for a version registered without one)."""
+    with registered_files(uri) as (state, strategy, settings, _):
         return state, strategy, float(settings.get("temperature", 1.0))
