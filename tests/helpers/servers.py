@@ -90,11 +90,15 @@ def mlflow_server(store: Path, port: int) -> subprocess.Popen:
     import urllib.request
 
     store.mkdir(exist_ok=True)
-    proc = start(
-        [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",
-         "--serve-artifacts", "--artifacts-destination", str(store / "artifacts"),
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # Its log goes to a file: a pipe that nobody reads fills after a few hundred requests'
+    # access lines, and the server then blocks on its next log line (every client waits).
+    log = store / "server.log"
+    with open(log, "ab") as out:
+        proc = start(
+            [str(Path(sys.executable).parent / "mlflow"), "server", "--backend-store-uri",
+             f"sqlite:///{store / 'mlflow.db'}", "--serve-artifacts", "--artifacts-destination",
+             str(store / "artifacts"), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+            stdout=out, stderr=subprocess.STDOUT)
     deadline = time.time() + 180
     while True:
         try:
@@ -103,5 +107,5 @@ def mlflow_server(store: Path, port: int) -> subprocess.Popen:
         except OSError:
             if proc.poll() is not None or time.time() > deadline:
                 stop(proc, timeout=5)
-                raise AssertionError(f"mlflow server did not start: {proc.stdout.read()[-3000:]}")
+                raise AssertionError(f"mlflow server did not start: {log.read_text()[-3000:]}")
             time.sleep(0.5)

@@ -159,3 +159,19 @@ def test_the_mlflow_ui_in_a_real_browser(finished, tmp_path, chromium):
             assert ablation in text
     finally:
         servers.stop(ui)
+
+
+@pytest.mark.slow
+def test_the_serving_bench_runs_on_the_pipeline(finished, tmp_path):
+    """bench/serve_bench.py on the tiny pipeline's files: both versions registered by
+    `register`, served by `mlflow models serve`, timed; `auto` serves what evaluate measured."""
+    work = copy_of(finished, tmp_path)
+    out = tmp_path / "serve"
+    run([sys.executable, str(Path(__file__).parents[2] / "bench" / "serve_bench.py"), "--requests",
+         "2", "--warmup", "0", "--size", "48", "--out", str(out)], work)
+    result = json.loads(out.with_suffix(".json").read_text())
+    rows = {r["serve"]: r for r in result["rows"]}
+    assert rows["torch/fp32"]["served"] == "torch/fp32" and rows["torch/fp32"]["speedup"] == 1.0
+    metrics = json.loads((work / "reports/metrics.json").read_text())
+    assert rows["auto"]["served"] in metrics["deployed"]
+    assert all(r["median_ms"] > 0 and r["requests"] == 2 for r in rows.values())

@@ -65,10 +65,15 @@ def finished(study: Any) -> list[Any]:
 
 def running(study: Any) -> int:
     """Trials running now (a dead worker's trial fails first, and its retry waits)."""
+    import warnings
+
+    from optuna.exceptions import ExperimentalWarning
     from optuna.storages import fail_stale_trials
     from optuna.trial import TrialState
 
-    fail_stale_trials(study)
+    with warnings.catch_warnings():  # Optuna marks it experimental: not the user's concern
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        fail_stale_trials(study)
     return sum(t.state == TrialState.RUNNING for t in study.get_trials(deepcopy=False))
 
 

@@ -205,17 +205,26 @@ def study_run(cfg: SweepConfig, url: str) -> str | None:
         mlflow = setup(experiment)
         client = MlflowClient()
         experiment_id = mlflow.get_experiment_by_name(experiment).experiment_id
-        found = client.search_runs([experiment_id], max_results=1, filter_string=(
-            f"tags.`sweep.study` = '{cfg.study}' and tags.`sweep.parent` = 'true'"))
+        query = f"tags.`sweep.study` = '{cfg.study}' and tags.`sweep.parent` = 'true'"
+
+        def first() -> str | None:  # the earliest parent run: the one every worker agrees on
+            runs = client.search_runs([experiment_id], filter_string=query, max_results=50)
+            runs = sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id))
+            return runs[0].info.run_id if runs else None
+
+        found = first()
         if found:
-            return found[0].info.run_id
+            return found
         run = client.create_run(experiment_id, run_name=f"sweep {cfg.study}", tags={
             "sweep.study": cfg.study, "sweep.parent": "true", "sweep.storage": _shown(url),
             "sweep.metric": cfg.metric, "sweep.direction": cfg.direction})
         for key, spec in cfg.space.items():
             client.log_param(run.info.run_id, f"space.{key}", str(spec if isinstance(spec, list)
                                                                    else spec.model_dump()))
-        return run.info.run_id
+        chosen = first()
+        if chosen != run.info.run_id:  # another worker made one at the same time: keep its
+            client.delete_run(run.info.run_id)
+        return chosen
     except Exception as exc:  # noqa: BLE001 - the sweep runs without its MLflow record
         log.warning("MLflow study run not made (%s)", str(exc).splitlines()[0][:200])
         return None

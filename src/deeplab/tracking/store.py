@@ -159,9 +159,16 @@ def setup(experiment: str):
     mlflow.set_tracking_uri(uri)
     found = mlflow.get_experiment_by_name(experiment)
     if found is None:
-        mlflow.create_experiment(experiment, artifact_location=artifact_location(uri),
-                                 tags=EXPERIMENT_KIND)
-    elif any(found.tags.get(k) != v for k, v in EXPERIMENT_KIND.items()):
+        from mlflow.exceptions import MlflowException
+
+        try:
+            mlflow.create_experiment(experiment, artifact_location=artifact_location(uri),
+                                     tags=EXPERIMENT_KIND)
+        except MlflowException as exc:  # another process (a sweep worker) made it first
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            found = mlflow.get_experiment_by_name(experiment)
+    if found is not None and any(found.tags.get(k) != v for k, v in EXPERIMENT_KIND.items()):
         for key, value in EXPERIMENT_KIND.items():
             mlflow.MlflowClient().set_experiment_tag(found.experiment_id, key, value)
     mlflow.set_experiment(experiment)
