@@ -59,14 +59,42 @@ def tiny(params: dict) -> dict:
     return params
 
 
-def pipeline(root: Path) -> Path:
+def tracking_server(root: Path) -> tuple[subprocess.Popen, str]:
+    """An `mlflow server` on 127.0.0.1 (SQLite backend, served artifacts), as a team has one;
+    its log to a file."""
+    import socket
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    store = root / "mlflow"
+    store.mkdir()
+    with open(store / "server.log", "wb") as log:
+        proc = subprocess.Popen([str(BIN / "mlflow"), "server", "--backend-store-uri",
+                                 f"sqlite:///{store / 'mlflow.db'}", "--serve-artifacts",
+                                 "--artifacts-destination", str(store / "artifacts"), "--host",
+                                 "127.0.0.1", "--port", str(port), "--workers", "1"],
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 180
+    while True:
+        try:
+            urllib.request.urlopen(uri + "/health", timeout=2)
+            return proc, uri
+        except OSError:
+            if proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"mlflow server did not start: {(store / 'server.log').read_text()[-2000:]}")
+            time.sleep(0.5)
+
+
+def pipeline(root: Path, tracking: str) -> Path:
     """The tiny pipeline after its `dvc repro`, pushed: the bare git remote's path."""
     base = root / "base"
     sh(["git", "clone", "-q", str(REPO), str(base)], root)
     params = tiny(yaml.safe_load((base / "params.yaml").read_text()))
     (base / "params.yaml").write_text(yaml.safe_dump(params))
-    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}", "TQDM_DISABLE": "1",
-           "PYTHONPATH": str(base / "src")}
+    env = {"MLFLOW_TRACKING_URI": tracking, "TQDM_DISABLE": "1", "PYTHONPATH": str(base / "src")}
     sh(["dvc", "repro", "-q"], base, env)
     sh(["dvc", "remote", "add", "-d", "team", str(root / "dvc-remote")], base)
     sh(["dvc", "push", "-q"], base)
@@ -97,8 +125,8 @@ def machine(origin: Path, folder: Path) -> Path:
     return folder
 
 
-def run_study(root: Path, origin: Path, name: str, workers: int, trials: int, pruner: str,
-              seed: int) -> dict:
+def run_study(root: Path, origin: Path, tracking: str, name: str, workers: int, trials: int,
+              pruner: str, seed: int) -> dict:
     import optuna
 
     storage = f"sqlite:///{root / 'studies.db'}"
@@ -108,7 +136,7 @@ def run_study(root: Path, origin: Path, name: str, workers: int, trials: int, pr
     publish(origin, sweep, root / "owner")
     clones = [machine(origin, root / f"worker{k}") for k in range(workers)]
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "OMP_NUM_THREADS": "1",
-           "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}", "TQDM_DISABLE": "1"}
+           "MLFLOW_TRACKING_URI": tracking, "TQDM_DISABLE": "1"}
     start = time.perf_counter()
     procs = []
     for clone in clones:
@@ -141,19 +169,25 @@ def main() -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        built = time.perf_counter()
-        origin = pipeline(root)
-        print(f"tiny pipeline built in {time.perf_counter() - built:.0f} s", flush=True)
-        for workers in (1, 2):  # the same study (pruner none, seed 0) on 1 and on 2 workers
-            rows.append(run_study(root, origin, f"speed-{workers}", workers, args.trials, "none",
-                                  args.seeds[0]))
-            print(json.dumps(rows[-1]), flush=True)
-        for seed in args.seeds:  # pruning: 2 workers, with and without the median pruner
-            for pruner in ("none", "median"):
-                if pruner == "none" and seed == args.seeds[0]:
-                    continue  # speed-2 is this study
-                rows.append(run_study(root, origin, f"{pruner}-{seed}", 2, args.trials, pruner, seed))
+        server, tracking = tracking_server(root)
+        try:
+            built = time.perf_counter()
+            origin = pipeline(root, tracking)
+            print(f"tiny pipeline built in {time.perf_counter() - built:.0f} s", flush=True)
+            for workers in (1, 2):  # the same study (pruner none, seed 0) on 1 and on 2 workers
+                rows.append(run_study(root, origin, tracking, f"speed-{workers}", workers,
+                                      args.trials, "none", args.seeds[0]))
                 print(json.dumps(rows[-1]), flush=True)
+            for seed in args.seeds:  # pruning: 2 workers, with and without the median pruner
+                for pruner in ("none", "median"):
+                    if pruner == "none" and seed == args.seeds[0]:
+                        continue  # speed-2 is this study
+                    rows.append(run_study(root, origin, tracking, f"{pruner}-{seed}", 2,
+                                          args.trials, pruner, seed))
+                    print(json.dumps(rows[-1]), flush=True)
+        finally:
+            os.killpg(server.pid, 15)
+            server.wait(timeout=60)
     one, two = rows[0], rows[1]
     pruning = []
     for seed in args.seeds:
