@@ -55,6 +55,21 @@ def test_two_process_ddp_matches_one_process(tiny_train_csv, tmp_path, one_proce
 
 
 @pytest.mark.slow
+def test_accumulation_under_ddp_equals_one_process(tiny_train_csv, tmp_path):
+    """`accumulate: 2`: 2 processes, which skip the gradient all-reduce on the first
+    micro-batch (`no_sync`), train the weights of 1 process on the same micro-batches."""
+    for name, launch in (("one", []), ("two", ["-m", "torch.distributed.run", "--standalone",
+                                              "--nproc_per_node", "2"])):
+        _run([sys.executable, *launch, str(HELPER), str(tiny_train_csv), f"{name}.pt",
+              f"{name}.ckpt", "accumulate"], tmp_path)
+    one = torch.load(tmp_path / "one.pt", weights_only=True)
+    two = torch.load(tmp_path / "two.pt", weights_only=True)
+    assert two["world_size"] == 2 and one["loss"] == pytest.approx(two["loss"], rel=1e-8)
+    for key, a in one["state"].items():
+        assert torch.allclose(a, two["state"][key], rtol=1e-6, atol=1e-8), key
+
+
+@pytest.mark.slow
 def test_every_loss_keeps_the_global_batch_semantics(tiny_train_csv, tmp_path):
     """OHEM (a global top-k), focal, Dice (global per-class sums) and Lovász (a global sort),
     with class weights: 2 processes train the same weights as 1 on the same global batch."""

@@ -1,7 +1,8 @@
 """Train a tiny model for a few iterations, alone or as one of the processes torchrun starts.
 
 Usage: ddp_train.py <train.csv> <out.pt> <checkpoint> [loss]. Rank 0 writes the final weights.
-With a loss expression (e.g. ohem+focal+dice+lovasz), it trains with it and class weights.
+With a loss expression (e.g. ohem+focal+dice+lovasz), it trains with it and class weights;
+`accumulate` trains with 2 micro-batches of 2 per optimizer step (cross-entropy).
 """
 
 import sys
@@ -30,9 +31,12 @@ def main(csv: str, out: str, checkpoint: str, loss: str = "ce") -> None:
     model = DeepLabV3Plus(21, "mobilenetv2", 16, aspp_channels=16, decoder_channels=16, dropout=0.0)
     model.double()  # float64: the comparison tests the maths, not float32 rounding
     dataset = SegmentationDataset(read_list(csv), SCHED.crop_size, SCHED.scale_range, True)
-    sched = SCHED if loss == "ce" else SCHED.replace(loss=loss, top_k_percent_pixels=0.3,
-                                                     hard_example_mining_step=2)
-    weights = None if loss == "ce" else [0.5 + (k % 4) * 0.5 for k in range(21)]
+    if loss == "accumulate":
+        sched, weights = SCHED.replace(batch_size=2, accumulate=2), None
+    else:
+        sched = SCHED if loss == "ce" else SCHED.replace(loss=loss, top_k_percent_pixels=0.3,
+                                                         hard_example_mining_step=2)
+        weights = None if loss == "ce" else [0.5 + (k % 4) * 0.5 for k in range(21)]
     result = train(model, dataset, sched, SETTINGS, RUNTIME,
                    TrainOptions(Path(checkpoint), seed=3, device=device, rank=info.rank,
                                 world_size=info.world_size, class_weights=weights))

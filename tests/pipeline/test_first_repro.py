@@ -68,7 +68,7 @@ def test_a_tiny_dvc_repro_runs_every_stage_and_records_what_it_did(finished, tmp
     final = json.loads((work / "reports/finetune/metrics.json").read_text())["val_miou"]
     assert finetune.data.metrics["val_miou"] == final  # the runs table's column: the final value
     history = client.get_metric_history(finetune.info.run_id, "val_miou")
-    assert [m.step for m in sorted(history, key=lambda m: m.step)] == [2, 3]
+    assert [m.step for m in sorted(history, key=lambda m: m.step)] == [0, 2, 3]  # 0: the start
     # Runs that compare: each training run says which ablation it is and logs its own
     # settings only; one pipeline run groups the stages; evaluate logs every row.
     training = [r for r in runs if r.data.tags["dvc.stage"] in {"pretrain", "finetune",
@@ -157,6 +157,10 @@ def test_the_mlflow_ui_in_a_real_browser(finished, tmp_path, chromium):
             assert param in text, param
         for ablation in ("main", *finished[1]["ablations"]):
             assert ablation in text
+        # The parallel-coordinates plot's metric axis: the validation mIoU (MLflow plots the
+        # first metric a run logged; the training runs log it first, at step 0), not the loss.
+        axes = page.locator("svg text").all_text_contents()
+        assert "val_miou" in axes and "loss" not in axes, axes
     finally:
         servers.stop(ui)
 

@@ -124,6 +124,29 @@ def test_data_signature_changes_when_a_file_is_rewritten(tmp_path):
     assert files_signature([str(a), str(b)]) != before
 
 
+def test_a_store_outside_the_repository_keeps_its_artifacts_beside_it(tmp_path, monkeypatch):
+    """MLFLOW_TRACKING_URI naming an SQLite file elsewhere: its artifacts go beside it, and the
+    next stage does not take the store for a moved one (before: a new experiment pointed into
+    the repository's mlartifacts/, and the second stage stopped, calling it moved)."""
+    from mlflow import MlflowClient
+
+    from deeplab.serving.registry import register
+    from deeplab.tracking.store import relocate_store, setup
+
+    repo, elsewhere = tmp_path / "repo", tmp_path / "shared store"
+    repo.mkdir()
+    elsewhere.mkdir()
+    uri = f"sqlite:///{elsewhere / 'mlflow.db'}"
+    monkeypatch.setenv("DVC_ROOT", str(repo))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    setup("outside")  # the first stage makes the experiment, logs no artifact yet
+    relocate_store(uri)  # the next stage: nothing to relocate, no error
+    location = MlflowClient(uri).get_experiment_by_name("outside").artifact_location
+    assert location == (elsewhere / "mlartifacts").resolve().as_uri()
+    register(*model_and_metrics(repo, 0, 0.5), params())
+    assert (elsewhere / "mlartifacts").is_dir() and not (repo / "mlartifacts").exists()
+
+
 def test_a_moved_or_copied_store_keeps_its_artifacts_linked(tmp_path, monkeypatch):
     """MLflow records absolute artifact paths: after the repository folder is moved (the old
     one gone) the registered model still loads and new artifacts land in the new folder; after
@@ -259,7 +282,8 @@ def test_training_outlives_its_tracking_server(tmp_path, tiny_train_csv, tiny_va
         assert run.info.status == "FINISHED"
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "loss")]
         assert sorted(steps) == list(range(1, 161))  # every point, exactly once
-        assert [m.step for m in client.get_metric_history(run.info.run_id, "coco_val_miou")] == [80, 160]
+        # the starting weights at step 0 (the run's first metric: what Compare plots), then val_every
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "coco_val_miou")] == [0, 80, 160]
 
         # Away at the end: one line, exit 2, the model file whole; the rerun delivers the rest.
         shutil.rmtree(out)

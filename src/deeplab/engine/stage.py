@@ -259,6 +259,12 @@ def run_training_stage(stage: TrainingStage, params: Params, files: StageFiles) 
                                info.world_size, resume, run.info.run_id if run else None,
                                on_log=lambda it, rec: log_metrics(rec, it),
                                on_validate=validate, class_weights=weights)
+        if spool and resume is None and sched.val_every:
+            # The starting weights' validation at step 0, the run's first metric: MLflow's
+            # Compare plots the first metric a run logged, so it shows the val mIoU, not the
+            # loss (train() seeds its own RNG: this changes no step of training).
+            start_miou = evaluate(model.to(device), val_rows, len(classes), device, desc="val")["miou"]
+            log_metrics({f"{stage.metric_prefix}val_miou": start_miou}, 0)
         result = train(model, dataset, sched, params.train, params.runtime, options)
         if not info.is_main:  # rank 0 alone validates and writes
             return {}

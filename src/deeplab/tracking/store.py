@@ -36,10 +36,13 @@ def tracking_uri() -> str:
 
 
 def artifact_location(uri: str) -> str | None:
-    """Where a new experiment keeps its artifacts: `mlartifacts/` beside a local store; for a
-    tracking server, None (the server's own store, `mlflow-artifacts:/`)."""
+    """Where a new experiment keeps its artifacts: `mlartifacts/` beside a local SQLite store
+    (the repository's own, or one named by MLFLOW_TRACKING_URI elsewhere); for a tracking
+    server, None (the server's own store, `mlflow-artifacts:/`)."""
     if uri.startswith(("http://", "https://", "databricks")):
         return None
+    if uri.startswith("sqlite:///"):
+        return (Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts").as_uri()
     return (repo_root() / "mlartifacts").as_uri()
 
 
