@@ -56,8 +56,9 @@ def test_two_process_ddp_matches_one_process(tiny_train_csv, tmp_path, one_proce
 
 @pytest.mark.slow
 def test_accumulation_under_ddp_equals_one_process(tiny_train_csv, tmp_path):
-    """`accumulate: 2`: 2 processes, which skip the gradient all-reduce on the first
-    micro-batch (`no_sync`), train the weights of 1 process on the same micro-batches."""
+    """`accumulate: 2` with frozen BN: 2 processes, which skip the gradient all-reduce on the
+    first micro-batch (`no_sync`), train the weights of 1 process. (Frozen BN under DDP had
+    been thawed: the synchronized BN modules replaced the frozen ones after freezing.)"""
     for name, launch in (("one", []), ("two", ["-m", "torch.distributed.run", "--standalone",
                                               "--nproc_per_node", "2"])):
         _run([sys.executable, *launch, str(HELPER), str(tiny_train_csv), f"{name}.pt",

@@ -32,7 +32,8 @@ def main(csv: str, out: str, checkpoint: str, loss: str = "ce") -> None:
     model.double()  # float64: the comparison tests the maths, not float32 rounding
     dataset = SegmentationDataset(read_list(csv), SCHED.crop_size, SCHED.scale_range, True)
     if loss == "accumulate":
-        sched, weights = SCHED.replace(batch_size=2, accumulate=2), None
+        # frozen BN: a micro-batch's statistics would otherwise depend on which samples it holds
+        sched, weights = SCHED.replace(batch_size=2, accumulate=2, freeze_bn=True), None
     else:
         sched = SCHED if loss == "ce" else SCHED.replace(loss=loss, top_k_percent_pixels=0.3,
                                                          hard_example_mining_step=2)

@@ -159,6 +159,7 @@ def test_the_mlflow_ui_in_a_real_browser(finished, tmp_path, chromium):
             assert ablation in text
         # The parallel-coordinates plot's metric axis: the validation mIoU (MLflow plots the
         # first metric a run logged; the training runs log it first, at step 0), not the loss.
+        page.locator("svg text", has_text="val_miou").first.wait_for(timeout=60_000)
         axes = page.locator("svg text").all_text_contents()
         assert "val_miou" in axes and "loss" not in axes, axes
     finally:

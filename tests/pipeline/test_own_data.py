@@ -38,7 +38,9 @@ def test_the_readme_own_data_example_gets_its_own_champion(finished, tmp_path):
     from mlflow import MlflowClient
     client = MlflowClient(tracking_uri=f"sqlite:///{work / 'mlflow.db'}")
     champion = client.get_model_version_by_alias("inspection", "champion")
-    assert "3 classes" in champion.description and "1 crack, 2 rust" in champion.description
+    # its description is its model card: the classes by id, name and colour
+    assert "3 classes." in champion.description
+    assert "| 1 | crack |" in champion.description and "| 2 | rust |" in champion.description
     assert champion.tags["training.params"] and "models:/deeplabv3plus@champion" in \
         json.loads(champion.tags["training.params"])["finetune"]["init"]
     voc = client.get_model_version_by_alias("deeplabv3plus", "champion")

@@ -210,10 +210,11 @@ def train(model: nn.Module, dataset: SegmentationDataset, sched: Schedule, setti
     model.to(device)
     if channels_last:
         model.to(memory_format=torch.channels_last)
+    if world_size > 1:  # first: the synchronized BN modules are new modules to freeze
+        model = synchronize_batchnorm(model, device)
     set_train_mode(model, freeze_bn)  # frozen BN parameters stay out of the optimizer
     if world_size > 1:
-        model = DistributedDataParallel(synchronize_batchnorm(model, device),
-                                        device_ids=[device.index] if device.type == "cuda" else None)
+        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     param_dtype = next(model.parameters()).dtype  # float32; float64 in exactness tests
     optimizer, scheduler = sgd_with_poly_schedule(model, sched)
     amp_dtype = precision.dtype
