@@ -41,7 +41,7 @@ from ..data.images import IMAGE_SUFFIXES, read_rgb
 from ..data.palette import overlay, save_label_png
 from ..model.device import select_device
 from ..uncertainty.confidence import KINDS, ConfidenceCollector, save_confidence_png
-from .runtimes import Runner, open_first, open_runner
+from .runtimes import Runner, deployed_source, open_first, open_runner
 from .windows import (
     DEFAULT_OVERLAP,
     DEFAULT_TILE,
@@ -177,9 +177,9 @@ def open_auto(model: str | Path, runtime: str, precision: str, threads: int,
             if not order:
                 raise ConfigError(f"--runtime {runtime} --precision {precision}: {spec} serves on "
                                   f"{', '.join(served)}; choose one of those or torch")
-            runner = open_first(order, files,
-                                lambda: segmenter_from_state(state, strategy, spec).to(device),
-                                threads, device)
+            runner = open_first(order, deployed_source(
+                files, lambda: segmenter_from_state(state, strategy, spec).to(device)),
+                threads, device)
             runner.temperature = float(settings.get("temperature", 1.0))
             runner.classes = classes_of(state)
             return runner
@@ -189,16 +189,15 @@ def open_auto(model: str | Path, runtime: str, precision: str, threads: int,
     if not order:  # an explicit precision with runtime auto
         chosen = ("openvino" if onnx else "torch") if runtime == "auto" else runtime
         order = [f"{chosen}/{'fp32' if precision == 'auto' else precision}"]
-    for k, fmt in enumerate(order):
-        r, p = fmt.split("/")
-        try:
-            return open_runner(model, r, p, threads, device,
-                               **({} if r != "torch" else overrides))
-        except ConfigError as exc:
-            if k + 1 == len(order):
-                raise
-            log.warning("running %s instead of %s: %s", order[k + 1], fmt, exc)
-    raise ConfigError("no runtime")  # unreachable: order is never empty
+    built = not (onnx or Path(spec).is_dir())  # torch refuses ONNX files in one line itself
+
+    def source(runtime: str, _: str) -> Any:
+        from .segmenter import load_segmenter
+
+        return load_segmenter(model, device=device, **overrides) if runtime == "torch" and built \
+            else model
+
+    return open_first(order, source, threads, device)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -196,7 +196,7 @@ class SegmenterModel(PythonModel):
 
         from deeplab.core.schema import ServeConfig
         from deeplab.model.files import classes_of, model_from_state
-        from deeplab.serving.runtimes import open_first
+        from deeplab.serving.runtimes import deployed_source, open_first
         from deeplab.serving.segmenter import Segmenter
         from deeplab.tracking.registry import (
             logged_model_dir,
@@ -217,8 +217,8 @@ class SegmenterModel(PythonModel):
         order = (auto or {}).get("order") or \
             [f"{self.serve.runtime}/{self.serve.precision}"]
         self.runner = open_first(  # auto: the fastest first; where this CPU cannot, the next
-            order, files,
-            lambda: Segmenter(model_from_state(state), strategy, self.classes).to(self.device).eval(),
+            order, deployed_source(files, lambda: Segmenter(model_from_state(state), strategy,
+                                                            self.classes).to(self.device).eval()),
             self.serve.threads, self.device)
 
         self.turns = threading.BoundedSemaphore(self.serve.concurrency)

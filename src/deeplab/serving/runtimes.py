@@ -237,21 +237,28 @@ if tuple(RUNNERS) != tuple(RUNTIMES):
     raise ImportError(f"serving.runtimes.RUNNERS {tuple(RUNNERS)} differ from core.choices.runtimes.RUNTIMES")
 
 
-def open_first(order: Sequence[str], files: Mapping[str, Path], segmenter: Callable[[], Any],
-               threads: int = 0, device: str | torch.device = "cpu") -> Runner:
+def open_first(order: Sequence[str], source: Callable[[str, str], Any], threads: int = 0,
+               device: str | torch.device = "cpu") -> Runner:
     """The first format of `order` (`runtime/precision`, the fastest first) that this machine
-    opens: torch runs `segmenter()`, the ONNX runtimes the deployed file of that precision in
-    `files`; one warning line for each format passed over (a CPU without bf16, say)."""
+    opens, each on what `source(runtime, precision)` gives (a segmenter, a model or ONNX
+    file); one warning line for each format passed over (a CPU without bf16, say)."""
     for k, fmt in enumerate(order):
         runtime, precision = fmt.split("/")
-        source = segmenter() if runtime == "torch" else files[choices.ONNX_FILES[precision]]
         try:
-            return open_runner(source, runtime, precision, threads, device)
+            return open_runner(source(runtime, precision), runtime, precision, threads, device)
         except ConfigError as exc:
             if k + 1 == len(order):
                 raise
             log.warning("serving %s instead of %s: %s", order[k + 1], fmt, exc)
     raise ConfigError("no runtime to serve on (an empty order)")
+
+
+def deployed_source(files: Mapping[str, Path], segmenter: Callable[[], Any]
+                    ) -> Callable[[str, str], Any]:
+    """`open_first`'s source for a registered model: torch runs `segmenter()`, the ONNX
+    runtimes the deployed file of their precision in `files`."""
+    return lambda runtime, precision: segmenter() if runtime == "torch" \
+        else files[choices.ONNX_FILES[precision]]
 
 
 def open_runner(source: Any, runtime: str = "torch", precision: str = "fp32",
