@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from helpers.repo import REPO
 
 
@@ -48,7 +49,10 @@ def test_loader_mode(tmp_path, tiny_train_csv, tiny_classes):
     (tmp_path / "data/processed").mkdir(parents=True)
     shutil.copy(tiny_train_csv, tmp_path / "data/processed/train.csv")
     shutil.copy(tiny_classes, tmp_path / "data/processed/classes.json")
-    shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
+    params = yaml.safe_load((REPO / "params.yaml").read_text())  # the mode, at a tiny size
+    params["finetune"].update(batch_size=2, crop_size=33)
+    params["runtime"]["workers"] = 1
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     result = bench(["--loader", "--loader-seconds", "0.5"], tmp_path)
     assert result["loader_img_s"] > 0 and result["train_step_img_s"] > 0
 
